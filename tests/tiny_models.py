@@ -1,0 +1,80 @@
+"""Tiny random Llama and Cohere checkpoints for tests: built in seconds, saved as HF folders.
+
+They carry a small byte-level BPE tokenizer with a ChatML template (the stand-in's format), so
+every code path that needs a real tokenizer, chat template and `save_pretrained` folder runs on
+them exactly as on real weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "Convert the date to ISO 8601: March 5th, 2021 -> 2021-03-05",
+    "the quick brown fox jumps over the lazy dog 0123456789",
+    "January February March April May June July August September October November December",
+    "user assistant system prompt completion answer question yes no",
+]
+
+
+def build_tokenizer(vocab_size: int = 320):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>", bos_token=None
+    )
+    fast.chat_template = CHATML
+    return fast
+
+
+def build_model(arch: str = "llama", vocab_size: int = 320, hidden: int = 32, layers: int = 2, seed: int = 0):
+    import torch
+    from transformers import CohereConfig, CohereForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=2,
+    )
+    if arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
+    if arch == "cohere":
+        return CohereForCausalLM(CohereConfig(**common, logit_scale=0.25))
+    raise ValueError(f"unknown tiny architecture {arch!r}")
+
+
+def save_tiny_checkpoint(path: Path, arch: str = "llama", vocab_size: int = 320, **kw) -> Path:
+    """Write a tiny random model + tokenizer as a Hugging Face folder at `path`."""
+    path = Path(path)
+    tokenizer = build_tokenizer(vocab_size=min(vocab_size, 320))
+    model = build_model(arch, vocab_size=max(vocab_size, len(tokenizer)), **kw)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
