@@ -1,0 +1,149 @@
+"""The base-model catalog: `models.toml` read into typed, frozen records.
+
+The TOML file is the single source of truth for model ids, methods, token limits and every
+hyperparameter range; nothing else in TuneForge hard-codes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from tuneforge.errors import InvalidParameter
+
+CATALOG_FILE = Path(__file__).with_name("models.toml")
+
+Number = int | float
+
+
+def format_number(x: Number) -> str:
+    """Write a number the way the spec does: 0.000005, not 5e-06."""
+    if isinstance(x, int):
+        return str(x)
+    return format(Decimal(repr(x)), "f")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str  # API camelCase name, e.g. "loraDropout"
+    type: str  # "int" | "float"
+    minimum: Number | None
+    maximum: Number | None
+    min_exclusive: bool
+    max_exclusive: bool
+    default: Number
+    tunable: bool
+    description: str
+
+    def allowed(self) -> str:
+        """The allowed values as a phrase that completes "it must be ..."."""
+        if not self.tunable:
+            return f"only {format_number(self.default)} (not tunable)"
+        kind = "an integer" if self.type == "int" else "a number"
+        lo = None if self.minimum is None else format_number(self.minimum)
+        hi = None if self.maximum is None else format_number(self.maximum)
+        if lo is not None and hi is not None:
+            if not self.min_exclusive and not self.max_exclusive:
+                return f"{kind} from {lo} to {hi}"
+            start = f"above {lo}" if self.min_exclusive else f"from {lo}"
+            end = f"up to (not including) {hi}" if self.max_exclusive else f"up to {hi}"
+            if self.type == "float":
+                kind = "a decimal"
+            return f"{kind} {start} {end}"
+        if lo is not None:
+            if self.minimum == 0 and not self.min_exclusive:
+                return "0 or a positive " + ("integer" if self.type == "int" else "number")
+            return f"{kind} above {lo}" if self.min_exclusive else f"{kind} of {lo} or more"
+        if hi is not None:
+            return f"{kind} below {hi}" if self.max_exclusive else f"{kind} of {hi} or less"
+        return "any integer" if self.type == "int" else "any finite number"
+
+    def in_range(self, value: Number) -> bool:
+        """Whether `value` (already of the right type) is accepted."""
+        if not self.tunable:
+            return value == self.default
+        if self.minimum is not None:
+            if value < self.minimum or (self.min_exclusive and value == self.minimum):
+                return False
+        if self.maximum is not None:
+            if value > self.maximum or (self.max_exclusive and value == self.maximum):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class BaseModelSpec:
+    id: str  # OCI model name, e.g. "meta.llama-3.3-70b-instruct"
+    display_name: str
+    vendor: str  # "meta" | "cohere"
+    method: str  # "LORA" | "TFEW"
+    training_config_type: str  # "LORA_TRAINING_CONFIG" | "TFEW_TRAINING_CONFIG"
+    deprecated: bool
+    architecture: str  # "llama" | "cohere": which engine code path loads the weights
+    weights_repo: str  # Hugging Face repository of the open weights
+    context_tokens: int
+    max_prompt_tokens: int | None
+    max_completion_tokens: int | None
+    params: dict[str, ParamSpec]  # in the spec tables' row order
+
+
+def _param(name: str, row: dict) -> ParamSpec:
+    spec = ParamSpec(
+        name=name,
+        type=row["type"],
+        minimum=row.get("minimum"),
+        maximum=row.get("maximum"),
+        min_exclusive=row.get("min_exclusive", False),
+        max_exclusive=row.get("max_exclusive", False),
+        default=row["default"],
+        tunable=row["tunable"],
+        description=row["description"],
+    )
+    # A typo in the data file should fail loudly at load time, not as a strange 400 later.
+    expected = int if spec.type == "int" else float
+    if spec.type not in ("int", "float") or type(spec.default) is not expected:
+        raise ValueError(f"{CATALOG_FILE}: {name}: default {spec.default!r} is not of type {spec.type}")
+    if not spec.in_range(spec.default):
+        raise ValueError(f"{CATALOG_FILE}: {name}: default {spec.default!r} is outside its own range")
+    return spec
+
+
+def _model(row: dict, tables: dict) -> BaseModelSpec:
+    table = tables[row["hyperparameters"]]
+    return BaseModelSpec(
+        id=row["id"],
+        display_name=row["display_name"],
+        vendor=row["vendor"],
+        method=row["method"],
+        training_config_type=row["training_config_type"],
+        deprecated=row["deprecated"],
+        architecture=row["architecture"],
+        weights_repo=row["weights_repo"],
+        context_tokens=row["context_tokens"],
+        max_prompt_tokens=row.get("max_prompt_tokens"),
+        max_completion_tokens=row.get("max_completion_tokens"),
+        params={name: _param(name, spec) for name, spec in table.items()},
+    )
+
+
+@functools.cache
+def _load() -> tuple[BaseModelSpec, ...]:
+    with open(CATALOG_FILE, "rb") as f:
+        data = tomllib.load(f)
+    return tuple(_model(row, data["hyperparameters"]) for row in data["models"])
+
+
+def list_models() -> list[BaseModelSpec]:
+    """All catalog models, in file order (the seed's order)."""
+    return list(_load())
+
+
+def get_model(model_id: str) -> BaseModelSpec:
+    for model in _load():
+        if model.id == model_id:
+            return model
+    known = ", ".join(m.id for m in _load())
+    raise InvalidParameter("baseModelId", model_id, f"one of: {known}")
