@@ -1,0 +1,202 @@
+"""The service's tables (SQLAlchemy 2 typed ORM).
+
+API-facing rows (models, clusters, work requests) keep OCI's vocabulary; `jobs` is the queue the
+workers claim from, and `metric_records` the training curves streamed from `metrics.jsonl`.
+Every API resource records the tenancy that created it: that is the access boundary
+(compartment OCIDs are free-form labels inside a tenancy).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC on the Python side on every backend (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            value = value.astimezone(timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    key_id: Mapped[str] = mapped_column(String(512), primary_key=True)  # tenancy/user/fingerprint
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelRow(Base):
+    """A custom (fine-tuned) model. Base models come from the catalog and are never stored."""
+
+    __tablename__ = "models"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    compartment_id: Mapped[str] = mapped_column(String(255), index=True)
+    display_name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    vendor: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(255))
+    base_model_id: Mapped[str] = mapped_column(String(255))  # catalog id, e.g. meta.llama-3.3-70b-instruct
+    lifecycle_state: Mapped[str] = mapped_column(String(32), index=True)
+    lifecycle_details: Mapped[str | None] = mapped_column(Text)
+    fine_tune_details: Mapped[dict[str, Any]]  # OCI camelCase, trainingConfig fully resolved
+    model_metrics: Mapped[dict[str, Any] | None]
+    freeform_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    defined_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    system_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+    time_updated: Mapped[datetime | None]
+    revision: Mapped[int] = mapped_column(default=1)  # bumped on every change; the etag derives from it
+
+
+class ClusterRow(Base):
+    """A dedicated AI cluster. Here a FINE_TUNING cluster names a worker pool: at most
+    `unit_count` of its jobs train at the same time."""
+
+    __tablename__ = "dedicated_ai_clusters"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    compartment_id: Mapped[str] = mapped_column(String(255), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    unit_count: Mapped[int]
+    unit_shape: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    capacity_reservation_id: Mapped[str | None] = mapped_column(String(255))
+    lifecycle_state: Mapped[str] = mapped_column(String(32))
+    lifecycle_details: Mapped[str | None] = mapped_column(Text)
+    freeform_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    defined_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+    time_updated: Mapped[datetime | None]
+    revision: Mapped[int] = mapped_column(default=1)
+
+
+class WorkRequestRow(Base):
+    __tablename__ = "work_requests"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    compartment_id: Mapped[str] = mapped_column(String(255), index=True)
+    operation_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    percent_complete: Mapped[float] = mapped_column(Float, default=0.0)
+    entity_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(255), index=True)
+    action_type: Mapped[str] = mapped_column(String(32))
+    entity_uri: Mapped[str] = mapped_column(String(512))
+    time_accepted: Mapped[datetime] = mapped_column(default=utcnow)
+    time_started: Mapped[datetime | None]
+    time_finished: Mapped[datetime | None]
+    revision: Mapped[int] = mapped_column(default=1)
+
+
+class WorkRequestEntry(Base):
+    """A log line (code None) or an error (code set) of a work request."""
+
+    __tablename__ = "work_request_entries"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    work_request_id: Mapped[str] = mapped_column(ForeignKey("work_requests.id"), index=True)
+    is_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    code: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobRow(Base):
+    """One training run to do; the durable queue. Keyed by its CREATE_MODEL work request.
+
+    state: QUEUED (claimable) -> RUNNING (owner heartbeats) -> DONE. A RUNNING job whose owner
+    stopped heartbeating (or died on this host) is claimed again and resumed from its checkpoint.
+    """
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(ForeignKey("work_requests.id"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    cluster_id: Mapped[str] = mapped_column(String(255), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    job_dir: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    owner: Mapped[str | None] = mapped_column(String(255))  # "host:pid" of the claiming server
+    heartbeat_at: Mapped[datetime | None]
+    child_pid: Mapped[int | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of metrics.jsonl stored
+    metrics_lines: Mapped[int] = mapped_column(default=0)
+    progress: Mapped[dict[str, Any] | None]  # last progress.json
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MetricRecord(Base):
+    __tablename__ = "metric_records"
+    __table_args__ = (UniqueConstraint("model_id", "seq"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    seq: Mapped[int]  # line number in metrics.jsonl, 0-based
+    record: Mapped[dict[str, Any]]
+
+
+class RetryToken(Base):
+    """opc-retry-token -> the resource the first request created (kept 24 h, as OCI documents)."""
+
+    __tablename__ = "retry_tokens"
+    tenancy_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    token: Mapped[str] = mapped_column(String(255), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(255))
+    work_request_id: Mapped[str | None] = mapped_column(String(255))
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BucketRow(Base):
+    __tablename__ = "buckets"
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    compartment_id: Mapped[str] = mapped_column(String(255))
+    created_by: Mapped[str] = mapped_column(String(255))
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ObjectRow(Base):
+    """Object metadata; the bytes live in a file named by `storage_key` under the data dir, so no
+    object name can ever reach the filesystem as a path."""
+
+    __tablename__ = "objects"
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(64))  # base64, as OCI's opc-content-md5
+    etag: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(255))
+    storage_key: Mapped[str] = mapped_column(String(64))
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
