@@ -1,0 +1,247 @@
+"""The `tuneforge` command line.
+
+Commands are thin: parse, call the modules, print. Keep module-level imports light (no torch,
+transformers or fastapi): `tuneforge plan` must answer in well under a second, so a command that
+needs a heavy library imports it inside its own function. Each command is one self-contained
+block below; `hyperparameter_options` and `overrides_from_flags` are shared with `train`.
+
+Errors: any TuneForgeError raised by a command is printed (no traceback) and exits 2, once,
+in `_Main.invoke`; click's own usage errors also exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from tuneforge.errors import InvalidParameter, TuneForgeError
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TuneForgeError as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Main)
+@click.version_option(package_name="tuneforge")
+def main() -> None:
+    """TuneForge: fine-tune open base models with OCI Generative AI custom-model semantics."""
+
+
+# --- shared options ------------------------------------------------------------------------------
+
+# API field -> (metavar, help). Ranges differ per model: `tuneforge models` lists them.
+_HYPERPARAMETER_HELP = {
+    "totalTrainingEpochs": ("INT", "Passes over the training split."),
+    "learningRate": ("FLOAT", "Learning rate."),
+    "trainingBatchSize": ("INT", "Examples per optimizer step."),
+    "earlyStoppingPatience": ("INT", "Evaluations without improvement before stopping; 0 disables."),
+    "earlyStoppingThreshold": ("FLOAT", "Minimum validation-loss decrease that counts as improvement."),
+    "logModelMetricsIntervalInSteps": ("INT", "Steps between metric log entries (T-Few: fixed at 1)."),
+    "loraR": ("INT", "LoRA rank (LoRA models only)."),
+    "loraAlpha": ("INT", "LoRA scaling numerator, alpha / r (LoRA models only)."),
+    "loraDropout": ("FLOAT", "LoRA dropout probability, below 1 (LoRA models only)."),
+}
+
+
+def _kebab(api_name: str) -> str:
+    from tuneforge.hyperparams import SNAKE_NAMES
+
+    return SNAKE_NAMES[api_name].replace("_", "-")
+
+
+def hyperparameter_options(f: Callable) -> Callable:
+    """Add one string option per hyperparameter, --total-training-epochs ... --lora-dropout.
+
+    Taken as text and converted by `overrides_from_flags`, so a bad value is reported with the
+    API's camelCase field name, exactly as the REST API would report it."""
+    for api_name, (metavar, help_text) in reversed(_HYPERPARAMETER_HELP.items()):
+        f = click.option(f"--{_kebab(api_name)}", metavar=metavar, default=None, help=f"{api_name}: {help_text}")(f)
+    return f
+
+
+def overrides_from_flags(kwargs: dict[str, Any], model=None) -> dict[str, Any]:
+    """The hyperparameter flags that were given, as {camelCase API name: int | float}.
+
+    Ignores other keys, so a command can pass all its kwargs. "3.5" or "3.0" for an integer field
+    is an InvalidParameter naming the field (and, given the model, its range); range checks are
+    left to resolve_training_config."""
+    from tuneforge.hyperparams import FIELD_TYPES, SNAKE_NAMES
+
+    out: dict[str, Any] = {}
+    for api_name, snake in SNAKE_NAMES.items():
+        text = kwargs.get(snake)
+        if text is None:
+            continue
+        if isinstance(text, str):
+            text = text.strip()
+        try:
+            out[api_name] = FIELD_TYPES[api_name](text)
+        except (TypeError, ValueError):
+            kind = "an integer" if FIELD_TYPES[api_name] is int else "a number"
+            spec = model.params.get(api_name) if model is not None else None
+            allowed = f"; allowed: {spec.allowed()}" if spec is not None else ""
+            raise InvalidParameter(api_name, text, f"must be {kind}{allowed}") from None
+    return out
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+def _print_rows(rows: list[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows) + 1
+    for key, value in rows:
+        click.echo(f"{key + ':':<{width}} {value}")
+
+
+def _warn_deprecated(model) -> None:
+    click.echo(f"Warning: {model.id} is deprecated by OCI; it can still be fine-tuned.", err=True)
+
+
+# --- tuneforge models ----------------------------------------------------------------------------
+
+
+def _model_json(model) -> dict[str, Any]:
+    return {
+        "id": model.id,
+        "vendor": model.vendor,
+        "method": model.method,
+        "trainingConfigType": model.training_config_type,
+        "deprecated": model.deprecated,
+        "architecture": model.architecture,
+        "weightsRepo": model.weights_repo,
+        "contextTokens": model.context_tokens,
+        "maxPromptTokens": model.max_prompt_tokens,
+        "maxCompletionTokens": model.max_completion_tokens,
+        "hyperparameters": {
+            p.name: {
+                "type": p.type,
+                "minimum": p.minimum,
+                "maximum": p.maximum,
+                "minExclusive": p.min_exclusive,
+                "maxExclusive": p.max_exclusive,
+                "default": p.default,
+                "tunable": p.tunable,
+                "allowed": p.allowed(),
+                "description": p.description,
+            }
+            for p in model.params.values()
+        },
+    }
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array with every range.")
+def models(as_json: bool) -> None:
+    """List the base models that can be fine-tuned, with their default hyperparameters."""
+    from tuneforge.catalog import format_number, list_models
+
+    catalog = list_models()
+    if as_json:
+        _print_json([_model_json(m) for m in catalog])
+        return
+    width = max(len(m.id) for m in catalog)
+    for m in catalog:
+        defaults = " ".join(f"{p.name}={format_number(p.default)}" for p in m.params.values())
+        marker = "deprecated" if m.deprecated else ""
+        click.echo(f"{m.id:<{width}}  {m.method:<4}  {marker:<10}  {defaults}")
+
+
+# --- tuneforge plan ------------------------------------------------------------------------------
+
+STEPS_RULE = "totalTrainingEpochs * ceil(trainingExamples / trainingBatchSize)"
+
+
+def _load_token_counter(weights: Path | None) -> Callable[[str], int] | None:
+    """A token counter from `weights`/tokenizer.json via the `tokenizers` library (no torch), or None."""
+    if weights is None:
+        return None
+    tokenizer_file = weights / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        click.echo(f"Note: no tokenizer.json in {weights}; token lengths not checked.", err=True)
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+@main.command()
+@click.option("--base-model", "base_model", required=True, metavar="ID", help="Catalog model id (see `tuneforge models`).")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="JSONL file of prompt/completion pairs.")
+@click.option("--seed", type=int, default=None, help="Seed of the 80:20 split (default 42).")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Model folder; if it holds tokenizer.json, prompt/completion token lengths are checked.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@hyperparameter_options
+def plan(base_model: str, dataset: Path, seed: int | None, weights: Path | None, as_json: bool, **flags: Any) -> None:
+    """Validate a fine-tuning request and show what training would do, without training."""
+    from tuneforge import data
+    from tuneforge.catalog import get_model
+    from tuneforge.hyperparams import resolve_training_config, steps_per_epoch, total_training_steps
+
+    model = get_model(base_model)
+    config = resolve_training_config(model, overrides_from_flags(flags, model))
+    seed = data.DEFAULT_SEED if seed is None else seed
+    count_tokens = _load_token_counter(weights)
+    if count_tokens is None:
+        n = data.scan_dataset(dataset)
+    else:
+        examples = data.read_examples(dataset)
+        data.check_token_lengths(
+            examples,
+            count_tokens,
+            max_prompt_tokens=model.max_prompt_tokens,
+            max_completion_tokens=model.max_completion_tokens,
+            context_tokens=model.context_tokens,
+            path=dataset,
+        )
+        n = len(examples)
+    n_train, n_val = data.split_sizes(n)
+    per_epoch = steps_per_epoch(n_train, config.training_batch_size)
+    total = total_training_steps(n_train, config.training_batch_size, config.total_training_epochs)
+    if model.deprecated:
+        _warn_deprecated(model)
+    if as_json:
+        _print_json(
+            {
+                "baseModelId": model.id,
+                "method": model.method,
+                "deprecated": model.deprecated,
+                "trainingConfig": config.to_api(),
+                "datasetExamples": n,
+                "trainingExamples": n_train,
+                "validationExamples": n_val,
+                "stepsPerEpoch": per_epoch,
+                "totalTrainingSteps": total,
+                "totalTrainingStepsRule": STEPS_RULE,
+                "seed": seed,
+                "tokenLengthsChecked": count_tokens is not None,
+            }
+        )
+        return
+    api = config.to_api()
+    rows: list[tuple[str, Any]] = [
+        ("baseModelId", model.id + (" (DEPRECATED)" if model.deprecated else "")),
+        ("method", f"{model.method} ({api.pop('trainingConfigType')})"),
+        ("dataset", f"{dataset}: {n} examples"),
+        ("split", f"{n_train} training + {n_val} validation (80:20, seed {seed})"),
+        *api.items(),
+        ("stepsPerEpoch", per_epoch),
+        ("totalTrainingSteps", f"{total} = {config.total_training_epochs} * ceil({n_train} / {config.training_batch_size})"),
+        ("tokenLengths", "checked" if count_tokens else "not checked (pass --weights DIR with tokenizer.json)"),
+    ]
+    _print_rows(rows)
+
