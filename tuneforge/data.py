@@ -73,9 +73,11 @@ def _parse_line(raw: bytes, lineno: int, problems: _Problems) -> Example | None:
     except RecursionError:
         problems.add(lineno, "not valid JSON (nested too deeply)")
         return None
-    except ValueError as e:  # JSONDecodeError, or an integer literal too long to convert
-        detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
-        problems.add(lineno, f"not valid JSON ({detail})")
+    except json.JSONDecodeError as e:
+        problems.add(lineno, f"not valid JSON ({e.msg} at column {e.colno})")
+        return None
+    except ValueError:  # Python refuses integer literals of more than 4300 digits
+        problems.add(lineno, "not valid JSON (a number with too many digits)")
         return None
     if not isinstance(obj, dict):
         problems.add(lineno, f'not a JSON object (got {_json_type(obj)}); expected {{"prompt": ..., "completion": ...}}')
