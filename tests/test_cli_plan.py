@@ -10,20 +10,14 @@ from click.testing import CliRunner
 from tuneforge.cli import main, overrides_from_flags, plan
 from tuneforge.errors import InvalidParameter
 
+# The seed defaults, hard-coded once (tests/ is on sys.path via conftest).
+from test_hyperparams import LORA_DEFAULTS as LORA_CONFIG
+from test_hyperparams import TFEW_DEFAULTS as TFEW_CONFIG
+
 MODEL_IDS = [
     "meta.llama-3.3-70b-instruct", "meta.llama-3.1-70b-instruct", "meta.llama-3-70b-instruct",
     "cohere.command-r-16k", "cohere.command-r-08-2024",
 ]
-LORA_CONFIG = {
-    "trainingConfigType": "LORA_TRAINING_CONFIG", "totalTrainingEpochs": 3, "learningRate": 0.0002,
-    "trainingBatchSize": 8, "earlyStoppingPatience": 15, "earlyStoppingThreshold": 0.0001,
-    "logModelMetricsIntervalInSteps": 10, "loraR": 8, "loraAlpha": 8, "loraDropout": 0.1,
-}
-TFEW_CONFIG = {
-    "trainingConfigType": "TFEW_TRAINING_CONFIG", "totalTrainingEpochs": 1, "learningRate": 0.01,
-    "trainingBatchSize": 16, "earlyStoppingPatience": 10, "earlyStoppingThreshold": 0.001,
-    "logModelMetricsIntervalInSteps": 1,
-}
 DEPRECATED = {"meta.llama-3-70b-instruct", "cohere.command-r-16k"}
 
 

@@ -225,7 +225,7 @@ def test_split_is_reproducible_and_seeded():
     assert split_indices(32, 42)[1] == [5, 10, 11, 15, 25, 26]
 
 
-def test_split_does_not_depend_on_hash_seed(tmp_path):
+def test_split_does_not_depend_on_hash_seed():
     import subprocess
     import sys
 

@@ -48,6 +48,11 @@ class _Problems:
         if len(self.shown) < self.cap:
             self.shown.append(LineProblem(line, message))
 
+    def add_first(self, message: str) -> None:
+        """A file-level problem, shown ahead of the line problems so the cap never hides it."""
+        self.total += 1
+        self.shown.insert(0, LineProblem(None, message))
+
     def raise_if_any(self) -> None:
         if self.total:
             raise DatasetError(self.path, self.shown, self.total)
@@ -133,9 +138,7 @@ def iter_examples(path: str | os.PathLike, *, max_problems: int = 50) -> Iterato
         except OSError as e:  # e.g. a directory on platforms where open() succeeds, or an I/O error
             raise DatasetError(str(path), [LineProblem(None, f"cannot be read ({e.strerror or e})")]) from None
     if count < MIN_EXAMPLES:
-        # File-level problem first so the cap never hides it.
-        problems.shown.insert(0, LineProblem(None, f"{count} valid example(s); at least {MIN_EXAMPLES} are required"))
-        problems.total += 1
+        problems.add_first(f"{count} valid example(s); at least {MIN_EXAMPLES} are required")
     problems.raise_if_any()
 
 
