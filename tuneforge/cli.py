@@ -245,3 +245,90 @@ def plan(base_model: str, dataset: Path, seed: int | None, weights: Path | None,
     ]
     _print_rows(rows)
 
+
+# --- tuneforge serve / api-keys ------------------------------------------------------------------
+
+
+def _store_options(f: Callable) -> Callable:
+    f = click.option("--database-url", default=None, metavar="URL",
+                     help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in the data dir).")(f)  # fmt: skip
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tuneforge-data"),
+                        show_default=True, help="Where objects, jobs and the SQLite database live.")(f)  # fmt: skip
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (put TLS in front: docs/service.md).")
+@click.option("--port", type=int, default=8080, show_default=True)
+@_store_options
+@click.option("--weights", default=None, metavar="PATH|stand-in",
+              help="Weights for every job (as `train --weights`); default: the engine's per-model lookup.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Training jobs this process runs at once (0: API only, jobs run on other servers).")  # fmt: skip
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Times a job is started before it fails when its worker keeps dying.")  # fmt: skip
+@click.option("--region", default="local", show_default=True, help="Region name used in OCIDs.")
+def serve(host: str, port: int, data_dir: Path, database_url: str | None, weights: str | None, workers: int,
+          max_attempts: int, region: str) -> None:  # fmt: skip
+    """Run the OCI-compatible fine-tuning API and its training workers."""
+    from tuneforge.api.config import ServiceConfig
+    from tuneforge.api.server import serve as run_server
+
+    config = ServiceConfig(data_dir=data_dir.resolve(), database_url=database_url, weights=weights, workers=workers,
+                           region=region, max_attempts=max_attempts)  # fmt: skip
+    run_server(config, host, port)
+
+
+@main.group(name="api-keys")
+def api_keys() -> None:
+    """Register the public keys that sign API requests (OCI API signing keys)."""
+
+
+def _key_store(data_dir: Path, database_url: str | None):
+    from tuneforge.store.db import default_url, open_store
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return open_store(database_url or default_url(data_dir))
+
+
+@api_keys.command(name="add")
+@click.option("--tenancy", required=True, metavar="OCID", help="Tenancy OCID (the SDK config's `tenancy`).")
+@click.option("--user", required=True, metavar="OCID", help="User OCID (the SDK config's `user`).")
+@click.option("--public-key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM public key (or the private key; only its public half is stored).")  # fmt: skip
+@_store_options
+def api_keys_add(tenancy: str, user: str, public_key_file: Path, data_dir: Path, database_url: str | None) -> None:
+    """Register a key; prints its fingerprint (the SDK config's `fingerprint`)."""
+    from tuneforge.api.keys import add_key
+
+    sessions = _key_store(data_dir, database_url)
+    with sessions() as session:
+        row = add_key(session, tenancy, user, public_key_file.read_bytes())
+        session.commit()
+    click.echo(row.fingerprint)
+
+
+@api_keys.command(name="list")
+@click.option("--tenancy", default=None, metavar="OCID", help="Only this tenancy's keys.")
+@_store_options
+def api_keys_list(tenancy: str | None, data_dir: Path, database_url: str | None) -> None:
+    """List registered keys: tenancy, user, fingerprint."""
+    from tuneforge.api.keys import list_keys
+
+    with _key_store(data_dir, database_url)() as session:
+        for row in list_keys(session, tenancy):
+            click.echo(f"{row.tenancy_id}  {row.user_id}  {row.fingerprint}")
+
+
+@api_keys.command(name="remove")
+@click.argument("key", metavar="FINGERPRINT|KEY_ID")
+@_store_options
+def api_keys_remove(key: str, data_dir: Path, database_url: str | None) -> None:
+    """Remove a key by fingerprint or by keyId (tenancy/user/fingerprint)."""
+    from tuneforge.api.keys import remove_key
+
+    with _key_store(data_dir, database_url)() as session:
+        removed = remove_key(session, key)
+        session.commit()
+    if not removed:
+        raise click.ClickException(f"no key {key!r} is registered")
+    click.echo(f"removed {removed} key(s)")

@@ -148,6 +148,7 @@ class JobRow(Base):
     heartbeat_at: Mapped[datetime | None]
     child_pid: Mapped[int | None]
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)  # why the previous attempt ended, if it crashed
     metrics_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of metrics.jsonl stored
     metrics_lines: Mapped[int] = mapped_column(default=0)
     progress: Mapped[dict[str, Any] | None]  # last progress.json

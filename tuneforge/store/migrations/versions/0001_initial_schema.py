@@ -144,6 +144,7 @@ def upgrade() -> None:
     sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('child_pid', sa.Integer(), nullable=True),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('metrics_offset', sa.BigInteger(), nullable=False),
     sa.Column('metrics_lines', sa.Integer(), nullable=False),
     sa.Column('progress', sa.JSON(), nullable=True),

@@ -1,0 +1,32 @@
+"""What a running service needs to know: where its data lives and how jobs run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneforge.store.db import default_url
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    data_dir: Path
+    database_url: str | None = None  # None: SQLite file under data_dir
+    weights: str | None = None  # passed to every training job as --weights ("stand-in" or a folder)
+    workers: int = 1  # concurrent training jobs this process runs (0: API only)
+    region: str = "local"  # appears in OCIDs
+    max_attempts: int = 3  # a job whose worker died this many times fails with the last reason
+    lease_seconds: float = 30.0  # a RUNNING job without a heartbeat for this long is taken over
+    max_pending_jobs_per_tenancy: int = 100  # more queued/running jobs than this: 429
+
+    @property
+    def url(self) -> str:
+        return self.database_url or default_url(self.data_dir)
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"

@@ -1,0 +1,44 @@
+"""opc-retry-token: a retried create returns what the first request created, never a second one.
+
+The SDK generates the token once per call, before its retry loop (oci-api.md §1.1), so every retry
+of one create carries the same token. Tokens are honoured for 24 hours, as OCI documents."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from tuneforge.api.errors import ApiError
+from tuneforge.store.tables import RetryToken, utcnow
+
+TTL = timedelta(hours=24)
+
+
+def body_hash(details: BaseModel) -> str:
+    return hashlib.sha256(details.model_dump_json(by_alias=True).encode()).hexdigest()
+
+
+def lookup(session: Session, tenancy_id: str, token: str | None, operation: str, digest: str) -> RetryToken | None:
+    """The earlier request's record, if this is a retry of it; 409 if the token was used for a different body."""
+    if not token:
+        return None
+    row = session.get(RetryToken, (tenancy_id, token, operation))
+    if row is None:
+        return None
+    if utcnow() - row.time_created > TTL:
+        session.delete(row)
+        session.flush()
+        return None
+    if row.body_hash != digest:
+        raise ApiError(409, "InvalidatedRetryToken", "opc-retry-token was already used for a different request body.")
+    return row
+
+
+def record(session: Session, tenancy_id: str, token: str | None, operation: str, digest: str, resource_id: str, wr_id: str | None) -> None:
+    if token:
+        session.add(
+            RetryToken(tenancy_id=tenancy_id, token=token, operation=operation, body_hash=digest, resource_id=resource_id, work_request_id=wr_id)
+        )

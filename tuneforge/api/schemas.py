@@ -1,0 +1,263 @@
+"""OCI request and response bodies as pydantic models: camelCase on the wire, partial objects
+accepted (the SDK leaves out None fields), unknown fields ignored, None fields omitted in responses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic.alias_generators import to_camel
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+# Every stored string is bounded and NUL-free, so no input can make the database fail.
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
+Text = Annotated[str, Field(max_length=4000), AfterValidator(_no_nul)]
+FreeformTags = dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=256)]]
+DefinedTags = dict[Annotated[str, Field(max_length=100)], dict[Annotated[str, Field(max_length=100)], Any]]
+
+
+class OciModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+# ---- requests -------------------------------------------------------------------------------
+
+
+class ObjectStorageDataset(OciModel):
+    dataset_type: Literal["OBJECT_STORAGE"] = "OBJECT_STORAGE"
+    namespace_name: Name
+    bucket_name: Name
+    object_name: Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_no_nul)]
+
+
+class TrainingConfigIn(OciModel):
+    """Range checks live in tuneforge.hyperparams (per base model); unknown fields are kept so
+    that the resolver can name them in its error."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    training_config_type: Literal["TFEW_TRAINING_CONFIG", "VANILLA_TRAINING_CONFIG", "LORA_TRAINING_CONFIG"]
+    total_training_epochs: StrictInt | None = None
+    learning_rate: float | None = None
+    training_batch_size: StrictInt | None = None
+    early_stopping_patience: StrictInt | None = None
+    early_stopping_threshold: float | None = None
+    log_model_metrics_interval_in_steps: StrictInt | None = None
+    lora_r: StrictInt | None = None
+    lora_alpha: StrictInt | None = None
+    lora_dropout: float | None = None
+
+
+class FineTuneDetails(OciModel):
+    training_dataset: ObjectStorageDataset
+    dedicated_ai_cluster_id: Name
+    training_config: TrainingConfigIn | None = None
+
+
+class CreateModelDetails(OciModel):
+    compartment_id: Name
+    base_model_id: Name
+    fine_tune_details: FineTuneDetails
+    display_name: Name | None = None
+    vendor: Name | None = None
+    version: Name | None = None
+    description: Text | None = None
+    freeform_tags: FreeformTags | None = None
+    defined_tags: DefinedTags | None = None
+
+
+class UpdateModelDetails(OciModel):
+    display_name: Name | None = None
+    description: Text | None = None
+    vendor: Name | None = None
+    version: Name | None = None
+    freeform_tags: FreeformTags | None = None
+    defined_tags: DefinedTags | None = None
+
+
+ClusterType = Literal["HOSTING", "FINE_TUNING"]
+UnitShape = Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,64}$")]
+UnitCount = Annotated[int, Field(ge=1, le=1000)]
+
+
+class CreateDedicatedAiClusterDetails(OciModel):
+    type: ClusterType
+    compartment_id: Name
+    unit_count: UnitCount
+    unit_shape: UnitShape
+    display_name: Name | None = None
+    description: Text | None = None
+    capacity_reservation_id: Name | None = None
+    freeform_tags: FreeformTags | None = None
+    defined_tags: DefinedTags | None = None
+
+
+class UpdateDedicatedAiClusterDetails(OciModel):
+    display_name: Name | None = None
+    description: Text | None = None
+    unit_count: UnitCount | None = None
+    freeform_tags: FreeformTags | None = None
+    defined_tags: DefinedTags | None = None
+
+
+class CreateBucketDetails(OciModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,256}$")]
+    compartment_id: Name
+
+
+# ---- responses ------------------------------------------------------------------------------
+
+
+class ModelMetrics(OciModel):
+    model_metrics_type: str
+    final_accuracy: float | None = None
+    final_loss: float | None = None
+
+
+class ModelSummary(OciModel):
+    id: str
+    compartment_id: str
+    capabilities: list[str]
+    lifecycle_state: str
+    lifecycle_details: str | None = None
+    display_name: str | None = None
+    vendor: str | None = None
+    version: str | None = None
+    description: str | None = None
+    time_created: str
+    base_model_id: str | None = None
+    type: Literal["BASE", "CUSTOM"]
+    fine_tune_details: dict[str, Any] | None = None
+    model_metrics: ModelMetrics | None = None
+    is_long_term_supported: bool | None = None
+    time_deprecated: str | None = None
+    freeform_tags: dict[str, str] | None = None
+    defined_tags: dict[str, dict[str, Any]] | None = None
+    system_tags: dict[str, dict[str, Any]] | None = None
+
+
+class Model(ModelSummary):
+    time_updated: str | None = None
+
+
+class ModelCollection(OciModel):
+    items: list[ModelSummary]
+
+
+class HostingCapacity(OciModel):
+    capacity_type: Literal["HOSTING_CAPACITY"] = "HOSTING_CAPACITY"
+    total_endpoint_capacity: int
+    used_endpoint_capacity: int
+
+
+class DedicatedAiCluster(OciModel):
+    id: str
+    type: str
+    compartment_id: str
+    time_created: str
+    lifecycle_state: str
+    unit_count: int
+    unit_shape: str
+    display_name: str | None = None
+    description: str | None = None
+    time_updated: str | None = None
+    lifecycle_details: str | None = None
+    capacity_reservation_id: str | None = None
+    capacity: HostingCapacity | None = None
+    freeform_tags: dict[str, str] | None = None
+    defined_tags: dict[str, dict[str, Any]] | None = None
+
+
+class DedicatedAiClusterCollection(OciModel):
+    items: list[DedicatedAiCluster]
+
+
+class WorkRequestResource(OciModel):
+    entity_type: str
+    action_type: str
+    identifier: str
+    entity_uri: str | None = None
+
+
+class WorkRequest(OciModel):
+    operation_type: str
+    status: str
+    id: str
+    compartment_id: str
+    resources: list[WorkRequestResource]
+    percent_complete: float
+    time_accepted: str
+    time_started: str | None = None
+    time_finished: str | None = None
+
+
+class WorkRequestSummaryCollection(OciModel):
+    items: list[WorkRequest]
+
+
+class WorkRequestError(OciModel):
+    code: str
+    message: str
+    timestamp: str
+
+
+class WorkRequestErrorCollection(OciModel):
+    items: list[WorkRequestError]
+
+
+class WorkRequestLogEntry(OciModel):
+    message: str
+    timestamp: str
+
+
+class WorkRequestLogEntryCollection(OciModel):
+    items: list[WorkRequestLogEntry]
+
+
+class TrainingMetrics(OciModel):
+    """Native (not OCI): the curves and progress the console draws while a model trains."""
+
+    model_id: str
+    lifecycle_state: str
+    progress: dict[str, Any] | None = None
+    items: list[dict[str, Any]]
+    next: int = Field(description="pass as ?since= to get only newer records")
+
+
+class Bucket(OciModel):
+    namespace: str
+    name: str
+    compartment_id: str
+    created_by: str
+    time_created: str
+    etag: str
+
+
+class BucketSummary(OciModel):
+    namespace: str
+    name: str
+    compartment_id: str
+    created_by: str
+    time_created: str
+    etag: str
+
+
+class ObjectSummary(OciModel):
+    name: str
+    size: int | None = None
+    md5: str | None = None
+    time_created: str | None = None
+    time_modified: str | None = None
+    etag: str | None = None
+    storage_tier: str | None = None
+
+
+class ListObjects(OciModel):
+    objects: list[ObjectSummary]
+    prefixes: list[str] | None = None
+    next_start_with: str | None = None

@@ -1,0 +1,31 @@
+"""`tuneforge serve`: one process with the API and the worker threads over one store."""
+
+from __future__ import annotations
+
+import logging
+
+from tuneforge.api.config import ServiceConfig
+
+
+def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") -> None:
+    import uvicorn
+
+    from tuneforge.api.app import create_app
+    from tuneforge.data import DEFAULT_SEED
+    from tuneforge.jobs.runner import RunSettings
+    from tuneforge.jobs.worker import WorkerPool
+    from tuneforge.store.db import open_store
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    sessions = open_store(config.url)  # applies migrations
+    settings = RunSettings(weights=config.weights, max_attempts=config.max_attempts, seed=DEFAULT_SEED)
+    pool = WorkerPool(sessions, settings, workers=config.workers, lease_seconds=config.lease_seconds)
+    app = create_app(config, sessions, wake_workers=pool.wake)
+    pool.start()
+    try:
+        # uvicorn handles SIGINT/SIGTERM: it stops serving and returns here.
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, proxy_headers=True)).run()
+    finally:
+        pool.stop()

@@ -1,0 +1,114 @@
+"""The transitions of a custom model and its work requests, shared by the API and the workers.
+
+Callers commit; directories returned for removal are removed only after the commit succeeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.store import workrequests
+from tuneforge.store.tables import JobRow, MetricRecord, ModelRow, WorkRequestRow, utcnow
+
+STAND_IN_NOTE = (
+    "Trained on TuneForge's bundled stand-in model, not on {base}'s weights: accuracy and loss describe "
+    "the stand-in. Configure the real weights (serve --weights PATH) for a production model."
+)
+
+
+def touch(model: ModelRow, state: str | None = None, details: str | None = None) -> None:
+    if state is not None:
+        model.lifecycle_state = state
+    if details is not None:
+        model.lifecycle_details = details
+    model.time_updated = utcnow()
+    model.revision += 1
+
+
+def succeed(session: Session, job: JobRow, model: ModelRow, wr: WorkRequestRow, result: dict[str, Any]) -> None:
+    """ACTIVE with the engine's modelMetrics; a stand-in run says so in lifecycleDetails and systemTags."""
+    stand_in = bool(result.get("standIn"))
+    model.model_metrics = result.get("modelMetrics")
+    model.system_tags = {"tuneforge": {"standIn": str(stand_in).lower(), "weights": str(result.get("weights", ""))}}
+    details = STAND_IN_NOTE.format(base=model.base_model_id) if stand_in else None
+    if result.get("earlyStopped"):
+        steps = f"{result.get('stepsRun')} of {result.get('totalTrainingSteps')} steps"
+        details = " ".join(filter(None, [f"Early stopping ended training after {steps}.", details]))
+    touch(model, "ACTIVE")
+    model.lifecycle_details = details
+    job.state = "DONE"
+    workrequests.log(session, wr.id, "Training succeeded: " + _metrics_text(model.model_metrics))
+    workrequests.finish(session, wr, "SUCCEEDED")
+
+
+def _metrics_text(metrics: dict | None) -> str:
+    if not metrics:
+        return "no metrics reported"
+    return f"finalAccuracy={metrics.get('finalAccuracy')}, finalLoss={metrics.get('finalLoss')}"
+
+
+def fail(session: Session, job: JobRow, model: ModelRow, wr: WorkRequestRow, code: str, message: str) -> None:
+    """FAILED, with lifecycleDetails that say what to fix, and the same text as a work-request error."""
+    touch(model, "FAILED", message)
+    job.state = "DONE"
+    workrequests.error(session, wr.id, code, message)
+    workrequests.log(session, wr.id, f"Training failed: {message}")
+    workrequests.finish(session, wr, "FAILED")
+
+
+def open_job(session: Session, model_id: str) -> JobRow | None:
+    return session.scalars(select(JobRow).where(JobRow.model_id == model_id, JobRow.state != "DONE")).first()
+
+
+def pending_delete_request(session: Session, model_id: str) -> WorkRequestRow | None:
+    return session.scalars(
+        select(WorkRequestRow).where(
+            WorkRequestRow.resource_id == model_id,
+            WorkRequestRow.operation_type == "DELETE_MODEL",
+            WorkRequestRow.status.in_(("ACCEPTED", "IN_PROGRESS")),
+        )
+    ).first()
+
+
+def request_deletion(session: Session, model: ModelRow, region: str) -> tuple[WorkRequestRow, list[Path]]:
+    """DELETING now; DELETED at once unless a training subprocess must stop first (the worker that
+    runs it sees cancel_requested, stops it with SIGTERM and calls finish_deletion)."""
+    wr = workrequests.new_work_request(
+        session,
+        region=region,
+        tenancy_id=model.tenancy_id,
+        compartment_id=model.compartment_id,
+        operation_type="DELETE_MODEL",
+        entity_type="GenerativeAiModel",
+        resource_id=model.id,
+    )
+    touch(model, "DELETING")
+    session.flush()
+    job = open_job(session, model.id)
+    if job is not None and job.state == "RUNNING":
+        job.cancel_requested = True
+        wr.status, wr.time_started = "IN_PROGRESS", utcnow()
+        workrequests.log(session, wr.id, "Stopping the running training job.")
+        return wr, []
+    return wr, finish_deletion(session, model, job)
+
+
+def finish_deletion(session: Session, model: ModelRow, job: JobRow | None) -> list[Path]:
+    if job is not None and job.state != "DONE":
+        job.state = "DONE"
+        create_wr = session.get(WorkRequestRow, job.id)
+        if create_wr is not None and create_wr.status not in ("SUCCEEDED", "FAILED", "CANCELED"):
+            workrequests.log(session, create_wr.id, "Canceled: the model was deleted.")
+            workrequests.finish(session, create_wr, "CANCELED")
+    touch(model, "DELETED")
+    for record in session.scalars(select(MetricRecord).where(MetricRecord.model_id == model.id)):
+        session.delete(record)
+    delete_wr = pending_delete_request(session, model.id)
+    if delete_wr is not None:
+        workrequests.log(session, delete_wr.id, "Model deleted.")
+        workrequests.finish(session, delete_wr, "SUCCEEDED")
+    jobs = session.scalars(select(JobRow).where(JobRow.model_id == model.id)).all()
+    return [Path(j.job_dir) for j in jobs]
