@@ -1,0 +1,74 @@
+"""Jobs outlive their server: a server killed mid-training and restarted finishes the job from its
+checkpoint. A job whose input the engine rejects ends FAILED with details that say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+from conftest import clients, create_cluster, dataset_lines, lora_model_details, new_identity, upload, wait_for, wait_work_request
+
+COMPARTMENT = "ocid1.compartment.oc1..aaaadurable"
+
+
+def _native_metrics(ai, model_id: str) -> dict:
+    return ai.base_client.call_api(resource_path=f"/models/{model_id}/metrics", method="GET", response_type="object").data
+
+
+def _trainers(server_pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(server_pid).children(recursive=True) if "train" in p.cmdline()]
+
+
+def test_killed_server_resumes_the_job_after_restart(fresh_service):
+    svc = fresh_service
+    svc.start()
+    me = new_identity("durable")
+    svc.register(me)
+    ai, objects = clients(svc, me)
+    dataset = upload(objects, "train.jsonl", dataset_lines(40))
+    cluster = create_cluster(ai, COMPARTMENT)
+    created = ai.create_model(lora_model_details(COMPARTMENT, cluster.id, dataset, total_training_epochs=5))
+    model_id, wr_id = created.data.id, created.headers["opc-work-request-id"]
+
+    def mid_training():
+        progress = _native_metrics(ai, model_id).get("progress") or {}
+        return progress.get("phase") == "training" and progress.get("step", 0) >= 2
+
+    wait_for(mid_training, 120, "training to pass step 2")
+    trainers = _trainers(svc.proc.pid)
+    assert trainers, "the job runs in a subprocess of the server"
+    assert ai.get_work_request(wr_id).data.status == "IN_PROGRESS"
+    svc.kill()
+    # The trainer is told (SIGTERM via PR_SET_PDEATHSIG), checkpoints and exits by itself.
+    gone, alive = psutil.wait_procs(trainers, timeout=120)
+    assert not alive
+
+    svc.start()
+    ai, _ = clients(svc, me)
+    wr = wait_work_request(ai, wr_id, timeout=180)
+    assert wr.status == "SUCCEEDED", [e.message for e in ai.list_work_request_errors(wr_id).data.items]
+    model = ai.get_model(model_id).data
+    assert model.lifecycle_state == "ACTIVE" and model.model_metrics.final_loss > 0
+    logs = [entry.message for entry in ai.list_work_request_logs(wr_id).data.items]
+    assert any("Attempt 2 of 3: training started (resuming from its checkpoint)" in m for m in logs), logs
+    steps = [r["step"] for r in _native_metrics(ai, model_id)["items"] if r["kind"] == "train"]
+    assert max(steps) == 20  # 5 epochs * ceil(32 / 8)
+
+
+def test_rejected_job_fails_with_details_and_a_work_request_error(fresh_service):
+    svc = fresh_service
+    svc.weights = Path("/nonexistent/weights")  # the engine rejects it: exit 2
+    svc.start()
+    me = new_identity("failing")
+    svc.register(me)
+    ai, objects = clients(svc, me)
+    dataset = upload(objects, "train.jsonl", dataset_lines(32))
+    cluster = create_cluster(ai, COMPARTMENT)
+    created = ai.create_model(lora_model_details(COMPARTMENT, cluster.id, dataset))
+    wr = wait_work_request(ai, created.headers["opc-work-request-id"])
+    assert wr.status == "FAILED"
+    model = ai.get_model(created.data.id).data
+    assert model.lifecycle_state == "FAILED"
+    assert "/nonexistent/weights" in model.lifecycle_details and "Fix this" in model.lifecycle_details
+    errors = ai.list_work_request_errors(wr.id).data.items
+    assert errors and errors[0].code == "InvalidParameter" and "/nonexistent/weights" in errors[0].message
