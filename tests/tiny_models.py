@@ -62,11 +62,14 @@ def build_model(arch: str = "llama", vocab_size: int = 320, hidden: int = 32, la
         pad_token_id=0,
         bos_token_id=None,
         eos_token_id=2,
+        # Larger than the usual 0.02 so logits are not near-uniform at init and a few adapter steps
+        # move the loss visibly.
+        initializer_range=0.3,
     )
     if arch == "llama":
         return LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
     if arch == "cohere":
-        return CohereForCausalLM(CohereConfig(**common, logit_scale=0.25))
+        return CohereForCausalLM(CohereConfig(**common, logit_scale=2.0))
     raise ValueError(f"unknown tiny architecture {arch!r}")
 
 

@@ -246,6 +246,170 @@ def plan(base_model: str, dataset: Path, seed: int | None, weights: Path | None,
     _print_rows(rows)
 
 
+
+# --- tuneforge train -----------------------------------------------------------------------------
+
+EXIT_STOPPED = 3  # stopped by SIGTERM / Ctrl-C after saving a checkpoint; rerun with --resume
+
+
+def _device_options(f: Callable) -> Callable:
+    f = click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+                     help="Frozen-base precision; auto = bf16 on CUDA and on CPUs with AVX512-BF16/AMX.")(f)
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where to run.")(f)
+
+
+def _weights_option(required: bool) -> Callable:
+    return click.option(
+        "--weights", "weights", default=None, required=required, metavar="PATH|stand-in",
+        help="A Hugging Face model folder, a .gguf file, or `stand-in` (the bundled SmolLM2-135M-Instruct). "
+        "Default: TUNEFORGE_WEIGHTS_<MODEL> or the Hugging Face cache.",
+    )
+
+
+def _stand_in_notice(stand_in: bool, what: str) -> None:
+    if stand_in:
+        click.echo(f"Note: {what} the bundled SmolLM2-135M-Instruct stand-in, not the real base-model weights.", err=True)
+
+
+def _print_performance(result: dict) -> None:
+    m = result["modelMetrics"]
+    _print_rows([
+        ("baseModelId", result["baseModelId"] + (" (on the SmolLM2-135M-Instruct stand-in)" if result["standIn"] else "")),
+        ("steps", f"{result['stepsRun']} of {result['totalTrainingSteps']}" + (" (early stopped)" if result["earlyStopped"] else "")),
+        ("bestStep", result["bestStep"]),
+        ("finalAccuracy", f"{m['finalAccuracy']:.4f}  (validation split, completion tokens)"),
+        ("finalLoss", f"{m['finalLoss']:.4f}"),
+        ("time", f"{result['timings']['totalSeconds']:.0f} s (train {result['timings']['trainSeconds']:.0f} s, eval {result['timings']['evalSeconds']:.0f} s)"),
+    ])
+
+
+@main.command()
+@click.option("--base-model", "base_model", required=True, metavar="ID", help="Catalog model id (see `tuneforge models`).")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="JSONL file of prompt/completion pairs.")
+@click.option("--output", required=True, type=click.Path(path_type=Path), help="Folder for the adapter, model.json, metrics and report.")
+@_weights_option(required=False)
+@click.option("--seed", type=int, default=None, help="Seed of the split, the data order and the adapter init (default 42).")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), default=None, help="Split each batch to bound memory; same result.")
+@click.option("--json", "as_json", is_flag=True, help="Print model.json on stdout at the end.")
+@_device_options
+@hyperparameter_options
+def train(base_model: str, dataset: Path, output: Path, weights: str | None, seed: int | None, resume: bool,
+          micro_batch_size: int | None, as_json: bool, device: str, precision: str, **flags: Any) -> None:
+    """Fine-tune a base model on a JSONL dataset (exit 3 when stopped; --resume continues)."""
+    import signal
+    import threading
+
+    from tuneforge import data
+    from tuneforge.catalog import get_model
+    from tuneforge.engine.weights import resolve_weights
+    from tuneforge.hyperparams import resolve_training_config
+
+    model = get_model(base_model)
+    config = resolve_training_config(model, overrides_from_flags(flags, model))
+    data.scan_dataset(dataset)  # fail on bad data before loading any weights
+    resolved = resolve_weights(weights, model_id=model.id, weights_repo=model.weights_repo)
+    if model.deprecated:
+        _warn_deprecated(model)
+    _stand_in_notice(resolved.stand_in, "training runs on")
+
+    from tuneforge.engine.progress import ProgressBar
+    from tuneforge.engine.train import RunSpec, fine_tune
+
+    stop = threading.Event()
+
+    def request_stop(signum, frame):
+        click.echo("\nStopping: saving a checkpoint (run again with --resume to continue)...", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    bar = ProgressBar()
+    run = RunSpec(
+        base_model=model, config=config, dataset=dataset, weights=resolved, output=output,
+        seed=data.DEFAULT_SEED if seed is None else seed, device=device, precision=precision,
+        micro_batch_size=micro_batch_size, resume=resume, listeners=[bar.on_record], should_stop=stop.is_set,
+    )
+    try:
+        result = fine_tune(run)
+    finally:
+        bar.close()
+    if result.get("stopped"):
+        click.echo(f"Stopped at step {result['stepsRun']} of {result['totalTrainingSteps']}; checkpoint saved in {output}.", err=True)
+        raise SystemExit(EXIT_STOPPED)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_performance(result)
+        click.echo(f"Adapter (PEFT format): {output / 'adapter'}    report: {output / 'report.html'}")
+
+
+# --- tuneforge eval / generate -------------------------------------------------------------------
+
+
+def _load_for_inference(model_dir: Path | None, base_model: str | None, weights: str | None, device: str, precision: str):
+    from tuneforge.catalog import get_model
+    from tuneforge.engine.generate import load_base, load_trained
+    from tuneforge.engine.weights import resolve_weights
+
+    if (model_dir is None) == (base_model is None):
+        raise click.UsageError("give either --model DIR or --base-model ID (with --weights)")
+    if model_dir is not None:
+        return load_trained(model_dir, device, precision)
+    spec = get_model(base_model)
+    return load_base(resolve_weights(weights, model_id=spec.id, weights_repo=spec.weights_repo), device, precision)
+
+
+@main.command(name="eval")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None, help="A `tuneforge train` output folder.")
+@click.option("--base-model", "base_model", default=None, metavar="ID", help="Evaluate a base model instead (with --weights).")
+@_weights_option(required=False)
+@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="JSONL file of prompt/completion pairs.")
+@click.option("--split", type=click.Choice(["all", "train", "validation"]), default="all",
+              help="Which part of the dataset: `validation` is the 20 % held out by training with the same --seed.")
+@click.option("--seed", type=int, default=None, help="Seed of the 80:20 split (default 42).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_device_options
+def eval_command(model_dir, base_model, weights, dataset, split, seed, as_json, device, precision) -> None:
+    """Loss, token accuracy and exact match of greedy generations on a dataset."""
+    from tuneforge import data
+
+    examples = data.read_examples(dataset)
+    if split != "all":
+        train_part, val_part = data.split_examples(examples, data.DEFAULT_SEED if seed is None else seed)
+        examples = val_part if split == "validation" else train_part
+    loaded = _load_for_inference(model_dir, base_model, weights, device, precision)
+    _stand_in_notice(loaded.stand_in, "evaluating")
+    from tuneforge.engine.generate import score
+
+    result = {"model": loaded.description, "standIn": loaded.stand_in, "split": split, **score(loaded, examples)}
+    if as_json:
+        _print_json(result)
+        return
+    _print_rows([(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in result.items() if k != "samples"])
+    for s in result["samples"]:
+        click.echo(f"  line {s['line']}: {'OK ' if s['match'] else 'MISS'} {s['generated']!r} (expected {s['expected']!r})")
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None, help="A `tuneforge train` output folder.")
+@click.option("--base-model", "base_model", default=None, metavar="ID", help="Generate with a base model instead (with --weights).")
+@_weights_option(required=False)
+@click.option("--prompt", required=True, help="The user message.")
+@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=128, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0, 5), default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@_device_options
+def generate(model_dir, base_model, weights, prompt, max_new_tokens, temperature, top_p, seed, device, precision) -> None:
+    """Generate a reply to one prompt (greedy by default)."""
+    loaded = _load_for_inference(model_dir, base_model, weights, device, precision)
+    _stand_in_notice(loaded.stand_in, "generating with")
+    from tuneforge.engine.generate import generate as run_generate
+
+    click.echo(run_generate(loaded, [prompt], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)[0])
+
+
 # --- tuneforge serve / api-keys ------------------------------------------------------------------
 
 

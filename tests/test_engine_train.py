@@ -1,0 +1,131 @@
+"""The training loop on tiny random models: it learns, runs the exact step count, logs on OCI's
+schedule, stops early, resumes to the same result, saves a PEFT adapter that reloads identically,
+and fails clearly on bad weights."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuneforge.catalog import get_model
+from tuneforge.engine.train import RunSpec, fine_tune
+from tuneforge.engine.weights import resolve_weights
+from tuneforge.errors import WeightsError
+from tuneforge.hyperparams import resolve_training_config
+
+LLAMA, COHERE = "meta.llama-3.3-70b-instruct", "cohere.command-r-08-2024"
+
+
+def make_run(weights_dir, dataset, output, model_id=LLAMA, **overrides) -> RunSpec:
+    model = get_model(model_id)
+    return RunSpec(
+        base_model=model,
+        config=resolve_training_config(model, overrides),
+        dataset=dataset,
+        weights=resolve_weights(str(weights_dir), model_id=model.id, weights_repo=model.weights_repo),
+        output=output,
+        precision="fp32",
+    )
+
+
+def records(output: Path, kind: str) -> list[dict]:
+    lines = (output / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.mark.parametrize("model_id,arch,lr", [(LLAMA, "tiny_llama", 0.05), (COHERE, "tiny_cohere", 0.1), (LLAMA, "tiny_cohere", 0.05)])
+def test_both_methods_learn_and_run_exact_steps(model_id, arch, lr, request, parity_dataset, tmp_path):
+    weights = request.getfixturevalue(arch)
+    run = make_run(weights, parity_dataset, tmp_path / "out", model_id, totalTrainingEpochs=10,
+                   learningRate=lr, earlyStoppingPatience=0)
+    result = fine_tune(run)
+    # 48 examples -> 38 train / 10 validation; batch 8 (LoRA) or 16 (T-Few)
+    batch = 8 if model_id == LLAMA else 16
+    assert result["totalTrainingSteps"] == result["stepsRun"] == 10 * -(-38 // batch)
+    evals = records(tmp_path / "out", "eval")
+    assert evals[-1]["validationLoss"] < 0.6 * evals[0]["validationLoss"]
+    assert result["modelMetrics"]["finalLoss"] == pytest.approx(min(e["validationLoss"] for e in evals), rel=1e-4)
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "out" / "checkpoint").exists()
+    assert "Validation loss" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_training_records_follow_ocis_logging_schedule(tiny_llama, parity_dataset, tmp_path):
+    # 38 train, batch 8 -> 5 steps/epoch; 10 epochs -> 50 steps; interval 10
+    fine_tune(make_run(tiny_llama, parity_dataset, tmp_path, totalTrainingEpochs=10, earlyStoppingPatience=0))
+    train = records(tmp_path, "train")
+    assert [r["step"] for r in train] == list(range(1, 21)) + [30, 40, 50]
+    assert set(train[0]) >= {"step", "epoch", "loss", "learningRate", "tokensPerSecond", "elapsedSeconds"}
+    assert train[-1]["epoch"] == 10.0
+
+
+def test_early_stopping_fires_and_keeps_the_best_adapter(tiny_llama, parity_dataset, tmp_path):
+    # no evaluation can improve by more than 10: the counter grows from the second one, patience 2 stops at the third
+    result = fine_tune(make_run(tiny_llama, parity_dataset, tmp_path, totalTrainingEpochs=10, learningRate=0.05,
+                                earlyStoppingPatience=2, earlyStoppingThreshold=10.0))
+    evals = records(tmp_path, "eval")
+    assert result["earlyStopped"] and result["stepsRun"] < result["totalTrainingSteps"]
+    assert [e["patienceCounter"] for e in evals] == [0, 1, 2]
+    best = min(evals, key=lambda e: e["validationLoss"])
+    assert result["bestStep"] == best["step"]
+
+
+def test_resume_after_stop_reaches_the_same_adapter(tiny_llama, parity_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    kw = dict(totalTrainingEpochs=4, learningRate=0.01, earlyStoppingPatience=0)
+    full = fine_tune(make_run(tiny_llama, parity_dataset, tmp_path / "full", **kw))
+
+    stopped_run = make_run(tiny_llama, parity_dataset, tmp_path / "split", **kw)
+    calls = iter(range(1000))
+    stopped_run.should_stop = lambda: next(calls) == 6  # stop after step 7, mid-epoch, between evaluations
+    partial = fine_tune(stopped_run)
+    assert partial["stopped"] and partial["stepsRun"] == 7
+    assert (tmp_path / "split" / "checkpoint" / "state.pt").is_file()
+    assert not (tmp_path / "split" / "model.json").exists()
+
+    resumed_run = make_run(tiny_llama, parity_dataset, tmp_path / "split", **kw)
+    resumed_run.resume = True
+    resumed = fine_tune(resumed_run)
+    assert resumed["stepsRun"] == full["stepsRun"]
+    assert resumed["modelMetrics"]["finalLoss"] == pytest.approx(full["modelMetrics"]["finalLoss"], rel=1e-6)
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "split" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    assert [r["step"] for r in records(tmp_path / "split", "train")] == [r["step"] for r in records(tmp_path / "full", "train")]
+
+
+@pytest.mark.parametrize("model_id", [LLAMA, COHERE])
+def test_adapter_loads_in_plain_peft_with_identical_logits(model_id, tiny_llama, parity_dataset, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.engine.generate import load_trained
+
+    fine_tune(make_run(tiny_llama, parity_dataset, tmp_path, model_id, totalTrainingEpochs=2, learningRate=0.05,
+                       earlyStoppingPatience=0))
+    ours = load_trained(tmp_path, device="cpu", precision="fp32").model
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32), tmp_path / "adapter")
+    peft.eval()
+    ids = torch.tensor([[1, 5, 9, 33, 2, 70, 12]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)(ids).logits
+    with torch.no_grad():
+        got, want = ours(ids).logits, peft(ids).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, base, atol=1e-3)  # the adapter really changes the model
+
+
+def test_bad_weights_fail_with_clear_messages(tmp_path, parity_dataset):
+    with pytest.raises(WeightsError, match="no weights configured for meta.llama-3.3-70b-instruct.*--weights stand-in"):
+        resolve_weights(None, model_id=LLAMA, weights_repo="meta-llama/Llama-3.3-70B-Instruct")
+    with pytest.raises(WeightsError, match="not a Hugging Face model folder"):
+        resolve_weights(str(tmp_path), model_id=LLAMA, weights_repo="x/y")
+
+
+def test_unsupported_architecture_is_rejected(tmp_path, parity_dataset):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(WeightsError, match="architecture 'gpt2' is not supported"):
+        fine_tune(make_run(tmp_path / "gpt2", parity_dataset, tmp_path / "out"))

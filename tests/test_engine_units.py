@@ -1,0 +1,127 @@
+"""Engine pieces in isolation: early stopping, logging schedule, LR schedule, evaluation plan,
+prompt masking, completion-only loss against the full forward pass."""
+
+import math
+
+import pytest
+import torch
+
+from tuneforge.engine import loss as loss_mod
+from tuneforge.engine.batches import IGNORE, collate, encode_example
+from tuneforge.engine.early_stopping import EarlyStopping
+from tuneforge.engine.metrics_log import should_log
+from tuneforge.engine.train import EvalPlan, epoch_order, lr_at
+
+
+def run_stopper(patience, threshold, losses):
+    s = EarlyStopping(patience, threshold)
+    history = []
+    for i, loss in enumerate(losses):
+        s.update(loss)
+        history.append(s.counter)
+        if s.should_stop:
+            return i, history
+    return None, history
+
+
+def test_patience_zero_never_stops():
+    assert run_stopper(0, 0.0, [1.0] * 50)[0] is None
+
+
+def test_patience_one_stops_at_first_non_improvement():
+    assert run_stopper(1, 0.0, [3.0, 2.0, 2.5, 1.0])[0] == 2
+
+
+def test_patience_n_counts_consecutive_non_improvements_and_resets():
+    stop, counters = run_stopper(3, 0.0, [3.0, 3.1, 3.2, 2.0, 2.1, 2.2, 2.3, 0.5])
+    assert counters == [0, 1, 2, 0, 1, 2, 3]
+    assert stop == 6
+
+
+def test_threshold_edge_is_strict_and_absolute():
+    # improvement of exactly the threshold does not count; a larger one does
+    s = EarlyStopping(patience=5, threshold=0.5)
+    s.update(2.0)
+    s.update(1.5)  # 0.5 better: not more than the threshold
+    assert s.counter == 1
+    s.update(0.75)  # 0.75 better than the best (1.5): counts
+    assert s.counter == 0
+
+
+def test_sub_threshold_improvement_moves_best_but_not_counter():
+    s = EarlyStopping(patience=5, threshold=0.1)
+    s.update(1.0)
+    assert s.update(0.95) is True  # new best adapter kept
+    assert s.counter == 1 and s.best == 0.95
+
+
+def test_logging_schedule_every_step_for_20_then_interval():
+    logged = [s for s in range(1, 101) if should_log(s, 10)]
+    assert logged == list(range(1, 21)) + [30, 40, 50, 60, 70, 80, 90, 100]
+    assert [s for s in range(1, 30) if should_log(s, 1)] == list(range(1, 30))
+    assert not any(should_log(s, 0) for s in range(1, 100))
+
+
+def test_lr_warmup_then_linear_decay_to_zero():
+    total, peak = 100, 1e-3
+    lrs = [lr_at(s, total, peak) for s in range(total)]
+    assert lrs[0] == pytest.approx(peak / 6) and lrs[5] == pytest.approx(peak)  # 6 warmup steps
+    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+    assert lrs[-1] == pytest.approx(peak / 94)
+
+
+@pytest.mark.parametrize("patience,epochs,n_train", [(15, 3, 800), (10, 1, 800), (15, 3, 4000), (10, 1, 4000)])
+def test_eval_plan_gives_early_stopping_room_and_bounded_cost(patience, epochs, n_train):
+    batch = 8 if epochs == 3 else 16
+    total = epochs * math.ceil(n_train / batch)
+    plan = EvalPlan.make(total, patience, n_train, epochs, n_val=n_train // 4)
+    cycles = sum(plan.due(s, total) for s in range(1, total + 1))
+    assert cycles > patience + 1  # early stopping can fire well inside the default run
+    assert cycles * plan.examples <= 0.5 * n_train * epochs  # evaluation work stays a fraction of training
+
+
+def test_epoch_order_is_seeded_and_differs_per_epoch():
+    assert epoch_order(50, 1, 0) == epoch_order(50, 1, 0)
+    assert epoch_order(50, 1, 0) != epoch_order(50, 1, 1)
+    assert sorted(epoch_order(50, 1, 3)) == list(range(50))
+
+
+def test_prompt_tokens_are_masked_and_completion_ends_with_eos(tiny_llama):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    e = encode_example(tok, "Is 3 odd?", "yes")
+    assert tok.decode(e.input_ids[e.prompt_len :]) == "yes<|im_end|>"
+    assert tok.decode(e.input_ids[: e.prompt_len]).endswith("<|im_start|>assistant\n")
+    batch = collate([e, encode_example(tok, "Is 10 odd? Tell me.", "no")], tok.pad_token_id)
+    labels = batch["labels"][0]
+    assert (labels[: e.prompt_len] == IGNORE).all() and (labels[e.prompt_len : len(e.input_ids)] != IGNORE).all()
+    assert (labels[len(e.input_ids) :] == IGNORE).all()
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_cohere"])
+def test_completion_loss_matches_full_forward_and_chunking_keeps_gradients(arch, request, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = request.getfixturevalue(arch)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(path)
+    batch = collate([encode_example(tok, f"Is {i} odd?", "yes" if i % 2 else "no") for i in range(6)], tok.pad_token_id)
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    where = targets != IGNORE
+    ref = torch.nn.functional.cross_entropy(logits[where].float(), targets[where], reduction="sum")
+    ref_acc = int((logits[where].argmax(-1) == targets[where]).sum())
+    ref.backward()
+    ref_grad = model.model.embed_tokens.weight.grad.clone()
+    model.zero_grad()
+
+    for rows in (2048, 3):  # one chunk, then many checkpointed chunks
+        monkeypatch.setattr(loss_mod, "CHUNK_ROWS", rows)
+        stats = loss_mod.completion_stats(model, batch)
+        assert torch.allclose(stats.loss_sum, ref, rtol=1e-5)
+        assert stats.correct == ref_acc and stats.tokens == int(where.sum())
+        stats.loss_sum.backward()
+        assert torch.allclose(model.model.embed_tokens.weight.grad, ref_grad, atol=1e-6)
+        model.zero_grad()

@@ -1,0 +1,63 @@
+"""Read and write adapters in PEFT's on-disk format (adapter_config.json + adapter_model.safetensors),
+so a TuneForge adapter loads with plain `PeftModel.from_pretrained` and PEFT adapters load here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tuneforge.engine.adapters import IA3_FEEDFORWARD, IA3_TARGETS, LORA_TARGETS, adapter_parameters, apply_ia3, apply_lora
+
+PREFIX = "base_model.model."  # PEFT's wrapper path in front of the transformers module names
+
+
+def _peft_key(param_name: str) -> str:
+    # LoRA: ...q_proj.lora_A -> ...q_proj.lora_A.weight (PEFT keeps A and B as nn.Linear);
+    # (IA)^3: ...k_proj.ia3_l stays as is (PEFT keeps it as a bare parameter).
+    return PREFIX + param_name + (".weight" if param_name.endswith((".lora_A", ".lora_B")) else "")
+
+
+def _our_name(peft_key: str) -> str:
+    name = peft_key.removeprefix(PREFIX)
+    return name.removesuffix(".weight") if name.endswith((".lora_A.weight", ".lora_B.weight")) else name
+
+
+def peft_config(method: str, *, base_model: str, r: int | None = None, alpha: int | None = None, dropout: float | None = None):
+    from peft import IA3Config, LoraConfig
+
+    if method == "LORA":
+        return LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(LORA_TARGETS),
+            task_type="CAUSAL_LM", base_model_name_or_path=base_model,
+        )
+    return IA3Config(
+        target_modules=list(IA3_TARGETS), feedforward_modules=list(IA3_FEEDFORWARD),
+        task_type="CAUSAL_LM", base_model_name_or_path=base_model,
+    )
+
+
+def save_adapter(model: nn.Module, directory: Path, config) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {_peft_key(n): p.detach().to("cpu", torch.float32).contiguous() for n, p in adapter_parameters(model).items()}
+    save_file(tensors, directory / "adapter_model.safetensors", metadata={"format": "pt"})
+    config.save_pretrained(str(directory))
+
+
+def load_adapter(model: nn.Module, directory: Path) -> str:
+    """Inject the adapter stored in `directory` into `model` (our modules). Returns the method."""
+    config = json.loads((directory / "adapter_config.json").read_text())
+    kind = config.get("peft_type")
+    if kind == "LORA":
+        apply_lora(model, config["r"], config["lora_alpha"], 0.0)
+    elif kind == "IA3":
+        apply_ia3(model)
+    else:
+        raise ValueError(f"unsupported adapter type {kind!r} in {directory}")
+    params = adapter_parameters(model)
+    for key, tensor in load_file(directory / "adapter_model.safetensors").items():
+        params[_our_name(key)].data.copy_(tensor)
+    return "LORA" if kind == "LORA" else "TFEW"
