@@ -214,3 +214,20 @@ def test_object_storage_round_trip(sdk):
     assert service_error(lambda: objects.head_object(ns, "roundtrip", "top.jsonl")).status == 404
     err = service_error(lambda: objects.put_object(ns, "roundtrip", "a/b/../c.jsonl", b"again", if_none_match="*"))
     assert err.status == 412
+
+
+def test_unstorable_input_is_400_not_500(service, alice, sdk):
+    session = signed_session(alice)
+    url = f"{service.endpoint}/20231130/dedicatedAiClusters"
+    base = '{"type": "HOSTING", "compartmentId": "%s", "unitCount": 1, "unitShape": "X", "displayName": "%s"}'
+    for name in ("lone \\ud800 surrogate", "nul \\u0000 char", "x" * 300):
+        response = session.post(url, data=(base % (COMPARTMENT, name)).encode(), headers={"content-type": "application/json"})
+        assert response.status_code == 400, (name, response.text)
+        assert "displayName" in response.json()["message"]
+    huge = session.post(url, json={"type": "HOSTING", "compartmentId": COMPARTMENT, "unitCount": 10**30, "unitShape": "X"})
+    assert huge.status_code == 400 and "unitCount" in huge.json()["message"]
+    _, objects = sdk
+    ns = objects.get_namespace().data
+    assert service_error(lambda: objects.put_object(ns, "limits", "é" * 600, b"x")).status == 400  # 1200 bytes
+    assert service_error(lambda: objects.put_object(ns, "bad/bucket", "x", b"x")).status in (400, 404)
+    assert session.get(f"{service.endpoint}/20231130/models/a%00b").status_code == 400

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated
@@ -26,7 +27,6 @@ from tuneforge.store import objects
 from tuneforge.store.tables import BucketRow, ObjectRow, utcnow
 
 router = APIRouter(tags=["objectStorage"])
-BucketName = Annotated[str, Query(max_length=256)]
 
 
 def _bucket_not_found(namespace: str, bucket: str) -> ApiError:
@@ -147,8 +147,10 @@ async def put_object(
 
 
 def _check_object_name(bucket: str, name: str) -> None:
-    if not 1 <= len(bucket) <= 256 or not 1 <= len(name) <= 1024:
-        raise invalid("bucket names are 1-256 characters and object names 1-1024 characters")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,256}", bucket):
+        raise invalid(f"bucketName: {bucket!r} is not allowed; 1-256 letters, digits, '.', '-' or '_'")
+    if not 1 <= len(name.encode("utf-8", "replace")) <= 1024:
+        raise invalid("objectName: must be 1-1024 bytes of UTF-8")
 
 
 def _publish(sessions, objects_dir: Path, caller, namespace, bucket, name, tmp: Path, meta: dict, if_match, if_none_match) -> ObjectRow:

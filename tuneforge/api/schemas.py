@@ -9,17 +9,39 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 
 
-def _no_nul(value: str) -> str:
+def _storable(value: str) -> str:
+    """No NUL and no lone surrogates (JSON allows "\\ud800"): neither PostgreSQL nor SQLite stores them."""
     if "\x00" in value:
         raise ValueError("NUL characters are not allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (lone surrogate escapes are not allowed)") from None
     return value
 
 
-# Every stored string is bounded and NUL-free, so no input can make the database fail.
-Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
-Text = Annotated[str, Field(max_length=4000), AfterValidator(_no_nul)]
-FreeformTags = dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=256)]]
-DefinedTags = dict[Annotated[str, Field(max_length=100)], dict[Annotated[str, Field(max_length=100)], Any]]
+def _storable_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        _storable(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _storable_tree(k)
+            _storable_tree(v)
+    elif isinstance(value, list):
+        for v in value:
+            _storable_tree(v)
+    return value
+
+
+# Every stored string is bounded and storable, so no input can make the database fail.
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_storable)]
+Text = Annotated[str, Field(max_length=4000), AfterValidator(_storable)]
+TagKey = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_storable)]
+FreeformTags = dict[TagKey, Annotated[str, Field(max_length=256), AfterValidator(_storable)]]
+DefinedTags = dict[TagKey, Annotated[dict[TagKey, Any], AfterValidator(_storable_tree)]]
+
+
+BucketName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,256}$")]  # OCI's rule for bucket names
 
 
 class OciModel(BaseModel):
@@ -33,7 +55,7 @@ class ObjectStorageDataset(OciModel):
     dataset_type: Literal["OBJECT_STORAGE"] = "OBJECT_STORAGE"
     namespace_name: Name
     bucket_name: Name
-    object_name: Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_no_nul)]
+    object_name: Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_storable)]
 
 
 class TrainingConfigIn(OciModel):
@@ -106,7 +128,7 @@ class UpdateDedicatedAiClusterDetails(OciModel):
 
 
 class CreateBucketDetails(OciModel):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,256}$")]
+    name: BucketName
     compartment_id: Name
 
 

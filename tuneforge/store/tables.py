@@ -180,7 +180,7 @@ class RetryToken(Base):
 class BucketRow(Base):
     __tablename__ = "buckets"
     namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
     tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
     compartment_id: Mapped[str] = mapped_column(String(255))
     created_by: Mapped[str] = mapped_column(String(255))
@@ -193,8 +193,8 @@ class ObjectRow(Base):
 
     __tablename__ = "objects"
     namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
-    bucket: Mapped[str] = mapped_column(String(255), primary_key=True)
-    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(256), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True)  # at most 1024 UTF-8 bytes (checked on put)
     size: Mapped[int] = mapped_column(BigInteger)
     md5: Mapped[str] = mapped_column(String(64))  # base64, as OCI's opc-content-md5
     etag: Mapped[str] = mapped_column(String(64))

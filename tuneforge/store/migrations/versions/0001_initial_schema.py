@@ -30,7 +30,7 @@ def upgrade() -> None:
 
     op.create_table('buckets',
     sa.Column('namespace', sa.String(length=255), nullable=False),
-    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('name', sa.String(length=256), nullable=False),
     sa.Column('tenancy_id', sa.String(length=255), nullable=False),
     sa.Column('compartment_id', sa.String(length=255), nullable=False),
     sa.Column('created_by', sa.String(length=255), nullable=False),
@@ -91,7 +91,7 @@ def upgrade() -> None:
 
     op.create_table('objects',
     sa.Column('namespace', sa.String(length=255), nullable=False),
-    sa.Column('bucket', sa.String(length=255), nullable=False),
+    sa.Column('bucket', sa.String(length=256), nullable=False),
     sa.Column('name', sa.String(length=1024), nullable=False),
     sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('md5', sa.String(length=64), nullable=False),
