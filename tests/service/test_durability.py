@@ -19,15 +19,20 @@ def _trainers(server_pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(server_pid).children(recursive=True) if "train" in p.cmdline()]
 
 
-def test_killed_server_resumes_the_job_after_restart(fresh_service):
-    svc = fresh_service
+def _start_and_create_model(svc, name: str, **training_config):
+    """Start the server, register a user, upload a dataset and create a LoRA model; (identity, ai, response)."""
     svc.start()
-    me = new_identity("durable")
+    me = new_identity(name)
     svc.register(me)
     ai, objects = clients(svc, me)
     dataset = upload(objects, "train.jsonl", dataset_lines(40))
     cluster = create_cluster(ai, COMPARTMENT)
-    created = ai.create_model(lora_model_details(COMPARTMENT, cluster.id, dataset, total_training_epochs=5))
+    return me, ai, ai.create_model(lora_model_details(COMPARTMENT, cluster.id, dataset, **training_config))
+
+
+def test_killed_server_resumes_the_job_after_restart(fresh_service):
+    svc = fresh_service
+    me, ai, created = _start_and_create_model(svc, "durable", total_training_epochs=5)
     model_id, wr_id = created.data.id, created.headers["opc-work-request-id"]
 
     def mid_training():
@@ -58,13 +63,7 @@ def test_killed_server_resumes_the_job_after_restart(fresh_service):
 def test_rejected_job_fails_with_details_and_a_work_request_error(fresh_service):
     svc = fresh_service
     svc.weights = Path("/nonexistent/weights")  # the engine rejects it: exit 2
-    svc.start()
-    me = new_identity("failing")
-    svc.register(me)
-    ai, objects = clients(svc, me)
-    dataset = upload(objects, "train.jsonl", dataset_lines(32))
-    cluster = create_cluster(ai, COMPARTMENT)
-    created = ai.create_model(lora_model_details(COMPARTMENT, cluster.id, dataset))
+    _, ai, created = _start_and_create_model(svc, "failing")
     wr = wait_work_request(ai, created.headers["opc-work-request-id"])
     assert wr.status == "FAILED"
     model = ai.get_model(created.data.id).data

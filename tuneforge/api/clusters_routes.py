@@ -4,16 +4,16 @@ Clusters need no provisioning, so every operation completes at once (its work re
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from tuneforge.api import idempotency
-from tuneforge.api.deps import CallerDep, ConfigDep, IfMatch, Limit, Page, QueryStr, RetryToken, SessionDep
+from tuneforge.api.deps import CallerDep, CompartmentId, ConfigDep, IfMatch, Limit, Page, QueryStr, RetryToken, SessionDep, SortOrder, owned
 from tuneforge.api.errors import incorrect_state, not_found
-from tuneforge.api.protocol import check_if_match, etag, rfc3339, sql_page
+from tuneforge.api.protocol import check_if_match, etag, rfc3339, send_etag, sql_page
 from tuneforge.api.schemas import (
     CreateDedicatedAiClusterDetails, DedicatedAiCluster, DedicatedAiClusterCollection, HostingCapacity,
     UpdateDedicatedAiClusterDetails,
@@ -40,16 +40,11 @@ def cluster_to_api(row: ClusterRow) -> DedicatedAiCluster:
 
 
 def _cluster(session, caller, cluster_id: str) -> ClusterRow:
-    row = session.get(ClusterRow, cluster_id)
-    if row is None or row.tenancy_id != caller.tenancy_id:
-        raise not_found("dedicated AI cluster")
-    return row
+    return owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
 
 
 def _send(response: Response, row: ClusterRow, wr_id: str | None = None) -> DedicatedAiCluster:
-    response.headers["etag"] = etag(row.id, row.revision)
-    if wr_id:
-        response.headers["opc-work-request-id"] = wr_id
+    send_etag(response, row.id, row.revision, wr_id)
     return cluster_to_api(row)
 
 
@@ -103,14 +98,14 @@ SORT_COLUMNS = {"timeCreated": ClusterRow.time_created, "displayName": ClusterRo
 @router.get("/dedicatedAiClusters", response_model=DedicatedAiClusterCollection, response_model_exclude_none=True)
 def list_dedicated_ai_clusters(
     caller: CallerDep, session: SessionDep, response: Response,
-    compartmentId: Annotated[str, Query(min_length=1, max_length=255)],
+    compartmentId: CompartmentId,
     lifecycleState: ClusterState | None = None,
     displayName: QueryStr = None,
     id: QueryStr = None,
     capacityReservationId: QueryStr = None,
     limit: Limit = None,
     page: Page = None,
-    sortOrder: Literal["ASC", "DESC"] | None = None,
+    sortOrder: SortOrder = None,
     sortBy: Literal["timeCreated", "displayName", "lifecycleState"] | None = None,
 ) -> DedicatedAiClusterCollection:  # fmt: skip
     """DELETED clusters are listed only when asked for with lifecycleState=DELETED."""

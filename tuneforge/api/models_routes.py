@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from tuneforge.api import base_models, idempotency
-from tuneforge.api.deps import CallerDep, ConfigDep, IfMatch, Limit, Page, QueryStr, RetryToken, SessionDep
+from tuneforge.api.deps import CallerDep, CompartmentId, ConfigDep, IfMatch, Limit, Page, QueryStr, RetryToken, SessionDep, SortOrder, owned
 from tuneforge.api.errors import incorrect_state, invalid, not_found, too_many_requests
-from tuneforge.api.protocol import check_if_match, etag, paginate, rfc3339
+from tuneforge.api.protocol import check_if_match, etag, paginate, rfc3339, send_etag
 from tuneforge.api.schemas import CreateModelDetails, Model, ModelCollection, ModelSummary, TrainingMetrics, UpdateModelDetails
 from tuneforge.data import scan_dataset, split_sizes
 from tuneforge.errors import DatasetError, InvalidParameter
@@ -60,17 +60,12 @@ def model_to_api(row: ModelRow, region: str) -> Model:
 
 
 def _custom_model(session, caller, model_id: str) -> ModelRow:
-    row = session.get(ModelRow, model_id)
-    if row is None or row.tenancy_id != caller.tenancy_id:
-        raise not_found("model")
-    return row
+    return owned(session, caller, ModelRow, model_id, "model")
 
 
-def _send(response: Response, model: Model, revision_etag: str, wr_id: str | None = None) -> Model:
-    response.headers["etag"] = revision_etag
-    if wr_id:
-        response.headers["opc-work-request-id"] = wr_id
-    return model
+def _send(response: Response, row: ModelRow, region: str, wr_id: str | None = None) -> Model:
+    send_etag(response, row.id, row.revision, wr_id)
+    return model_to_api(row, region)
 
 
 # ---- create ---------------------------------------------------------------------------------
@@ -136,7 +131,7 @@ def _link_dataset(source: Path, job_dir: Path) -> None:
 
 def _replay(session, config, token_row, response: Response) -> Model:
     row = session.get(ModelRow, token_row.resource_id)
-    return _send(response, model_to_api(row, config.region), etag(row.id, row.revision), token_row.work_request_id)
+    return _send(response, row, config.region, token_row.work_request_id)
 
 
 @router.post("/models", response_model=Model, response_model_exclude_none=True)
@@ -199,7 +194,7 @@ def create_model(details: CreateModelDetails, caller: CallerDep, session: Sessio
             raise
         return _replay(session, config, earlier, response)
     request.app.state.wake_workers()
-    return _send(response, model_to_api(row, config.region), etag(row.id, row.revision), wr.id)
+    return _send(response, row, config.region, wr.id)
 
 
 def _plan_text(base_id: str, n: int, training_config) -> str:
@@ -219,9 +214,9 @@ def get_model(modelId: str, caller: CallerDep, session: SessionDep, config: Conf
     spec = base_models.find(modelId, config.region)
     if spec is not None:
         model = base_models.to_api(spec, config.region)
-        return _send(response, model, etag(model.id, 0))
-    row = _custom_model(session, caller, modelId)
-    return _send(response, model_to_api(row, config.region), etag(row.id, row.revision))
+        send_etag(response, model.id, 0)
+        return model
+    return _send(response, _custom_model(session, caller, modelId), config.region)
 
 
 SORT_KEYS = {"displayName": "display_name", "lifecycleState": "lifecycle_state", "timeCreated": "time_created"}
@@ -230,7 +225,7 @@ SORT_KEYS = {"displayName": "display_name", "lifecycleState": "lifecycle_state",
 @router.get("/models", response_model=ModelCollection, response_model_exclude_none=True)
 def list_models(
     caller: CallerDep, session: SessionDep, config: ConfigDep, response: Response,
-    compartmentId: Annotated[str, Query(min_length=1, max_length=255)],
+    compartmentId: CompartmentId,
     vendor: QueryStr = None,
     capability: Annotated[list[Capability] | None, Query()] = None,
     lifecycleState: ModelState | None = None,
@@ -238,7 +233,7 @@ def list_models(
     id: QueryStr = None,
     limit: Limit = None,
     page: Page = None,
-    sortOrder: Literal["ASC", "DESC"] | None = None,
+    sortOrder: SortOrder = None,
     sortBy: Literal["displayName", "lifecycleState", "timeCreated"] | None = None,
 ) -> ModelCollection:  # fmt: skip
     """Catalog base models (in every compartment) and the tenancy's custom models in the compartment.
@@ -308,7 +303,7 @@ def update_model(modelId: str, details: UpdateModelDetails, caller: CallerDep, s
             setattr(row, field, value)
     lifecycle.touch(row)
     session.commit()
-    return _send(response, model_to_api(row, config.region), etag(row.id, row.revision))
+    return _send(response, row, config.region)
 
 
 @router.delete("/models/{modelId}", status_code=202, response_class=Response)

@@ -19,10 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from tuneforge.api.deps import CallerDep, ConfigDep, IfMatch, SessionDep
+from tuneforge.api.deps import CallerDep, CompartmentId, ConfigDep, IfMatch, SessionDep
 from tuneforge.api.errors import ApiError, invalid
 from tuneforge.api.protocol import rfc3339
-from tuneforge.api.schemas import Bucket, BucketSummary, CreateBucketDetails, ListObjects, ObjectSummary
+from tuneforge.api.schemas import Bucket, CreateBucketDetails, ListObjects, ObjectSummary
 from tuneforge.store import objects
 from tuneforge.store.tables import BucketRow, ObjectRow, utcnow
 
@@ -61,8 +61,8 @@ def get_namespace(caller: CallerDep) -> JSONResponse:
 # ---- buckets --------------------------------------------------------------------------------
 
 
-def _bucket_to_api(row: BucketRow, model=Bucket):
-    return model(namespace=row.namespace, name=row.name, compartment_id=row.compartment_id, created_by=row.created_by,
+def _bucket_to_api(row: BucketRow) -> Bucket:
+    return Bucket(namespace=row.namespace, name=row.name, compartment_id=row.compartment_id, created_by=row.created_by,
                  time_created=rfc3339(row.time_created), etag=hashlib.sha256(f"{row.namespace}/{row.name}".encode()).hexdigest()[:32])  # fmt: skip
 
 
@@ -92,12 +92,12 @@ def get_bucket(namespaceName: str, bucketName: str, caller: CallerDep, session: 
     return _bucket_to_api(_bucket(session, caller, namespaceName, bucketName))
 
 
-@router.get("/n/{namespaceName}/b", response_model=list[BucketSummary], response_model_exclude_none=True)
+@router.get("/n/{namespaceName}/b", response_model=list[Bucket], response_model_exclude_none=True)
 def list_buckets(namespaceName: str, caller: CallerDep, session: SessionDep,
-                 compartmentId: Annotated[str, Query(min_length=1, max_length=255)]) -> list[BucketSummary]:  # fmt: skip
+                 compartmentId: CompartmentId) -> list[Bucket]:  # fmt: skip
     _own_namespace(caller, namespaceName)
     rows = session.scalars(select(BucketRow).where(BucketRow.namespace == namespaceName, BucketRow.compartment_id == compartmentId).order_by(BucketRow.name))
-    return [_bucket_to_api(r, BucketSummary) for r in rows]
+    return [_bucket_to_api(r) for r in rows]
 
 
 @router.delete("/n/{namespaceName}/b/{bucketName}", status_code=204, response_class=Response)

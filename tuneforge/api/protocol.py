@@ -33,6 +33,13 @@ def etag(resource_id: str, revision: int) -> str:
     return hashlib.sha256(f"{resource_id}:{revision}".encode()).hexdigest()[:32]
 
 
+def send_etag(response: Response, resource_id: str, revision: int, work_request_id: str | None = None) -> None:
+    """The headers of a create/get/update answer: etag, and the work request when there is one."""
+    response.headers["etag"] = etag(resource_id, revision)
+    if work_request_id:
+        response.headers["opc-work-request-id"] = work_request_id
+
+
 def check_if_match(if_match: str | None, current: str) -> None:
     """412 unless `if-match` is absent, `*`, or the current etag (a list is accepted, as in HTTP)."""
     if if_match is None:

@@ -260,15 +260,6 @@ class Bucket(OciModel):
     etag: str
 
 
-class BucketSummary(OciModel):
-    namespace: str
-    name: str
-    compartment_id: str
-    created_by: str
-    time_created: str
-    etag: str
-
-
 class ObjectSummary(OciModel):
     name: str
     size: int | None = None

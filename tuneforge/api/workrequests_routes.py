@@ -3,13 +3,12 @@ training job's progress.json, logs and errors are what the job reported."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from tuneforge.api.deps import CallerDep, Limit, Page, QueryStr, SessionDep
-from tuneforge.api.errors import not_found
+from tuneforge.api.deps import CallerDep, CompartmentId, Limit, Page, QueryStr, SessionDep, SortOrder, owned
 from tuneforge.api.protocol import etag, rfc3339, sql_page
 from tuneforge.api.schemas import (
     WorkRequest, WorkRequestError, WorkRequestErrorCollection, WorkRequestLogEntry, WorkRequestLogEntryCollection,
@@ -19,7 +18,6 @@ from tuneforge.store.tables import WorkRequestEntry, WorkRequestRow
 
 router = APIRouter(prefix="/20231130", tags=["workRequests"])
 Status = Literal["ACCEPTED", "IN_PROGRESS", "WAITING", "FAILED", "SUCCEEDED", "CANCELING", "CANCELED"]
-SortOrder = Literal["ASC", "DESC"] | None
 
 
 def work_request_to_api(row: WorkRequestRow) -> WorkRequest:
@@ -32,10 +30,7 @@ def work_request_to_api(row: WorkRequestRow) -> WorkRequest:
 
 
 def _work_request(session, caller, wr_id: str) -> WorkRequestRow:
-    row = session.get(WorkRequestRow, wr_id)
-    if row is None or row.tenancy_id != caller.tenancy_id:
-        raise not_found("work request")
-    return row
+    return owned(session, caller, WorkRequestRow, wr_id, "work request")
 
 
 @router.get("/workRequests/{workRequestId}", response_model=WorkRequest, response_model_exclude_none=True)
@@ -50,7 +45,7 @@ def get_work_request(workRequestId: str, caller: CallerDep, session: SessionDep,
 @router.get("/workRequests", response_model=WorkRequestSummaryCollection, response_model_exclude_none=True)
 def list_work_requests(
     caller: CallerDep, session: SessionDep, response: Response,
-    compartmentId: Annotated[str, Query(min_length=1, max_length=255)],
+    compartmentId: CompartmentId,
     workRequestId: QueryStr = None,
     status: Status | None = None,
     resourceId: QueryStr = None,

@@ -53,51 +53,44 @@ class ApiKey(Base):
     time_created: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class ModelRow(Base):
-    """A custom (fine-tuned) model. Base models come from the catalog and are never stored."""
+class OciResource:
+    """Columns every OCI resource row has: identity, owner, name, lifecycle, tags, times, revision."""
 
-    __tablename__ = "models"
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
     compartment_id: Mapped[str] = mapped_column(String(255), index=True)
     display_name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
-    vendor: Mapped[str | None] = mapped_column(String(255))
-    version: Mapped[str | None] = mapped_column(String(255))
-    base_model_id: Mapped[str] = mapped_column(String(255))  # catalog id, e.g. meta.llama-3.3-70b-instruct
     lifecycle_state: Mapped[str] = mapped_column(String(32), index=True)
     lifecycle_details: Mapped[str | None] = mapped_column(Text)
-    fine_tune_details: Mapped[dict[str, Any]]  # OCI camelCase, trainingConfig fully resolved
-    model_metrics: Mapped[dict[str, Any] | None]
     freeform_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     defined_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    system_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     time_created: Mapped[datetime] = mapped_column(default=utcnow)
     time_updated: Mapped[datetime | None]
     revision: Mapped[int] = mapped_column(default=1)  # bumped on every change; the etag derives from it
 
 
-class ClusterRow(Base):
+class ModelRow(OciResource, Base):
+    """A custom (fine-tuned) model. Base models come from the catalog and are never stored."""
+
+    __tablename__ = "models"
+    vendor: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(255))
+    base_model_id: Mapped[str] = mapped_column(String(255))  # catalog id, e.g. meta.llama-3.3-70b-instruct
+    fine_tune_details: Mapped[dict[str, Any]]  # OCI camelCase, trainingConfig fully resolved
+    model_metrics: Mapped[dict[str, Any] | None]
+    system_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ClusterRow(OciResource, Base):
     """A dedicated AI cluster. Here a FINE_TUNING cluster names a worker pool: at most
     `unit_count` of its jobs train at the same time."""
 
     __tablename__ = "dedicated_ai_clusters"
-    id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
-    compartment_id: Mapped[str] = mapped_column(String(255), index=True)
     type: Mapped[str] = mapped_column(String(32))
     unit_count: Mapped[int]
     unit_shape: Mapped[str] = mapped_column(String(64))
-    display_name: Mapped[str] = mapped_column(String(255))
-    description: Mapped[str | None] = mapped_column(Text)
     capacity_reservation_id: Mapped[str | None] = mapped_column(String(255))
-    lifecycle_state: Mapped[str] = mapped_column(String(32))
-    lifecycle_details: Mapped[str | None] = mapped_column(Text)
-    freeform_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    defined_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    time_created: Mapped[datetime] = mapped_column(default=utcnow)
-    time_updated: Mapped[datetime | None]
-    revision: Mapped[int] = mapped_column(default=1)
 
 
 class WorkRequestRow(Base):

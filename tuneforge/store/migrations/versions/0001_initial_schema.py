@@ -62,6 +62,7 @@ def upgrade() -> None:
     with op.batch_alter_table('dedicated_ai_clusters', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_dedicated_ai_clusters_compartment_id'), ['compartment_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_dedicated_ai_clusters_tenancy_id'), ['tenancy_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_dedicated_ai_clusters_lifecycle_state'), ['lifecycle_state'], unique=False)
 
     op.create_table('models',
     sa.Column('id', sa.String(length=255), nullable=False),
@@ -215,6 +216,7 @@ def downgrade() -> None:
 
     op.drop_table('models')
     with op.batch_alter_table('dedicated_ai_clusters', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_dedicated_ai_clusters_lifecycle_state'))
         batch_op.drop_index(batch_op.f('ix_dedicated_ai_clusters_tenancy_id'))
         batch_op.drop_index(batch_op.f('ix_dedicated_ai_clusters_compartment_id'))
 
