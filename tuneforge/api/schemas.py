@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from pydantic.alias_generators import to_camel
 
 
@@ -60,19 +60,20 @@ class ObjectStorageDataset(OciModel):
 
 class TrainingConfigIn(OciModel):
     """Range checks live in tuneforge.hyperparams (per base model); unknown fields are kept so
-    that the resolver can name them in its error."""
+    that the resolver can name them in its error. Strict types: `true` is not a learning rate and
+    3.5 is not an epoch count (pydantic's lax mode would turn them into 1.0 and 3)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
     training_config_type: Literal["TFEW_TRAINING_CONFIG", "VANILLA_TRAINING_CONFIG", "LORA_TRAINING_CONFIG"]
     total_training_epochs: StrictInt | None = None
-    learning_rate: float | None = None
+    learning_rate: StrictFloat | None = None
     training_batch_size: StrictInt | None = None
     early_stopping_patience: StrictInt | None = None
-    early_stopping_threshold: float | None = None
+    early_stopping_threshold: StrictFloat | None = None
     log_model_metrics_interval_in_steps: StrictInt | None = None
     lora_r: StrictInt | None = None
     lora_alpha: StrictInt | None = None
-    lora_dropout: float | None = None
+    lora_dropout: StrictFloat | None = None
 
 
 class FineTuneDetails(OciModel):
@@ -104,7 +105,7 @@ class UpdateModelDetails(OciModel):
 
 ClusterType = Literal["HOSTING", "FINE_TUNING"]
 UnitShape = Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,64}$")]
-UnitCount = Annotated[int, Field(ge=1, le=1000)]
+UnitCount = Annotated[StrictInt, Field(ge=1, le=1000)]
 
 
 class CreateDedicatedAiClusterDetails(OciModel):

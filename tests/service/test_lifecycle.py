@@ -1,0 +1,81 @@
+"""Model/work-request transitions and queue claims without a server: stand-in runs say so,
+deleting a queued job cancels it, deleting a running one flags it for its worker, and a job whose
+owner died is taken over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuneforge.jobs import lifecycle, queue
+from tuneforge.store import workrequests
+from tuneforge.store.db import default_url, open_store
+from tuneforge.store.tables import JobRow, ModelRow, WorkRequestRow
+
+RESULT = {"standIn": True, "weights": {"source": "stand-in"}, "stepsRun": 4, "totalTrainingSteps": 8, "earlyStopped": True,
+          "modelMetrics": {"modelMetricsType": "TEXT_GENERATION_MODEL_METRICS", "finalAccuracy": 0.5, "finalLoss": 1.25}}  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path):
+    sessions = open_store(default_url(tmp_path))
+    with sessions() as session:
+        session.add(ModelRow(id="m1", tenancy_id="t", compartment_id="c", display_name="m", base_model_id="meta.llama-3.3-70b-instruct",
+                             lifecycle_state="CREATING", fine_tune_details={}, model_metrics=None))  # fmt: skip
+        session.flush()
+        wr = workrequests.new_work_request(session, region="local", tenancy_id="t", compartment_id="c", operation_type="CREATE_MODEL",
+                                           entity_type="GenerativeAiModel", resource_id="m1")  # fmt: skip
+        session.flush()
+        session.add(JobRow(id=wr.id, model_id="m1", cluster_id="k", state="QUEUED", job_dir=str(tmp_path / "job")))
+        session.commit()
+    return sessions
+
+
+def _rows(session):
+    job = session.query(JobRow).one()
+    return job, session.get(ModelRow, "m1"), session.get(WorkRequestRow, job.id)
+
+
+def test_stand_in_and_early_stopping_are_reported(store):
+    with store() as session:
+        job, model, wr = _rows(session)
+        lifecycle.succeed(session, job, model, wr, RESULT)
+        session.commit()
+        assert model.lifecycle_state == "ACTIVE" and wr.status == "SUCCEEDED" and wr.percent_complete == 100
+        assert "stand-in" in model.lifecycle_details and "4 of 8 steps" in model.lifecycle_details
+        assert model.system_tags["tuneforge"]["standIn"] == "true"
+        assert model.model_metrics["finalLoss"] == 1.25
+
+
+def test_deleting_a_queued_job_cancels_it(store):
+    with store() as session:
+        job, model, wr = _rows(session)
+        delete_wr, remove = lifecycle.request_deletion(session, model, "local")
+        session.commit()
+        assert model.lifecycle_state == "DELETED" and job.state == "DONE"
+        assert wr.status == "CANCELED" and delete_wr.status == "SUCCEEDED"
+        assert remove == [Path(job.job_dir)]
+
+
+def test_deleting_a_running_job_asks_its_worker_to_stop_it(store):
+    with store() as session:
+        job, model, _ = _rows(session)
+        assert queue.claim(session, "me", set(), 30) is not None
+        delete_wr, remove = lifecycle.request_deletion(session, model, "local")
+        session.commit()
+        assert model.lifecycle_state == "DELETING" and job.cancel_requested and remove == []
+        assert delete_wr.status == "IN_PROGRESS"
+
+
+def test_claims_skip_running_jobs_and_take_over_dead_owners(store):
+    with store() as session:
+        assert queue.claim(session, "host:1:1", {"other"}, 30).attempts == 1
+        # Running in a live thread of ours: not claimable again.
+        job, _, _ = _rows(session)
+        assert queue.claim(session, "host:1:1", {job.id}, 30) is None
+        # Its owner is a process on this host that no longer exists: taken over at once.
+        job.owner = f"{queue.this_process().rsplit(':', 2)[0]}:999999:1"
+        session.commit()
+        taken = queue.claim(session, queue.this_process(), set(), 30)
+        assert taken is not None and taken.attempts == 2
