@@ -79,3 +79,22 @@ def test_claims_skip_running_jobs_and_take_over_dead_owners(store):
         session.commit()
         taken = queue.claim(session, queue.this_process(), set(), 30)
         assert taken is not None and taken.attempts == 2
+
+
+def test_a_cluster_runs_at_most_unit_count_jobs(store, tmp_path):
+    from tuneforge.store.tables import ClusterRow
+
+    with store() as session:
+        session.add(ClusterRow(id="k", tenancy_id="t", compartment_id="c", display_name="k", type="FINE_TUNING", unit_count=1,
+                               unit_shape="LARGE_GENERIC", lifecycle_state="ACTIVE"))  # fmt: skip
+        wr2 = workrequests.new_work_request(session, region="local", tenancy_id="t", compartment_id="c", operation_type="CREATE_MODEL",
+                                            entity_type="GenerativeAiModel", resource_id="m1")  # fmt: skip
+        session.flush()
+        session.add(JobRow(id=wr2.id, model_id="m1", cluster_id="k", state="QUEUED", job_dir=str(tmp_path / "j2")))
+        session.commit()
+        me = queue.this_process()
+        first = queue.claim(session, me, set(), 30)
+        assert queue.claim(session, me, {first.id}, 30) is None  # the cluster's one unit is busy
+        first.state = "DONE"
+        session.commit()
+        assert queue.claim(session, me, set(), 30) is not None
