@@ -30,12 +30,27 @@ IA3_TARGETS = ("k_proj", "v_proj", "down_proj")
 IA3_FEEDFORWARD = ("down_proj",)
 
 
+def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout whose keep mask comes from 16-bit slices of 64-bit random integers.
+
+    torch's dropout draws one float per element through bernoulli_, which on this CPU cost more
+    than all the LoRA matmuls together (a quarter of a training step). Four 16-bit draws per 64-bit
+    integer are ~5x cheaper. The drop probability is quantised to 1/65536 (0.1 -> 0.100006), far
+    below anything training can see; the expectation is kept exact by scaling with the quantised
+    keep probability."""
+    drop_below = round(p * 65536)
+    words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64, device=x.device)
+    u16 = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform in [-32768, 32768)
+    scaled_keep = (u16 >= drop_below - 32768).to(x.dtype) * (65536 / (65536 - drop_below))
+    return x * scaled_keep
+
+
 class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float):
         super().__init__()
         self.base = base
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = dropout
         # fp32 masters whatever the base dtype; PEFT's default init (kaiming-uniform A, zero B).
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=torch.float32, device=base.weight.device))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=torch.float32, device=base.weight.device))
@@ -44,7 +59,8 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.lora_A.to(x.dtype)
         b = (self.lora_B * self.scaling).to(x.dtype)
-        return self.base(x) + F.linear(F.linear(self.dropout(x), a), b)
+        dropped = fast_dropout(x, self.dropout) if self.training and self.dropout > 0 else x
+        return self.base(x) + F.linear(F.linear(dropped, a), b)
 
 
 class IA3Linear(nn.Module):

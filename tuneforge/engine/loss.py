@@ -5,6 +5,11 @@ positions are prompt), and in chunks under activation checkpointing when there a
 (tokens x vocabulary) logits tensor never materialises for 128k/256k vocabularies: each chunk's
 logits are recomputed in the backward pass instead of stored.
 
+Rows of a batch often begin with the same tokens (the chat template's system turn, a shared
+instruction): that shared prefix is run once for the batch and its keys/values reused by every row,
+which is the same computation (causal attention: prefix positions never see what follows) on up to
+a third fewer tokens for typical instruction data.
+
 Accuracy (OCI: "an accuracy of 0.9 means 90 percent of the output tokens matched") is the share of
 completion tokens whose argmax prediction equals the dataset token; loss is the mean cross-entropy
 over the same tokens.
@@ -21,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from tuneforge.engine.batches import IGNORE
 
 CHUNK_ROWS = 2048
+MIN_SHARED_PREFIX = 8  # below this, the second decoder call costs more than it saves
 
 
 @dataclass
@@ -49,9 +55,34 @@ def _chunk_stats(model, hidden: torch.Tensor, targets: torch.Tensor):
     return loss_sum, correct
 
 
-def completion_stats(model, batch: dict[str, torch.Tensor]) -> TokenStats:
-    hidden = decoder(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    targets = batch["labels"][:, 1:]
+def shared_prefix_len(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens every row starts with, stopping before the first completion position of any row
+    (the hidden state just before a completion token must come from the per-row pass)."""
+    ids, labels = batch["input_ids"], batch["labels"]
+    if ids.shape[0] < 2:
+        return 0
+    same = (ids == ids[:1]).all(dim=0)
+    common = int(same.long().cumprod(0).sum())
+    first_completion = int((labels != IGNORE).long().argmax(dim=1).min())
+    shared = min(common, first_completion - 1)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def last_hidden(model, batch: dict[str, torch.Tensor], prefix: int) -> torch.Tensor:
+    """Final hidden states of positions prefix..end of each row (all positions when prefix is 0)."""
+    body = decoder(model)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if prefix == 0:
+        return body(input_ids=ids, attention_mask=mask).last_hidden_state
+    cache = body(input_ids=ids[:1, :prefix], use_cache=True).cache
+    cache.batch_repeat_interleave(ids.shape[0])  # differentiable: gradients of all rows flow into the prefix
+    return body(input_ids=ids[:, prefix:], attention_mask=mask, cache=cache).last_hidden_state
+
+
+def completion_stats(model, batch: dict[str, torch.Tensor], share_prefix: bool = True) -> TokenStats:
+    prefix = shared_prefix_len(batch) if share_prefix else 0
+    hidden = last_hidden(model, batch, prefix)
+    targets = batch["labels"][:, prefix + 1 :]
     where = targets != IGNORE
     hidden, targets = hidden[:, :-1][where], targets[where]
     loss_sum = hidden.new_zeros((), dtype=torch.float32)

@@ -100,6 +100,7 @@ def _gguf_folder(directory: Path, filename: str) -> Path:
 
 
 def load_model_and_tokenizer(weights: Weights, dtype, device: str):
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -121,4 +122,8 @@ def load_model_and_tokenizer(weights: Weights, dtype, device: str):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)
+    if device == "cpu" and dtype == torch.bfloat16:
+        from tuneforge.engine.attention import use_fp32_attention
+
+        use_fp32_attention(model)
     return model, tokenizer
