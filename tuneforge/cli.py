@@ -368,9 +368,10 @@ def _load_for_inference(model_dir: Path | None, base_model: str | None, weights:
 @click.option("--split", type=click.Choice(["all", "train", "validation"]), default="all",
               help="Which part of the dataset: `validation` is the 20 % held out by training with the same --seed.")
 @click.option("--seed", type=int, default=None, help="Seed of the 80:20 split (default 42).")
+@click.option("--compare-base", is_flag=True, help="With --model: also evaluate its base model, side by side.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_device_options
-def eval_command(model_dir, base_model, weights, dataset, split, seed, as_json, device, precision) -> None:
+def eval_command(model_dir, base_model, weights, dataset, split, seed, compare_base, as_json, device, precision) -> None:
     """Loss, token accuracy and exact match of greedy generations on a dataset."""
     from tuneforge import data
 
@@ -378,17 +379,29 @@ def eval_command(model_dir, base_model, weights, dataset, split, seed, as_json, 
     if split != "all":
         train_part, val_part = data.split_examples(examples, data.DEFAULT_SEED if seed is None else seed)
         examples = val_part if split == "validation" else train_part
+    if compare_base and model_dir is None:
+        raise click.UsageError("--compare-base needs --model DIR")
+    from tuneforge.engine.generate import load_base, score, trained_base_weights
+
     loaded = _load_for_inference(model_dir, base_model, weights, device, precision)
     _stand_in_notice(loaded.stand_in, "evaluating")
-    from tuneforge.engine.generate import score
-
-    result = {"model": loaded.description, "standIn": loaded.stand_in, "split": split, **score(loaded, examples)}
+    results = {"model": {"model": loaded.description, "standIn": loaded.stand_in, "split": split, **score(loaded, examples)}}
+    if compare_base:
+        base = load_base(trained_base_weights(model_dir), device, precision)
+        results["base"] = {"model": base.description, "standIn": base.stand_in, "split": split, **score(base, examples)}
     if as_json:
-        _print_json(result)
+        _print_json(results if compare_base else results["model"])
         return
-    _print_rows([(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in result.items() if k != "samples"])
-    for s in result["samples"]:
-        click.echo(f"  line {s['line']}: {'OK ' if s['match'] else 'MISS'} {s['generated']!r} (expected {s['expected']!r})")
+    for label, result in results.items():
+        if compare_base:
+            click.echo(f"== {'fine-tuned' if label == 'model' else 'base model'} ==")
+        _print_rows([(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in result.items() if k != "samples"])
+        for s in result["samples"]:
+            click.echo(f"  line {s['line']}: {'OK ' if s['match'] else 'MISS'} {s['generated']!r} (expected {s['expected']!r})")
+    if compare_base:
+        m, b = results["model"], results["base"]
+        click.echo(f"exact match: base {b['exactMatch']:.1%} -> fine-tuned {m['exactMatch']:.1%}; "
+                   f"token accuracy {b['accuracy']:.1%} -> {m['accuracy']:.1%}; loss {b['loss']:.3f} -> {m['loss']:.3f}")
 
 
 @main.command()

@@ -32,16 +32,27 @@ def load_base(weights: Weights, device: str = "auto", precision: str = "auto") -
     return Loaded(model, tokenizer, device, weights.description, weights.stand_in)
 
 
-def load_trained(model_dir: Path, device: str = "auto", precision: str = "auto") -> Loaded:
-    """A `tuneforge train` output folder: its base weights (from model.json) plus its adapter."""
+def _model_json(model_dir: Path) -> dict:
     meta_file = model_dir / "model.json"
     if not meta_file.is_file() or not (model_dir / "adapter" / "adapter_config.json").is_file():
         raise TuneForgeError(f"--model {model_dir}: not a finished TuneForge model folder (needs model.json and adapter/)")
-    meta = json.loads(meta_file.read_text())
+    return json.loads(meta_file.read_text())
+
+
+def trained_base_weights(model_dir: Path) -> Weights:
+    """The base weights a `tuneforge train` output folder was trained on (from its model.json)."""
+    meta = _model_json(model_dir)
     w = meta["weights"]
     weights = Weights(w["source"], Path(w["path"]), meta.get("standIn", False), w["description"])
     if not (weights.path / "config.json").is_file():
         raise TuneForgeError(f"--model {model_dir}: its base weights {weights.path} are no longer there")
+    return weights
+
+
+def load_trained(model_dir: Path, device: str = "auto", precision: str = "auto") -> Loaded:
+    """A `tuneforge train` output folder: its base weights plus its adapter."""
+    meta = _model_json(model_dir)
+    weights = trained_base_weights(model_dir)
     loaded = load_base(weights, device, precision)
     load_adapter(loaded.model, model_dir / "adapter")
     loaded.model.to(loaded.device)

