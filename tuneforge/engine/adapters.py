@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tuneforge.errors import TuneForgeError
+
 # All linear layers of the decoder blocks. QLoRA (Dettmers et al. 2023, section 4) found that adapting
 # every linear layer is what matches full fine-tuning quality; attention-only LoRA falls short.
 # Cohere's own fine-tuning API offers the same choice as QKVO_FFN. The LM head and embeddings stay frozen.
@@ -85,7 +87,7 @@ def _replace_linears(model: nn.Module, targets: tuple[str, ...], wrap) -> list[s
                 setattr(module, child_name, wrap(child_name, child))
                 replaced.append(full)
     if not replaced:
-        raise ValueError(f"no layers named {', '.join(targets)} found in {type(model).__name__}")
+        raise TuneForgeError(f"{type(model).__name__} has no decoder layers named {', '.join(targets)} to adapt")
     return replaced
 
 
@@ -107,7 +109,3 @@ def apply_ia3(model: nn.Module) -> list[str]:
 def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The trainable parameters, by name: the only tensors the optimizer and checkpoints see."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def adapter_modules(model: nn.Module) -> dict[str, nn.Module]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, (LoRALinear, IA3Linear))}
