@@ -94,6 +94,8 @@ def test_resume_after_stop_reaches_the_same_adapter(tiny_llama, parity_dataset, 
     b = load_file(tmp_path / "split" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
     assert [r["step"] for r in records(tmp_path / "split", "train")] == [r["step"] for r in records(tmp_path / "full", "train")]
+    # resuming a run that already finished returns its result instead of training again
+    assert fine_tune(resumed_run) == resumed
 
 
 @pytest.mark.parametrize("model_id", [LLAMA, COHERE])

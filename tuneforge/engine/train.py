@@ -20,8 +20,8 @@ What it does, in order:
 
 from __future__ import annotations
 
+import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -160,7 +160,8 @@ def fine_tune(run: RunSpec) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(output) if run.resume else None
     if run.resume and state is None and (output / "model.json").is_file():
-        raise TuneForgeError(f"--resume: {output} already holds a finished model (model.json); nothing to resume")
+        # Finished before whoever asked to resume noticed (e.g. the service died just as training ended).
+        return json.loads((output / "model.json").read_text())
     log = MetricsLog(output, run.listeners, keep_until_step=state["step"] if state else None)
     log.progress(step=state["step"] if state else 0, totalTrainingSteps=None, epoch=0.0, phase="loading", etaSeconds=None)
 

@@ -33,6 +33,7 @@ def output_dir(job_dir: Path) -> Path:
 
 
 def can_resume(job_dir: Path) -> bool:
-    """A previous attempt left a checkpoint (the engine writes one when stopped by SIGTERM)."""
+    """A previous attempt left a checkpoint (the engine writes one when stopped by SIGTERM), or it
+    finished (model.json) before its server saw it exit: `train --resume` then returns that result."""
     checkpoint = output_dir(job_dir) / "checkpoint"
-    return checkpoint.is_dir() and any(checkpoint.iterdir())
+    return (checkpoint.is_dir() and any(checkpoint.iterdir())) or (output_dir(job_dir) / "model.json").is_file()
