@@ -1,0 +1,80 @@
+"""`tuneforge train / eval / generate` through the real entry point on a tiny model: JSON output,
+SIGTERM -> checkpoint + exit 3 -> --resume finishes, clear errors with exit 2."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+LLAMA = "meta.llama-3.3-70b-instruct"
+
+
+def tuneforge(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "tuneforge", *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_train_json_then_eval_and_generate(tiny_llama, parity_dataset, tmp_path):
+    out = tmp_path / "m"
+    proc = tuneforge("train", "--base-model", LLAMA, "--dataset", parity_dataset, "--weights", tiny_llama,
+                     "--output", out, "--total-training-epochs", 2, "--learning-rate", 0.05, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result == json.loads((out / "model.json").read_text())
+    assert result["standIn"] is False and result["stepsRun"] == 10
+
+    proc = tuneforge("eval", "--model", out, "--dataset", parity_dataset, "--split", "validation", "--compare-base", "--json")
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(proc.stdout)
+    assert scores["model"]["examples"] == scores["base"]["examples"] == 10
+    assert scores["model"]["loss"] < scores["base"]["loss"]
+    assert scores["model"]["loss"] == pytest.approx(result["modelMetrics"]["finalLoss"], rel=0.05)
+
+    proc = tuneforge("generate", "--model", out, "--prompt", "Is 7 odd?", "--max-new-tokens", 4)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(tiny_llama, parity_dataset, tmp_path):
+    out = tmp_path / "m"
+    args = ["train", "--base-model", LLAMA, "--dataset", parity_dataset, "--weights", tiny_llama, "--output", out,
+            "--total-training-epochs", 400, "--early-stopping-patience", 0, "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # poll progress.json until training is under way
+        progress = out / "progress.json"
+        if progress.is_file() and json.loads(progress.read_text() or "{}").get("step", 0) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    assert "checkpoint" in stderr and (out / "checkpoint" / "state.pt").is_file()
+    assert not (out / "model.json").exists() and not (out / "adapter").exists()
+    stopped_at = json.loads((out / "progress.json").read_text())["step"]
+    assert 3 <= stopped_at < 2000
+
+    proc = tuneforge(*args[:-3], "--total-training-epochs", 400, "--early-stopping-patience", 0, "--resume", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["stepsRun"] == 2000
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--weights", "/nonexistent"], "not a Hugging Face model folder"),
+    (["--lora-r", "0"], "loraR: 0 is not allowed"),
+    (["--learning-rate", "fast"], "learningRate: 'fast' is not allowed"),
+])
+def test_bad_input_exits_2_with_a_message_naming_it(args, message, parity_dataset, tmp_path, tiny_llama):
+    base = ["train", "--base-model", LLAMA, "--dataset", parity_dataset, "--output", tmp_path / "m"]
+    if "--weights" not in args:
+        base += ["--weights", tiny_llama]
+    proc = tuneforge(*base, *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_catalog_model_without_weights_says_how_to_provide_them(parity_dataset, tmp_path):
+    proc = tuneforge("train", "--base-model", "cohere.command-r-08-2024", "--dataset", parity_dataset, "--output", tmp_path / "m",
+                     env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "TUNEFORGE_WEIGHTS_COHERE_COMMAND_R_08_2024" in proc.stderr and "--weights stand-in" in proc.stderr
