@@ -291,11 +291,12 @@ def _print_performance(result: dict) -> None:
 @click.option("--seed", type=int, default=None, help="Seed of the split, the data order and the adapter init (default 42).")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=None, help="Split each batch to bound memory; same result.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: every core).")
 @click.option("--json", "as_json", is_flag=True, help="Print model.json on stdout at the end.")
 @_device_options
 @hyperparameter_options
 def train(base_model: str, dataset: Path, output: Path, weights: str | None, seed: int | None, resume: bool,
-          micro_batch_size: int | None, as_json: bool, device: str, precision: str, **flags: Any) -> None:
+          micro_batch_size: int | None, threads: int | None, as_json: bool, device: str, precision: str, **flags: Any) -> None:
     """Fine-tune a base model on a JSONL dataset (exit 3 when stopped; --resume continues)."""
     import signal
     import threading
@@ -313,8 +314,13 @@ def train(base_model: str, dataset: Path, output: Path, weights: str | None, see
         _warn_deprecated(model)
     _stand_in_notice(resolved.stand_in, "training runs on")
 
+    import torch
+
     from tuneforge.engine.progress import ProgressBar
     from tuneforge.engine.train import RunSpec, fine_tune
+
+    if threads:
+        torch.set_num_threads(threads)
 
     stop = threading.Event()
 

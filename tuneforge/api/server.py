@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from tuneforge.api.config import ServiceConfig
 
@@ -20,7 +21,10 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     sessions = open_store(config.url)  # applies migrations
-    settings = RunSettings(weights=config.weights, max_attempts=config.max_attempts, seed=DEFAULT_SEED)
+    # Each job gets its share of the cores: two trainers whose thread pools both span every core
+    # spend most of their time waiting at each other's barriers.
+    threads = max(1, (os.cpu_count() or 1) // config.workers) if config.workers > 1 else None
+    settings = RunSettings(weights=config.weights, max_attempts=config.max_attempts, seed=DEFAULT_SEED, threads=threads)
     pool = WorkerPool(sessions, settings, workers=config.workers, lease_seconds=config.lease_seconds)
     app = create_app(config, sessions, wake_workers=pool.wake)
     pool.start()

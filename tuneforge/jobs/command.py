@@ -11,7 +11,8 @@ from tuneforge.hyperparams import SNAKE_NAMES
 
 
 def train_command(
-    *, base_model_id: str, training_config: dict[str, Any], job_dir: Path, weights: str | None, seed: int, resume: bool
+    *, base_model_id: str, training_config: dict[str, Any], job_dir: Path, weights: str | None, seed: int, resume: bool,
+    threads: int | None = None,
 ) -> list[str]:
     """`python -m tuneforge train ...` for a job, run through the launcher that ties its life to ours."""
     args = [
@@ -22,6 +23,8 @@ def train_command(
         args += ["--weights", weights]
     if resume:
         args.append("--resume")
+    if threads:
+        args += ["--threads", str(threads)]
     for name, value in training_config.items():
         if name in SNAKE_NAMES:  # skips trainingConfigType
             args += ["--" + SNAKE_NAMES[name].replace("_", "-"), repr(value) if isinstance(value, float) else str(value)]

@@ -36,6 +36,7 @@ class RunSettings:
     weights: str | None
     max_attempts: int
     seed: int
+    threads: int | None = None  # torch threads per training job (None: torch's default, every core)
     poll_seconds: float = 0.5
     heartbeat_seconds: float = 2.0
 
@@ -84,6 +85,7 @@ def _start(sessions, job_id: str, settings: RunSettings) -> subprocess.Popen | N
         cmd = train_command(
             base_model_id=model.base_model_id, training_config=model.fine_tune_details["trainingConfig"],
             job_dir=job_dir, weights=settings.weights, seed=settings.seed, resume=resume,
+            threads=settings.threads,
         )  # fmt: skip
         with open(job_dir / f"attempt-{job.attempts}.stdout", "wb") as out, open(job_dir / f"attempt-{job.attempts}.stderr", "wb") as err:
             # Own session: a Ctrl-C meant for the server must not reach the trainer; the server
