@@ -515,3 +515,57 @@ def api_keys_remove(key: str, data_dir: Path, database_url: str | None) -> None:
     if not removed:
         raise click.ClickException(f"no key {key!r} is registered")
     click.echo(f"removed {removed} key(s)")
+
+
+# --- tuneforge console-users (the web console's sign-in; tuneforge/web/users.py) ----------------
+
+
+def _console_data_dir(f: Callable) -> Callable:
+    # The users file lives in the data dir (DATA_DIR/console/users.json), so only --data-dir matters.
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tuneforge-data"),
+                        show_default=True, help="The server's --data-dir.")(f)  # fmt: skip
+
+
+@main.group(name="console-users")
+def console_users() -> None:
+    """Users who sign in to the web console with a password; each belongs to one tenancy."""
+
+
+@console_users.command(name="add")
+@click.option("--tenancy", required=True, metavar="OCID", help="The tenancy whose models the user sees and creates.")
+@click.option("--username", required=True, help="Sign-in name (letters, digits, . _ @ + -).")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Read the password from this file (first line); default: prompt for it.")  # fmt: skip
+@_console_data_dir
+def console_users_add(tenancy: str, username: str, password_file: Path | None, data_dir: Path) -> None:
+    """Create a console user, or set a new password for an existing one."""
+    from tuneforge.web.users import add_user
+
+    if password_file is not None:
+        password = (password_file.read_text().splitlines() or [""])[0]
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    add_user(data_dir.resolve(), tenancy, username, password)
+    click.echo(f"console user {username} can sign in to tenancy {tenancy}")
+
+
+@console_users.command(name="list")
+@_console_data_dir
+def console_users_list(data_dir: Path, database_url: str | None) -> None:
+    """List console users: username and tenancy."""
+    from tuneforge.web.users import list_users
+
+    for username, tenancy in list_users(data_dir.resolve()):
+        click.echo(f"{username}  {tenancy}")
+
+
+@console_users.command(name="remove")
+@click.argument("username")
+@_console_data_dir
+def console_users_remove(username: str, data_dir: Path) -> None:
+    """Remove a console user; their open console sessions end at once."""
+    from tuneforge.web.users import remove_user
+
+    if not remove_user(data_dir.resolve(), username):
+        raise click.ClickException(f"no console user {username!r}")
+    click.echo(f"removed console user {username}")

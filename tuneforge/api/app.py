@@ -11,6 +11,7 @@ from tuneforge import __version__
 from tuneforge.api import clusters_routes, errors, models_routes, objectstorage, workrequests_routes
 from tuneforge.api.config import ServiceConfig
 from tuneforge.api.protocol import RequestIdMiddleware
+from tuneforge.web.routes import router as console_router
 
 
 def create_app(config: ServiceConfig, sessions: sessionmaker[Session], wake_workers: Callable[[], None] = lambda: None) -> FastAPI:
@@ -26,6 +27,7 @@ def create_app(config: ServiceConfig, sessions: sessionmaker[Session], wake_work
     app.state.wake_workers = wake_workers
     for module in (models_routes, clusters_routes, workrequests_routes, objectstorage):
         app.include_router(module.router)
+    app.include_router(console_router)  # the web console at / (tuneforge/web)
     errors.install(app)
     app.add_middleware(RequestIdMiddleware)
     return app

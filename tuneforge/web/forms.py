@@ -1,0 +1,204 @@
+"""The create-model form: fields grouped by training-config type, parsed and checked field by
+field (every problem at once), the dataset stored through the service's Object Storage layer, and
+the API's own InvalidParameter messages mapped back to the field they name."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from tuneforge import catalog
+from tuneforge.api import objectstorage
+from tuneforge.api.auth import Caller
+from tuneforge.api.errors import ApiError
+from tuneforge.catalog import BaseModelSpec
+from tuneforge.data import split_sizes
+from tuneforge.errors import InvalidParameter
+from tuneforge.hyperparams import FIELD_TYPES, check_value, steps_per_epoch, total_training_steps
+from tuneforge.store import objects
+
+UPLOAD_BUCKET = "datasets"
+NEW_CLUSTER = "new"
+
+
+def group_of(spec: BaseModelSpec) -> str:
+    """Models whose hyperparameter tables are identical share one fieldset (keyed by config type)."""
+    same_type = [m for m in catalog.list_models() if m.training_config_type == spec.training_config_type]
+    if all(m.params == spec.params for m in same_type):
+        return spec.training_config_type
+    return spec.id
+
+
+def groups() -> dict[str, BaseModelSpec]:
+    """Fieldset key -> a model whose ParamSpecs it shows, in catalog order."""
+    out: dict[str, BaseModelSpec] = {}
+    for spec in catalog.list_models():
+        out.setdefault(group_of(spec), spec)
+    return out
+
+
+def parse_number(spec, text: str) -> int | float:
+    """The form's text as the field's type; InvalidParameter (naming the field) when it is not one."""
+    kind = FIELD_TYPES[spec.name]
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise InvalidParameter(spec.name, text, f"must be {noun}; allowed: {spec.allowed()}") from None
+    return check_value(spec, value)
+
+
+def training_values(spec: BaseModelSpec, raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Hyperparameters from form text (blank = default): (camelCase values, field -> error)."""
+    values, errors = {}, {}
+    for name, param in spec.params.items():
+        text = (raw.get(name) or "").strip()
+        if not text:
+            continue
+        try:
+            values[name] = parse_number(param, text)
+        except InvalidParameter as err:
+            errors[name] = str(err)
+    return values, errors
+
+
+def plan(spec: BaseModelSpec, values: dict[str, Any], n_examples: int) -> dict[str, Any]:
+    """Split and totalTrainingSteps for `n_examples`, by the same functions the service uses."""
+    merged = {name: p.default for name, p in spec.params.items()} | values
+    n_train, n_val = split_sizes(n_examples)
+    batch, epochs = merged["trainingBatchSize"], merged["totalTrainingEpochs"]
+    return {"n": n_examples, "nTrain": n_train, "nVal": n_val, "stepsPerEpoch": steps_per_epoch(n_train, batch),
+            "totalTrainingSteps": total_training_steps(n_train, batch, epochs)}  # fmt: skip
+
+
+# Which form field an API error is about: the message starts with the dotted API path.
+_FIELD_OF_PATH = {
+    "fineTuneDetails.trainingDataset": "dataset",
+    "fineTuneDetails.dedicatedAiClusterId": "cluster",
+    "baseModelId": "baseModelId",
+    "compartmentId": "compartmentId",
+    "displayName": "displayName",
+    "description": "description",
+}
+
+
+def field_of_error(message: str) -> str:
+    """"fineTuneDetails.trainingConfig.loraR: 99 is not allowed; ..." -> "loraR"; "" if no field is named."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9.]*): ", message)
+    if not match:
+        return ""
+    path = match.group(1)
+    last = path.rsplit(".", 1)[-1]
+    if path.startswith("fineTuneDetails.trainingConfig.") and (last in FIELD_TYPES or last == "trainingConfigType"):
+        return last
+    return _FIELD_OF_PATH.get(path, "")
+
+
+@dataclass
+class CreateForm:
+    """What the form shows: values (as typed), errors by field, the chosen options."""
+
+    base_model_id: str
+    compartment_id: str
+    display_name: str = ""
+    description: str = ""
+    cluster: str = NEW_CLUSTER
+    dataset_source: str = "upload"  # "upload" | "object"
+    bucket_name: str = UPLOAD_BUCKET
+    object_name: str = ""
+    hyperparams: dict[str, str] = field(default_factory=dict)  # as typed, for the chosen model's group
+    errors: dict[str, str] = field(default_factory=dict)
+    retry_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+
+    @property
+    def spec(self) -> BaseModelSpec | None:
+        return next((m for m in catalog.list_models() if m.id == self.base_model_id), None)
+
+    def value(self, group: str, spec: BaseModelSpec, name: str) -> str:
+        """What a hyperparameter input shows: the user's text for the chosen group, else the default."""
+        if self.spec is not None and group_of(self.spec) == group and name in self.hyperparams:
+            return self.hyperparams[name]
+        return catalog.format_number(spec.params[name].default)
+
+    @classmethod
+    def from_form(cls, form: FormData) -> CreateForm:
+        text = lambda k, d="": str(form.get(k) or d).strip()  # noqa: E731 - a local shorthand
+        made = cls(
+            base_model_id=text("baseModelId"), compartment_id=text("compartmentId"), display_name=text("displayName"),
+            description=text("description"), cluster=text("cluster", NEW_CLUSTER), dataset_source=text("datasetSource", "upload"),
+            bucket_name=text("bucketName", UPLOAD_BUCKET), object_name=text("objectName"), retry_token=text("retryToken") or secrets.token_urlsafe(18),
+        )  # fmt: skip
+        if made.spec is not None:
+            prefix = group_of(made.spec) + "."
+            made.hyperparams = {k.removeprefix(prefix): str(v) for k, v in form.multi_items() if k.startswith(prefix) and isinstance(v, str)}
+        return made
+
+    def check(self) -> dict[str, Any]:
+        """Page-independent checks (the browser's are a convenience); returns the parsed hyperparameters."""
+        if self.spec is None:
+            self.errors["baseModelId"] = "Choose a base model."
+            return {}
+        if not self.compartment_id:
+            self.errors["compartmentId"] = "compartmentId: is required (any label; the tenancy OCID is the root compartment)."
+        if self.dataset_source == "object" and not self.object_name:
+            self.errors["dataset"] = "Name the dataset object (or upload a file)."
+        values, errors = training_values(self.spec, self.hyperparams)
+        self.errors.update(errors)
+        return values
+
+    def api_body(self, namespace: str, cluster_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        """A CreateModelDetails body, exactly as the SDK would send it."""
+        body: dict[str, Any] = {
+            "compartmentId": self.compartment_id,
+            "baseModelId": self.base_model_id,
+            "fineTuneDetails": {
+                "trainingDataset": {"datasetType": "OBJECT_STORAGE", "namespaceName": namespace,
+                                    "bucketName": self.bucket_name, "objectName": self.object_name},  # fmt: skip
+                "dedicatedAiClusterId": cluster_id,
+                "trainingConfig": {"trainingConfigType": self.spec.training_config_type, **values},
+            },
+        }
+        if self.display_name:
+            body["displayName"] = self.display_name
+        if self.description:
+            body["description"] = self.description
+        return body
+
+
+async def store_upload(app_state, caller: Caller, upload: UploadFile, object_name: str) -> None:
+    """Put the uploaded file into the tenancy's namespace exactly as put_object does (same layer,
+    same atomic publish), so the job reads it like an SDK upload."""
+    config = app_state.config
+    namespace = objects.namespace_for(caller.tenancy_id)
+    objectstorage._check_object_name(UPLOAD_BUCKET, object_name)
+    tmp_dir = config.objects_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(16)
+    tmp = tmp_dir / key
+    md5, size = hashlib.md5(), 0
+    try:
+        with open(tmp, "wb") as f:
+            while chunk := await upload.read(1 << 20):
+                f.write(chunk)
+                md5.update(chunk)
+                size += len(chunk)
+        meta = dict(size=size, md5=base64.b64encode(md5.digest()).decode(), content_type="application/jsonl", storage_key=key)
+        await run_in_threadpool(objectstorage._publish, app_state.sessions, config.objects_dir, caller, namespace,
+                                UPLOAD_BUCKET, object_name, tmp, meta, None, None)  # fmt: skip
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def upload_name(retry_token: str, filename: str | None) -> str:
+    """console/<form token>/<file name>: a double-submitted form stores the same object name."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename or "dataset.jsonl").name)[:200] or "dataset.jsonl"
+    return f"console/{re.sub(r'[^A-Za-z0-9_-]', '', retry_token)[:32]}/{base}"
+
