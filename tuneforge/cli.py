@@ -551,7 +551,7 @@ def console_users_add(tenancy: str, username: str, password_file: Path | None, d
 
 @console_users.command(name="list")
 @_console_data_dir
-def console_users_list(data_dir: Path, database_url: str | None) -> None:
+def console_users_list(data_dir: Path) -> None:
     """List console users: username and tenancy."""
     from tuneforge.web.users import list_users
 

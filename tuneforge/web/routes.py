@@ -223,7 +223,7 @@ def _create(request: Request, caller: Caller, form: forms.CreateForm, values: di
         if form.errors:
             return _form_page(request, db, caller, form, status=400)
         try:
-            cluster_id = form.cluster if form.cluster != forms.NEW_CLUSTER else _new_cluster(db, caller, config, form.compartment_id)
+            cluster_id = form.cluster if form.cluster != forms.NEW_CLUSTER else _new_cluster(db, caller, config, form)
             details = CreateModelDetails.model_validate(form.api_body(objects.namespace_for(caller.tenancy_id), cluster_id, values))
             model = models_routes.create_model(details, caller, db, config, request, Response(), retry_token=form.retry_token)
         except ApiError as err:
@@ -236,10 +236,11 @@ def _create(request: Request, caller: Caller, form: forms.CreateForm, values: di
         return _form_page(request, db, caller, form, status=400)
 
 
-def _new_cluster(db, caller: Caller, config, compartment: str) -> str:
-    details = CreateDedicatedAiClusterDetails(type="FINE_TUNING", compartment_id=compartment, unit_count=1,
+def _new_cluster(db, caller: Caller, config, form: forms.CreateForm) -> str:
+    # The form's retry token makes this idempotent too: a resubmitted form reuses the cluster it made.
+    details = CreateDedicatedAiClusterDetails(type="FINE_TUNING", compartment_id=form.compartment_id, unit_count=1,
                                               unit_shape="LARGE_GENERIC", display_name="console-fine-tuning")  # fmt: skip
-    return clusters_routes.create_dedicated_ai_cluster(details, caller, db, config, Response()).id
+    return clusters_routes.create_dedicated_ai_cluster(details, caller, db, config, Response(), retry_token=form.retry_token).id
 
 
 @router.get("/console/api/plan")
@@ -397,5 +398,15 @@ def _config_rows(runs: list[dict]) -> list[dict[str, Any]]:
         values = [get(run) for run in runs]
         if all(v is None for v in values):
             continue  # e.g. LoRA fields when every model is T-Few
-        rows.append({"label": label, "values": values, "differs": len({repr(v) for v in values}) > 1})
+        rows.append({"label": label, "cells": [_cell(v) for v in values], "differs": len({repr(v) for v in values}) > 1})
     return rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return catalog.format_number(value)
+    return str(value)

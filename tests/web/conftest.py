@@ -1,0 +1,102 @@
+"""Console fixtures: an in-process app for TestClient tests, and helpers shared with the browser
+tests (which reuse tests/service's live-server fixtures, imported from there, not copied)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TENANCY_A = "ocid1.tenancy.oc1..aaaaconsolea"
+TENANCY_B = "ocid1.tenancy.oc1..aaaaconsoleb"
+PASSWORD = "correct horse battery"
+LORA_MODEL = "meta.llama-3.3-70b-instruct"
+
+
+def service_helpers():
+    """tests/service/conftest.py as a module of its own name (both folders have a conftest.py)."""
+    path = Path(__file__).resolve().parents[1] / "service" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("tuneforge_service_test_helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+@dataclass
+class Console:
+    client: object  # starlette TestClient
+    data_dir: Path
+
+    def login(self, username: str, password: str = PASSWORD):
+        token = csrf_of(self.client.get("/console/login").text)
+        return self.client.post("/console/login", data={"csrf": token, "username": username, "password": password, "next": "/"},
+                                follow_redirects=False)  # fmt: skip
+
+    def csrf(self, path: str = "/") -> str:
+        return csrf_of(self.client.get(path).text)
+
+
+@pytest.fixture
+def console_app(tmp_path):
+    """The service app (no workers: jobs stay queued) over a fresh SQLite store, with two console
+    users in two tenancies."""
+    from fastapi.testclient import TestClient
+
+    from tuneforge.api.app import create_app
+    from tuneforge.api.config import ServiceConfig
+    from tuneforge.store.db import default_url, open_store
+    from tuneforge.web.users import add_user
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = ServiceConfig(data_dir=data_dir, workers=0)
+    app = create_app(config, open_store(default_url(data_dir)))
+    add_user(data_dir, TENANCY_A, "alice", PASSWORD)
+    add_user(data_dir, TENANCY_B, "bob", PASSWORD)
+    return app, data_dir
+
+
+@pytest.fixture
+def alice(console_app) -> Console:
+    from fastapi.testclient import TestClient
+
+    app, data_dir = console_app
+    console = Console(TestClient(app), data_dir)
+    assert console.login("alice").status_code == 303
+    return console
+
+
+@pytest.fixture
+def bob(console_app) -> Console:
+    from fastapi.testclient import TestClient
+
+    app, data_dir = console_app
+    console = Console(TestClient(app), data_dir)
+    assert console.login("bob").status_code == 303
+    return console
+
+
+@pytest.fixture
+def anonymous(console_app) -> Console:
+    from fastapi.testclient import TestClient
+
+    app, data_dir = console_app
+    return Console(TestClient(app), data_dir)
+
+
+def dataset_bytes(n: int = 40) -> bytes:
+    import json
+    import random
+
+    rng = random.Random(0)
+    return "".join(json.dumps({"prompt": f"Is {a} odd?", "completion": "yes" if a % 2 else "no"}) + "\n"
+                   for a in (rng.randint(0, 99) for _ in range(n))).encode()  # fmt: skip
