@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +19,14 @@ LORA_MODEL = "meta.llama-3.3-70b-instruct"
 
 def service_helpers():
     """tests/service/conftest.py as a module of its own name (both folders have a conftest.py)."""
-    path = Path(__file__).resolve().parents[1] / "service" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("tuneforge_service_test_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    name = "tuneforge_service_test_helpers"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "service" / "conftest.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is defined
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def csrf_of(html: str) -> str:
