@@ -53,8 +53,6 @@ class Console:
 def console_app(tmp_path):
     """The service app (no workers: jobs stay queued) over a fresh SQLite store, with two console
     users in two tenancies."""
-    from fastapi.testclient import TestClient
-
     from tuneforge.api.app import create_app
     from tuneforge.api.config import ServiceConfig
     from tuneforge.store.db import default_url, open_store
@@ -69,32 +67,29 @@ def console_app(tmp_path):
     return app, data_dir
 
 
-@pytest.fixture
-def alice(console_app) -> Console:
+def _signed_in(console_app, username: str | None) -> Console:
     from fastapi.testclient import TestClient
 
     app, data_dir = console_app
     console = Console(TestClient(app), data_dir)
-    assert console.login("alice").status_code == 303
+    if username:
+        assert console.login(username).status_code == 303
     return console
+
+
+@pytest.fixture
+def alice(console_app) -> Console:
+    return _signed_in(console_app, "alice")
 
 
 @pytest.fixture
 def bob(console_app) -> Console:
-    from fastapi.testclient import TestClient
-
-    app, data_dir = console_app
-    console = Console(TestClient(app), data_dir)
-    assert console.login("bob").status_code == 303
-    return console
+    return _signed_in(console_app, "bob")
 
 
 @pytest.fixture
 def anonymous(console_app) -> Console:
-    from fastapi.testclient import TestClient
-
-    app, data_dir = console_app
-    return Console(TestClient(app), data_dir)
+    return _signed_in(console_app, None)
 
 
 def dataset_bytes(n: int = 40) -> bytes:
