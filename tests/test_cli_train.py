@@ -39,7 +39,7 @@ def test_train_json_then_eval_and_generate(tiny_llama, parity_dataset, tmp_path)
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(tiny_llama, parity_dataset, tmp_path):
     out = tmp_path / "m"
     args = ["train", "--base-model", LLAMA, "--dataset", parity_dataset, "--weights", tiny_llama, "--output", out,
-            "--total-training-epochs", 400, "--early-stopping-patience", 0, "--json"]
+            "--total-training-epochs", 40, "--early-stopping-patience", 0, "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "tuneforge", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # poll progress.json until training is under way
@@ -53,11 +53,11 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tiny_llama, parity_datas
     assert "checkpoint" in stderr and (out / "checkpoint" / "state.pt").is_file()
     assert not (out / "model.json").exists() and not (out / "adapter").exists()
     stopped_at = json.loads((out / "progress.json").read_text())["step"]
-    assert 3 <= stopped_at < 2000
+    assert 3 <= stopped_at < 200
 
-    proc = tuneforge(*args[:-3], "--total-training-epochs", 400, "--early-stopping-patience", 0, "--resume", "--json")
+    proc = tuneforge(*args[:-1], "--resume", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["stepsRun"] == 2000
+    assert json.loads(proc.stdout)["stepsRun"] == 200
 
 
 @pytest.mark.parametrize("args,message", [
