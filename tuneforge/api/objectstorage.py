@@ -11,7 +11,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, AsyncIterator
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -124,18 +124,8 @@ async def put_object(
     """Streams the body to a temporary file, then publishes it with an atomic rename."""
     _own_namespace(caller, namespaceName)
     _check_object_name(bucketName, objectName)
-    tmp_dir = config.objects_dir / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(16)
-    tmp = tmp_dir / key
-    md5, size = hashlib.md5(), 0
+    tmp, key, digest, size = await spool(config.objects_dir, request.stream())
     try:
-        with open(tmp, "wb") as f:
-            async for chunk in request.stream():
-                f.write(chunk)
-                md5.update(chunk)
-                size += len(chunk)
-        digest = base64.b64encode(md5.digest()).decode()
         if content_md5 is not None and content_md5 != digest:
             raise ApiError(400, "InvalidParameter", f"Content-MD5 {content_md5} does not match the body's MD5 {digest}")
         meta = dict(size=size, md5=digest, content_type=content_type or "application/octet-stream", storage_key=key)
@@ -144,6 +134,26 @@ async def put_object(
     finally:
         tmp.unlink(missing_ok=True)
     return Response(status_code=200, headers=_object_headers(row))
+
+
+async def spool(objects_dir: Path, chunks: AsyncIterator[bytes]) -> tuple[Path, str, str, int]:
+    """Stream `chunks` into a fresh file under objects_dir/tmp: (its path, its storage key, base64 MD5,
+    size). The caller publishes it (an atomic rename) and unlinks the path in any case."""
+    tmp_dir = objects_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(16)
+    tmp = tmp_dir / key
+    md5, size = hashlib.md5(), 0
+    try:
+        with open(tmp, "wb") as f:
+            async for chunk in chunks:
+                f.write(chunk)
+                md5.update(chunk)
+                size += len(chunk)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, key, base64.b64encode(md5.digest()).decode(), size
 
 
 def _check_object_name(bucket: str, name: str) -> None:

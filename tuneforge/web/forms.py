@@ -4,8 +4,6 @@ the API's own InvalidParameter messages mapped back to the field they name."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -179,18 +177,14 @@ async def store_upload(app_state, caller: Caller, upload: UploadFile, object_nam
     config = app_state.config
     namespace = objects.namespace_for(caller.tenancy_id)
     objectstorage._check_object_name(UPLOAD_BUCKET, object_name)
-    tmp_dir = config.objects_dir / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(16)
-    tmp = tmp_dir / key
-    md5, size = hashlib.md5(), 0
+
+    async def chunks():
+        while chunk := await upload.read(1 << 20):
+            yield chunk
+
+    tmp, key, digest, size = await objectstorage.spool(config.objects_dir, chunks())
     try:
-        with open(tmp, "wb") as f:
-            while chunk := await upload.read(1 << 20):
-                f.write(chunk)
-                md5.update(chunk)
-                size += len(chunk)
-        meta = dict(size=size, md5=base64.b64encode(md5.digest()).decode(), content_type="application/jsonl", storage_key=key)
+        meta = dict(size=size, md5=digest, content_type="application/jsonl", storage_key=key)
         await run_in_threadpool(objectstorage._publish, app_state.sessions, config.objects_dir, caller, namespace,
                                 UPLOAD_BUCKET, object_name, tmp, meta, None, None)  # fmt: skip
     finally:
