@@ -159,7 +159,6 @@ def child_tuneforge(spec: dict) -> dict:
 
 
 def child_trl(spec: dict) -> dict:
-    import torch
     from datasets import Dataset
     from peft import IA3Config, LoraConfig
     from torch.optim.lr_scheduler import LambdaLR

@@ -9,7 +9,6 @@ model code is untouched; `use_fp32_attention(model)` switches a loaded model to 
 
 from __future__ import annotations
 
-import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask

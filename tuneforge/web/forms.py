@@ -16,7 +16,6 @@ from starlette.datastructures import FormData, UploadFile
 from tuneforge import catalog
 from tuneforge.api import objectstorage
 from tuneforge.api.auth import Caller
-from tuneforge.api.errors import ApiError
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.data import split_sizes
 from tuneforge.errors import InvalidParameter
