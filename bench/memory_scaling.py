@@ -47,15 +47,14 @@ def measure(vocab: int, seq: int, chunked: bool) -> dict:
     from tiny_models import build_model
     from tuneforge.engine import loss
     from tuneforge.engine.adapters import apply_lora
-    from tuneforge.engine.attention import use_fp32_attention
     from tuneforge.engine.batches import IGNORE
+    from tuneforge.engine.precision import use_bf16_matmuls
 
     if not chunked:
-        loss.CHUNK_ROWS = 10**12
+        loss.CHUNK_LOGITS = 10**15
     model = build_model("llama", vocab_size=vocab, hidden=HIDDEN, layers=LAYERS)
     model.config.max_position_embeddings = max(seq, 512)
-    model.to(torch.bfloat16)
-    use_fp32_attention(model)
+    use_bf16_matmuls(model)
     apply_lora(model, r=8, alpha=8, dropout=0.1)
     model.train()
     g = torch.Generator().manual_seed(0)

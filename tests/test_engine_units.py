@@ -117,8 +117,8 @@ def test_completion_loss_matches_full_forward_and_chunking_keeps_gradients(arch,
     ref_grad = model.model.embed_tokens.weight.grad.clone()
     model.zero_grad()
 
-    for rows in (2048, 3):  # one chunk, then many checkpointed chunks
-        monkeypatch.setattr(loss_mod, "CHUNK_ROWS", rows)
+    for rows in (2048, 3):  # one chunk, then many checkpointed chunks of 3 completion positions
+        monkeypatch.setattr(loss_mod, "CHUNK_LOGITS", rows * model.config.vocab_size)
         stats = loss_mod.completion_stats(model, batch)
         assert torch.allclose(stats.loss_sum, ref, rtol=1e-5)
         assert stats.correct == ref_acc and stats.tokens == int(where.sum())
@@ -176,3 +176,59 @@ def test_fast_dropout_keeps_the_expectation():
     assert abs(y.mean().item() - 1.0) < 0.01
     values = torch.unique(y).tolist()
     assert values[0] == 0.0 and values[1:] == [pytest.approx(65536 / (65536 - 6554))]
+
+
+@pytest.mark.parametrize("mm_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_dropout", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_lora_function_matches_autograd_over_the_plain_expression(mm_dtype, with_dropout, with_bias):
+    """The hand-written LoRA backward gives the loss and gradients of autograd over
+    y = x W^T + b + s ((x * keep) A^T) B^T, with the products in W's dtype and the sum in x's."""
+    from tuneforge.engine.adapters import LoRALinear, dropout_keep_mask
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(24, 40, bias=with_bias).to(mm_dtype).requires_grad_(False)
+    layer = LoRALinear(base, r=4, alpha=8, dropout=0.2 if with_dropout else 0.0).train()
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 5, 24, requires_grad=True)
+    target = torch.randn(3, 5, 40)
+
+    torch.manual_seed(1)
+    ((layer(x) - target) ** 2).sum().backward()
+    ours = [x.grad.clone(), layer.lora_A.grad.clone(), layer.lora_B.grad.clone()]
+    x.grad = layer.lora_A.grad = layer.lora_B.grad = None
+
+    torch.manual_seed(1)  # the same dropout mask
+    keep, scale = dropout_keep_mask(x.shape, 0.2, x.device) if with_dropout else (torch.ones_like(x, dtype=torch.bool), 1.0)
+    xm = x.to(mm_dtype)
+    delta = ((xm * keep) @ layer.lora_A.to(mm_dtype).t()) * (layer.scaling * scale) @ layer.lora_B.to(mm_dtype).t()
+    plain = (xm @ base.weight.t()).float() + delta.float() + (base.bias.float() if with_bias else 0)
+    ((plain - target) ** 2).sum().backward()
+    reference = [x.grad, layer.lora_A.grad, layer.lora_B.grad]
+
+    # bf16: both sides round products to 8 bits, at different points; judge against the gradient's scale.
+    tol = 1e-5 if mm_dtype == torch.float32 else 2e-2
+    for got, want in zip(ours, reference):
+        torch.testing.assert_close(got, want, rtol=0, atol=tol * want.abs().max().item())
+
+
+def test_bf16_matmuls_keep_the_model_fp32_and_close_to_it(tiny_llama):
+    """Mixed precision swaps only the linear layers: norms, embeddings and the residual stream stay
+    fp32, and the logits stay within bf16 rounding of the fp32 model's."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.engine.precision import Bf16Linear, use_bf16_matmuls
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    mixed = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    swapped = use_bf16_matmuls(mixed)
+    assert swapped == 7 * model.config.num_hidden_layers + 1  # seven projections a layer and the LM head
+    assert all(isinstance(m, Bf16Linear) for m in mixed.modules() if isinstance(m, torch.nn.Linear))
+    assert mixed.model.embed_tokens.weight.dtype == torch.float32
+    assert mixed.model.norm.weight.dtype == torch.float32
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        want, got = model(ids).logits, mixed(ids).logits
+    assert got.dtype == torch.float32
+    assert (got - want).abs().max() < 0.05 * want.abs().max()

@@ -32,19 +32,60 @@ IA3_TARGETS = ("k_proj", "v_proj", "down_proj")
 IA3_FEEDFORWARD = ("down_proj",)
 
 
-def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout whose keep mask comes from 16-bit slices of 64-bit random integers.
+def dropout_keep_mask(shape: torch.Size, p: float, device) -> tuple[torch.Tensor, float]:
+    """Inverted-dropout keep mask (bool) and the scale that keeps the expectation exact.
 
     torch's dropout draws one float per element through bernoulli_, which on this CPU cost more
-    than all the LoRA matmuls together (a quarter of a training step). Four 16-bit draws per 64-bit
-    integer are ~5x cheaper. The drop probability is quantised to 1/65536 (0.1 -> 0.100006), far
-    below anything training can see; the expectation is kept exact by scaling with the quantised
-    keep probability."""
+    than all the LoRA matmuls together (a quarter of a training step). Here the mask comes from
+    16-bit slices of 64-bit random integers, ~5x cheaper. The drop probability is quantised to
+    1/65536 (0.1 -> 0.100006), far below anything training can see; the scale uses the quantised
+    keep probability, so E[mask * scale] = 1 exactly."""
     drop_below = round(p * 65536)
-    words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64, device=x.device)
-    u16 = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform in [-32768, 32768)
-    scaled_keep = (u16 >= drop_below - 32768).to(x.dtype) * (65536 / (65536 - drop_below))
-    return x * scaled_keep
+    n = math.prod(shape)
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
+    u16 = words.view(torch.int16)[:n].view(shape)  # uniform in [-32768, 32768)
+    return u16 >= drop_below - 32768, 65536 / (65536 - drop_below)
+
+
+def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    keep, scale = dropout_keep_mask(x.shape, p, x.device)
+    return x * keep * scale
+
+
+class _LoRAFunction(torch.autograd.Function):
+    """y = x W^T + s * ((x * keep) A^T) B^T, with hand-written backward.
+
+    Same maths as autograd over the plain expression (tested), in about a third of the operations:
+    products run in W's dtype (bf16 under mixed precision) and the sum in x's (fp32), each cast and
+    the dropout mask happen once, and nothing is computed for the frozen W. `keep` is None when
+    there is no dropout; `s` already holds the dropout's 1/(1-p)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, s, keep):
+        mm = weight.dtype
+        xm = x.reshape(-1, x.shape[-1]).to(mm)
+        dropped = xm * keep.reshape(xm.shape) if keep is not None else xm
+        a, b = lora_a.to(mm), lora_b.to(mm)
+        h = dropped @ a.t()  # M x r
+        out = (xm @ weight.t()).to(x.dtype)
+        out += (h * s) @ b.t()  # in place in x's dtype: the small delta is not rounded to bf16
+        if bias is not None:
+            out += bias
+        ctx.save_for_backward(weight, a, b, dropped, h, keep)
+        ctx.s, ctx.x_dtype, ctx.shape = s, x.dtype, x.shape
+        return out.view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, dy):
+        weight, a, b, dropped, h, keep = ctx.saved_tensors
+        dym = dy.reshape(-1, dy.shape[-1]).to(weight.dtype)
+        g = (dym @ b) * ctx.s  # d loss / d h, M x r
+        grad_b = (dym.t() @ h).float() * ctx.s
+        grad_a = (g.t() @ dropped).float()
+        dx = (dym @ weight).to(ctx.x_dtype)
+        dd = g @ a
+        dx += dd * keep.reshape(dd.shape) if keep is not None else dd
+        return dx.view(ctx.shape), None, None, grad_a, grad_b, None, None
 
 
 class LoRALinear(nn.Module):
@@ -59,10 +100,11 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.lora_A.to(x.dtype)
-        b = (self.lora_B * self.scaling).to(x.dtype)
-        dropped = fast_dropout(x, self.dropout) if self.training and self.dropout > 0 else x
-        return self.base(x) + F.linear(F.linear(dropped, a), b)
+        keep, s = None, self.scaling
+        if self.training and self.dropout > 0:
+            keep, scale = dropout_keep_mask(x.shape, self.dropout, x.device)
+            s *= scale
+        return _LoRAFunction.apply(x, self.base.weight, self.base.bias, self.lora_A, self.lora_B, s, keep)
 
 
 class IA3Linear(nn.Module):

@@ -25,7 +25,9 @@ from torch.utils.checkpoint import checkpoint
 
 from tuneforge.engine.batches import IGNORE
 
-CHUNK_ROWS = 2048
+# Logits per chunk (64M: 256 MiB in fp32, plus as much again for its gradient): 1,365 completion
+# positions at a 49k vocabulary, 523 at 128k, 262 at 256k. Fewer positions than that: one chunk.
+CHUNK_LOGITS = 2**26
 MIN_SHARED_PREFIX = 8  # below this, the second decoder call costs more than it saves
 
 
@@ -87,9 +89,10 @@ def completion_stats(model, batch: dict[str, torch.Tensor], share_prefix: bool =
     hidden, targets = hidden[:, :-1][where], targets[where]
     loss_sum = hidden.new_zeros((), dtype=torch.float32)
     correct = 0
-    for start in range(0, targets.numel(), CHUNK_ROWS):
-        h, t = hidden[start : start + CHUNK_ROWS], targets[start : start + CHUNK_ROWS]
-        if targets.numel() > CHUNK_ROWS and torch.is_grad_enabled():
+    rows = max(1, CHUNK_LOGITS // model.config.vocab_size)
+    for start in range(0, targets.numel(), rows):
+        h, t = hidden[start : start + rows], targets[start : start + rows]
+        if targets.numel() > rows and torch.is_grad_enabled():
             chunk_loss, chunk_correct = checkpoint(_chunk_stats, model, h, t, use_reentrant=False)
         else:
             chunk_loss, chunk_correct = _chunk_stats(model, h, t)

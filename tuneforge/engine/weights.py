@@ -100,6 +100,8 @@ def _gguf_folder(directory: Path, filename: str) -> Path:
 
 
 def load_model_and_tokenizer(weights: Weights, dtype, device: str):
+    """The model in fp32 with its matrix products in `dtype`: bf16 swaps every linear layer for a
+    bf16 one (`precision.use_bf16_matmuls`), fp32 leaves it whole."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -113,7 +115,7 @@ def load_model_and_tokenizer(weights: Weights, dtype, device: str):
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(weights.path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(weights.path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(weights.path)
     except (OSError, ValueError) as err:
         raise WeightsError(f"--weights {weights.source}: could not load the model: {err}") from err
@@ -121,9 +123,9 @@ def load_model_and_tokenizer(weights: Weights, dtype, device: str):
         raise WeightsError(f"--weights {weights.source}: the tokenizer has no chat template")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
-    if device == "cpu" and dtype == torch.bfloat16:
-        from tuneforge.engine.attention import use_fp32_attention
+    if dtype == torch.bfloat16:
+        from tuneforge.engine.precision import use_bf16_matmuls
 
-        use_fp32_attention(model)
+        use_bf16_matmuls(model)
+    model.to(device)
     return model, tokenizer
