@@ -90,6 +90,7 @@ def score(model, tokenizer, examples, batch_size: int = 16) -> tuple[float, floa
     from tuneforge.engine.batches import encode_example
 
     encoded = [encode_example(tokenizer, e.prompt, e.completion) for e in examples]
+    device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
@@ -106,7 +107,7 @@ def score(model, tokenizer, examples, batch_size: int = 16) -> tuple[float, floa
                 ids[row, :n] = torch.tensor(e.input_ids)
                 mask[row, :n] = 1
                 labels[row, e.prompt_len : n] = ids[row, e.prompt_len : n]
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float().cpu()
             targets = labels[:, 1:]
             where = targets != -100
             loss_sum += float(F.cross_entropy(logits[where], targets[where], reduction="sum"))
@@ -118,6 +119,12 @@ def score(model, tokenizer, examples, batch_size: int = 16) -> tuple[float, floa
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def peak_gpu_mib(device: str) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,8 +142,8 @@ def child_tuneforge(spec: dict) -> dict:
     config = resolve_training_config(base, spec["overrides"])
     weights = Weights("bench", Path(spec["weights"]), True, "stand-in")
     result = fine_tune(RunSpec(base_model=base, config=config, dataset=Path(spec["dataset"]), weights=weights,
-                               output=Path(spec["output"]), seed=SEED, precision="auto"))
-    train_rss = peak_rss_mib()
+                               output=Path(spec["output"]), seed=SEED, device=spec["device"], precision="auto"))
+    train_rss, gpu_mib = peak_rss_mib(), peak_gpu_mib(spec["device"])
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec["weights"])
@@ -155,6 +162,7 @@ def child_tuneforge(spec: dict) -> dict:
         "own_acc": result["modelMetrics"]["finalAccuracy"],
         "adapter": str(Path(spec["output"]) / "adapter"),
         "rss_mib": train_rss,
+        "gpu_mib": gpu_mib,
     }
 
 
@@ -203,8 +211,9 @@ def child_trl(spec: dict) -> dict:
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        use_cpu=True,
-        bf16=cfg["bf16"],
+        use_cpu=spec["device"] == "cpu",
+        # On a GPU, SFTConfig's own default is bf16 autocast (it is only refused on a CPU).
+        bf16=cfg["bf16"] or spec["device"] == "cuda",
         gradient_checkpointing=cfg["gradient_checkpointing"],
         padding_free=cfg["padding_free"],
         # TRL refuses padding_free without packing unless max_length is None (it would not be enforced);
@@ -220,7 +229,7 @@ def child_trl(spec: dict) -> dict:
     t0 = time.time()
     trainer.train()
     train_seconds = time.time() - t0
-    train_rss = peak_rss_mib()
+    train_rss, gpu_mib = peak_rss_mib(), peak_gpu_mib(spec["device"])
     t0 = time.time()
     own_loss, own_acc = score(trainer.model, tokenizer, val_examples)
     eval_seconds = time.time() - t0
@@ -232,12 +241,13 @@ def child_trl(spec: dict) -> dict:
         "tokens": spec["epochs"] * per_epoch,
         "steps": trainer.state.global_step,
         "precision": ("bf16 weights" if cfg["weights"] == "bfloat16" else "fp32 weights")
-        + (", bf16 autocast" if cfg["bf16"] else "") + (", grad ckpt" if cfg["gradient_checkpointing"] else "")
+        + (", bf16 autocast" if cfg["bf16"] or spec["device"] == "cuda" else "") + (", grad ckpt" if cfg["gradient_checkpointing"] else "")
         + (", padding-free" if cfg["padding_free"] else ""),
         "own_loss": own_loss,
         "own_acc": own_acc,
         "adapter": str(adapter),
         "rss_mib": train_rss,
+        "gpu_mib": gpu_mib,
     }
 
 
@@ -259,17 +269,23 @@ def child_score(spec: dict) -> dict:
 
 
 def child_matmul_peak(spec: dict) -> dict:
-    """bf16 matmul throughput: 2048x2048 @ 2048x2048 in a loop for `seconds`."""
+    """bf16 matmul throughput: n x n @ n x n in a loop for `seconds` (n = 2048 on CPU, 8192 on a GPU)."""
     import torch
 
-    n = 2048
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    device = spec.get("device", "cpu")
+    n = 8192 if device == "cuda" else 2048
+    a, b = (torch.randn(n, n, dtype=torch.bfloat16, device=device) for _ in range(2))
     for _ in range(3):
         a @ b  # warm-up
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < spec["seconds"]:
         a @ b
         count += 1
+        if count % 10 == 0:
+            sync()
+    sync()
     return {"gflops": 2 * n**3 * count / (time.perf_counter() - t0) / 1e9, "threads": torch.get_num_threads()}
 
 
@@ -342,7 +358,8 @@ def machine() -> str:
     import trl
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}; "
+    gpu = f"{torch.cuda.get_device_name()}, " if torch.cuda.is_available() else ""
+    return (f"{gpu}{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}; "
             f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"transformers {transformers.__version__}, peft {peft.__version__}, trl {trl.__version__}")
 
@@ -391,7 +408,8 @@ def report(results: dict[str, dict], scores: dict, peak: float, n_params: int) -
     """The per-system table and the ratio table, as Markdown."""
     head = ["run", "system / precision", "steps", "tokens", "loop s", "tok/s", "MFU", "wall s", "peak RSS MiB",
             "val loss (bench)", "val acc (bench)", "val loss / acc (own)", "others' cores"]
-    rows = [head]
+    gpu = all(r.get("gpu_mib") is not None for r in results.values())
+    rows = [head + (["peak GPU MiB"] if gpu else [])]
     for label, r in results.items():
         tps = r["tokens"] / r["train_seconds"]
         loss, acc = scores[label]
@@ -399,7 +417,7 @@ def report(results: dict[str, dict], scores: dict, peak: float, n_params: int) -
         rows.append([label, f"{system} ({r['precision']})", r["steps"], r["tokens"], f"{r['train_seconds']:.1f}",
                      f"{tps:.0f}", f"{100 * 4 * n_params * tps / (peak * 1e9):.1f} %", f"{r['wall_seconds']:.0f}",
                      f"{r['rss_mib']:.0f}", f"{loss:.4f}", f"{acc:.4f}", f"{r['own_loss']:.4f} / {r['own_acc']:.4f}",
-                     f"{r.get('others_cores', 0.0):.2f}"])
+                     f"{r.get('others_cores', 0.0):.2f}"] + ([f"{r['gpu_mib']:.0f}"] if gpu else []))
     ratios = [["method", "TuneForge run", "vs TRL (faster config)", "tok/s ratio", "wall ratio", "RSS ratio",
                "val loss ratio (bench)", "val loss vs TRL default"]]
     for method in ("lora", "tfew"):
@@ -433,6 +451,9 @@ def main() -> None:
     p.add_argument("--wait", type=float, default=600, metavar="S",
                    help="before each run, wait up to S seconds for the machine to be idle (default 600; 0: never)")
     p.add_argument("--keep", action="store_true", help="keep the working folder (adapters, logs)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both systems train (default cpu)")
+    p.add_argument("--weights", default="stand-in", metavar="DIR",
+                   help="base model folder (default: the SmolLM2-135M-Instruct stand-in)")
     args = p.parse_args()
     methods = (args.methods or ("lora" if args.quick else "lora,tfew")).split(",")
 
@@ -445,18 +466,18 @@ def main() -> None:
         dataset.write_text("".join(DATASET.read_text().splitlines(keepends=True)[:QUICK_EXAMPLES]))
     from tuneforge.engine.weights import resolve_weights
 
-    weights = str(resolve_weights("stand-in", model_id=LORA_MODEL, weights_repo="x").path)
+    weights = str(resolve_weights(args.weights, model_id=LORA_MODEL, weights_repo="x").path)
     n_train, n_val = (len(s) for s in split(dataset))
     n_params = base_params(weights)
     print(f"TuneForge vs TRL+PEFT: {dataset.name}, {n_train} train / {n_val} validation, {machine()}")
     print(f"working folder {work}")
 
-    peaks = [run_child("matmul", {"seconds": 4}, work, "matmul-start", args.wait)["gflops"]]
+    peaks = [run_child("matmul", {"seconds": 4, "device": args.device}, work, "matmul-start", args.wait)["gflops"]]
     results = {}
     for r in plan(args.quick, methods):
-        spec = dict(r, dataset=str(dataset), weights=weights, output=str(work / r["label"]))
+        spec = dict(r, dataset=str(dataset), weights=weights, output=str(work / r["label"]), device=args.device)
         results[r["label"]] = run_child(r["system"], spec, work, r["label"], args.wait)
-    peaks.append(run_child("matmul", {"seconds": 4}, work, "matmul-end", args.wait)["gflops"])
+    peaks.append(run_child("matmul", {"seconds": 4, "device": args.device}, work, "matmul-end", args.wait)["gflops"])
     scores = run_child("score", {"dataset": str(dataset), "weights": weights,
                                  "adapters": {l: r["adapter"] for l, r in results.items()}}, work, "score")
     peak = max(peaks)

@@ -17,6 +17,7 @@ over the same tokens.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -76,9 +77,15 @@ def last_hidden(model, batch: dict[str, torch.Tensor], prefix: int) -> torch.Ten
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if prefix == 0:
         return body(input_ids=ids, attention_mask=mask).last_hidden_state
-    cache = body(input_ids=ids[:1, :prefix], use_cache=True).cache
+    prefix_out = body(input_ids=ids[:1, :prefix], use_cache=True)
+    cache = prefix_out.cache if hasattr(prefix_out, "cache") else prefix_out.past_key_values
     cache.batch_repeat_interleave(ids.shape[0])  # differentiable: gradients of all rows flow into the prefix
-    return body(input_ids=ids[:, prefix:], attention_mask=mask, cache=cache).last_hidden_state
+    return body(input_ids=ids[:, prefix:], attention_mask=mask, **{_cache_argument(body): cache}).last_hidden_state
+
+
+def _cache_argument(body) -> str:
+    # transformers 5.24 (pinned) calls it `cache`; earlier 5.x releases, still in many GPU images, `past_key_values`.
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
 
 def completion_stats(model, batch: dict[str, torch.Tensor], share_prefix: bool = True) -> TokenStats:

@@ -1,7 +1,7 @@
 """The training loop: one function, `fine_tune`, readable top to bottom.
 
 What it does, in order:
-  1. resolve and load the weights (bf16 where the hardware runs it fast), read + split the dataset
+  1. resolve and load the weights (bf16 matmuls where the hardware runs them fast), read + split the dataset
      (seeded 80:20), encode it with the base model's chat template, check token lengths;
   2. attach the method's adapter (LoRA or T-Few/(IA)^3) to the frozen base;
   3. AdamW (weight decay 0, gradient clipping at 1.0) with a linear warmup over the first 6 % of
@@ -14,8 +14,8 @@ What it does, in order:
      (micro-batches sum token losses, then divide once: accumulation equals one big batch);
   5. evaluation cycles (see `EvalPlan`) feed early stopping and keep the best adapter;
   6. checkpoints at every evaluation cycle and when stopped (SIGTERM / Ctrl-C);
-  7. at the end, the best adapter is evaluated on the whole validation split: that gives
-     finalAccuracy / finalLoss, and that adapter is saved in PEFT format.
+  7. at the end, the best adapter (the last one when early stopping is disabled) is evaluated on
+     the whole validation split: that gives finalAccuracy / finalLoss, and it is saved in PEFT format.
 """
 
 from __future__ import annotations
@@ -286,9 +286,15 @@ def fine_tune(run: RunSpec) -> dict:
         log.close()
         return {"stopped": True, "stepsRun": step, "totalTrainingSteps": total_steps}
 
-    # 7. final metrics of the best adapter on the whole validation split; save it in PEFT format
-    for n, p in params.items():
-        p.data.copy_(best_adapter[n])
+    # 7. final metrics of the best adapter on the whole validation split; save it in PEFT format.
+    # With early stopping disabled (patience 0) the model is the last step's, as when training
+    # without validation-based selection ("the final model is the best model found" is part of
+    # Cohere's early stopping, not of training).
+    if cfg.early_stopping_patience > 0:
+        for n, p in params.items():
+            p.data.copy_(best_adapter[n])
+    else:
+        best_step = step
     t0 = time.time()
     final_loss, final_acc = evaluate(model, val_set, pad_id, device)
     eval_seconds += time.time() - t0
