@@ -3,10 +3,10 @@
     .venv/bin/python bench/memory_scaling.py [--quick]
 
 A tiny random Llama (tests/tiny_models.py: hidden 256, 2 layers) with a 32k and a 128k vocabulary
-(Llama 3's 128,256), bf16 base weights with fp32 LoRA (r 8) as TuneForge trains on this CPU, one
-step = `completion_stats` on a batch + backward, with the loss chunked over completion positions as
-the engine does (CHUNK_ROWS = 2048) and unchunked (CHUNK_ROWS set huge: the logits of all completion
-tokens at once). Batch 2; the last 3/4 of each row is completion (labels), the first 1/4 prompt.
+(Llama 3's 128,256), bf16 matmuls over an fp32 model with fp32 LoRA (r 8) as TuneForge trains on
+this CPU, one step = `completion_stats` on a batch + backward, with the loss chunked over completion
+positions as the engine does (CHUNK_LOGITS = 2**26 logits per chunk) and unchunked (CHUNK_LOGITS set
+huge: the logits of all completion tokens at once). Batch 2; the last 3/4 of each row is completion (labels), the first 1/4 prompt.
 
 Each measurement runs in its own subprocess; "step MiB" is the peak RSS during the step minus the
 RSS just before it (model, optimizer-free), so it is what the step itself adds; "peak MiB" is the

@@ -254,7 +254,7 @@ EXIT_STOPPED = 3  # stopped by SIGTERM / Ctrl-C after saving a checkpoint; rerun
 
 def _device_options(f: Callable) -> Callable:
     f = click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
-                     help="Frozen-base precision; auto = bf16 on CUDA and on CPUs with AVX512-BF16/AMX.")(f)
+                     help="Precision of the frozen base's matrix products (activations stay fp32); auto = bf16 on CUDA and on CPUs with AVX512-BF16/AMX.")(f)
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where to run.")(f)
 
 
