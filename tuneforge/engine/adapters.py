@@ -6,9 +6,10 @@ T-Few / (IA)^3 (Liu et al. 2022, section 3.3):
     feed-forward:         y = W (l * x)   on down_proj, whose input is act(gate x) * (up x),
                           i.e. the intermediate activation the paper rescales (l_ff)
 
-Why our own modules rather than PEFT's layers: the frozen base runs in bf16 on this CPU (5x the
-fp32 matmul rate) while the adapter weights stay fp32 masters for AdamW; PEFT upcasts every
-activation to the adapter dtype, which costs more than the adapter itself. The parameter names and
+Why our own modules rather than PEFT's layers: the frozen base multiplies in bf16 (5x the fp32
+matmul rate on this CPU) while the adapter weights stay fp32 masters for AdamW and the activations
+fp32 (`precision.py`); PEFT upcasts every activation to the adapter dtype, which costs more than the
+adapter itself, and LoRA's backward is written by hand here (`_LoRAFunction`). The parameter names and
 shapes follow PEFT's exactly, and `peft_format.py` writes/reads PEFT's on-disk format, so the result
 loads with plain `PeftModel.from_pretrained` (tested for identical logits).
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tuneforge.errors import TuneForgeError
