@@ -286,7 +286,7 @@ def child_matmul_peak(spec: dict) -> dict:
         if count % 10 == 0:
             sync()
     sync()
-    return {"gflops": 2 * n**3 * count / (time.perf_counter() - t0) / 1e9, "threads": torch.get_num_threads()}
+    return {"gflops": 2 * n**3 * count / (time.perf_counter() - t0) / 1e9, "n": n, "threads": torch.get_num_threads()}
 
 
 CHILDREN = {"tuneforge": child_tuneforge, "trl": child_trl, "score": child_score, "matmul": child_matmul_peak}
@@ -472,7 +472,8 @@ def main() -> None:
     print(f"TuneForge vs TRL+PEFT: {dataset.name}, {n_train} train / {n_val} validation, {machine()}")
     print(f"working folder {work}")
 
-    peaks = [run_child("matmul", {"seconds": 4, "device": args.device}, work, "matmul-start", args.wait)["gflops"]]
+    start_peak = run_child("matmul", {"seconds": 4, "device": args.device}, work, "matmul-start", args.wait)
+    peaks = [start_peak["gflops"]]
     results = {}
     for r in plan(args.quick, methods):
         spec = dict(r, dataset=str(dataset), weights=weights, output=str(work / r["label"]), device=args.device)
@@ -484,7 +485,7 @@ def main() -> None:
 
     runs_md, ratios_md = report(results, scores, peak, n_params)
     base_loss, base_acc = scores["base"]
-    summary = (f"bf16 matmul peak (2048^3, this run): {peaks[0]:.0f} GFLOP/s at the start, {peaks[1]:.0f} at the end; "
+    summary = (f"bf16 matmul peak ({start_peak['n']}^3, this run): {peaks[0]:.0f} GFLOP/s at the start, {peaks[1]:.0f} at the end; "
                f"MFU uses the higher. N = {n_params / 1e6:.1f}M parameters -> 4N = {4 * n_params / 1e9:.2f} GFLOP "
                f"per token. Untrained base on the validation split: loss {base_loss:.4f}, accuracy {base_acc:.4f}.")
     print()

@@ -47,11 +47,6 @@ def dropout_keep_mask(shape: torch.Size, p: float, device) -> tuple[torch.Tensor
     return u16 >= drop_below - 32768, 65536 / (65536 - drop_below)
 
 
-def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    keep, scale = dropout_keep_mask(x.shape, p, x.device)
-    return x * keep * scale
-
-
 class _LoRAFunction(torch.autograd.Function):
     """y = x W^T + s * ((x * keep) A^T) B^T, with hand-written backward.
 

@@ -17,6 +17,7 @@ over the same tokens.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -80,12 +81,13 @@ def last_hidden(model, batch: dict[str, torch.Tensor], prefix: int) -> torch.Ten
     prefix_out = body(input_ids=ids[:1, :prefix], use_cache=True)
     cache = prefix_out.cache if hasattr(prefix_out, "cache") else prefix_out.past_key_values
     cache.batch_repeat_interleave(ids.shape[0])  # differentiable: gradients of all rows flow into the prefix
-    return body(input_ids=ids[:, prefix:], attention_mask=mask, **{_cache_argument(body): cache}).last_hidden_state
+    return body(input_ids=ids[:, prefix:], attention_mask=mask, **{_cache_argument(type(body)): cache}).last_hidden_state
 
 
-def _cache_argument(body) -> str:
+@functools.cache
+def _cache_argument(body_class: type) -> str:
     # transformers 5.24 (pinned) calls it `cache`; earlier 5.x releases, still in many GPU images, `past_key_values`.
-    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(body_class.forward).parameters else "past_key_values"
 
 
 def completion_stats(model, batch: dict[str, torch.Tensor], share_prefix: bool = True) -> TokenStats:

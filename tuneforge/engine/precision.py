@@ -48,9 +48,3 @@ def use_bf16_matmuls(model: nn.Module) -> int:
                 setattr(module, name, _bf16_copy(child))
                 swapped += 1
     return swapped
-
-
-def matmul_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype the model's matrix products run in (bf16 after `use_bf16_matmuls`, else its own)."""
-    head = model.get_output_embeddings()
-    return head.weight.dtype if head is not None else next(model.parameters()).dtype
