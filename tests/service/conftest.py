@@ -173,6 +173,15 @@ def tiny_weights(tiny_llama) -> Path:
     return tiny_llama
 
 
+@pytest.fixture(scope="session")
+def slower_weights(tmp_path_factory) -> Path:
+    """A still-small model (hidden 128, 4 layers) whose steps take a visible fraction of a second,
+    for tests that must act while a job is mid-training."""
+    from tiny_models import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("slower") / "llama", "llama", hidden=128, layers=4)
+
+
 @contextmanager
 def running_service(kind: str, root: Path, weights: Path, start: bool = True):
     with database(kind) as url:
@@ -225,13 +234,15 @@ def clients(svc: Service, identity: Identity):
             oci.object_storage.ObjectStorageClient(config, service_endpoint=svc.endpoint))  # fmt: skip
 
 
-def dataset_lines(n: int = 40, seed: int = 0) -> bytes:
-    """A learnable toy task: is the number odd? One-word completions."""
+def dataset_lines(n: int = 40, seed: int = 0, filler_digits: int = 0) -> bytes:
+    """A learnable toy task: is the number odd? One-word completions. `filler_digits` random digits
+    before each question make every step cost more (prompts of ~2 tokens per digit)."""
     rng = random.Random(seed)
     lines = []
     for _ in range(n):
         a = rng.randint(0, 99)
-        lines.append(json.dumps({"prompt": f"Is {a} odd?", "completion": "yes" if a % 2 else "no"}))
+        filler = "".join(f"{rng.randint(0, 9)} " for _ in range(filler_digits))
+        lines.append(json.dumps({"prompt": f"{filler}Is {a} odd?", "completion": "yes" if a % 2 else "no"}))
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -19,28 +19,34 @@ def _trainers(server_pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(server_pid).children(recursive=True) if "train" in p.cmdline()]
 
 
-def _start_and_create_model(svc, name: str, **training_config):
+def _start_and_create_model(svc, name: str, dataset_body: bytes, **training_config):
     """Start the server, register a user, upload a dataset and create a LoRA model; (identity, ai, response)."""
     svc.start()
     me = new_identity(name)
     svc.register(me)
     ai, objects = clients(svc, me)
-    dataset = upload(objects, "train.jsonl", dataset_lines(40))
+    dataset = upload(objects, "train.jsonl", dataset_body)
     cluster = create_cluster(ai, COMPARTMENT)
     return me, ai, ai.create_model(lora_model_details(COMPARTMENT, cluster.id, dataset, **training_config))
 
 
-def test_killed_server_resumes_the_job_after_restart(fresh_service):
+def test_killed_server_resumes_the_job_after_restart(fresh_service, slower_weights):
     svc = fresh_service
+    # The kill must land mid-training. With the 2-layer tiny model all 20 steps took ~0.2 s, less
+    # than the server's and this test's polling, and the test sometimes only ever saw "done". These
+    # weights and ~300-token prompts make a step ~0.25 s on 2 cores: seconds of window, not luck.
+    svc.weights = slower_weights
     # Early stopping off: the run must reach exactly its 20 steps however the loss moves.
-    me, ai, created = _start_and_create_model(svc, "durable", total_training_epochs=5, early_stopping_patience=0)
+    me, ai, created = _start_and_create_model(
+        svc, "durable", dataset_lines(40, filler_digits=150), total_training_epochs=5, early_stopping_patience=0
+    )
     model_id, wr_id = created.data.id, created.headers["opc-work-request-id"]
 
     def mid_training():
         progress = _native_metrics(ai, model_id).get("progress") or {}
-        return progress.get("phase") == "training" and progress.get("step", 0) >= 2
+        return progress.get("phase") == "training" and progress.get("step", 0) >= 1
 
-    wait_for(mid_training, 120, "training to pass step 2")
+    wait_for(mid_training, 120, "training to pass step 1")
     trainers = _trainers(svc.proc.pid)
     assert trainers, "the job runs in a subprocess of the server"
     assert ai.get_work_request(wr_id).data.status == "IN_PROGRESS"
@@ -64,7 +70,7 @@ def test_killed_server_resumes_the_job_after_restart(fresh_service):
 def test_rejected_job_fails_with_details_and_a_work_request_error(fresh_service):
     svc = fresh_service
     svc.weights = Path("/nonexistent/weights")  # the engine rejects it: exit 2
-    _, ai, created = _start_and_create_model(svc, "failing")
+    _, ai, created = _start_and_create_model(svc, "failing", dataset_lines(40))
     wr = wait_work_request(ai, created.headers["opc-work-request-id"])
     assert wr.status == "FAILED"
     model = ai.get_model(created.data.id).data
