@@ -27,24 +27,31 @@ class Bf16Linear(nn.Linear):
         return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
 
 
-def _bf16_copy(linear: nn.Linear) -> Bf16Linear:
-    out = Bf16Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                     device=linear.weight.device, dtype=torch.bfloat16)
-    with torch.no_grad():
-        out.weight.copy_(linear.weight)
-        if linear.bias is not None:
-            out.bias.copy_(linear.bias)
-    out.requires_grad_(False)
+def _as_bf16(linear: nn.Linear) -> Bf16Linear:
+    """The same layer as a frozen Bf16Linear; a bf16 weight is taken as is, not copied."""
+    out = Bf16Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+    out.weight = nn.Parameter(linear.weight.detach().to(torch.bfloat16), requires_grad=False)
+    if linear.bias is not None:
+        out.bias = nn.Parameter(linear.bias.detach().to(torch.bfloat16), requires_grad=False)
     return out
 
 
 def use_bf16_matmuls(model: nn.Module) -> int:
-    """Swap every `nn.Linear` of `model` (an fp32 causal LM) for a bf16 `Bf16Linear`. A tied LM head
-    gets its own bf16 copy; the fp32 embedding stays for the lookup. Returns how many were swapped."""
+    """Make every `nn.Linear` of `model` a bf16 `Bf16Linear` and every other floating-point tensor
+    (embeddings, norms, buffers) fp32, whatever dtype the checkpoint was loaded in. Layers are
+    converted one at a time, so a bf16 checkpoint never exists in fp32 and an fp32 one never twice.
+    A tied LM head gets its own bf16 weight; the embedding lookup stays fp32. Returns how many
+    linear layers were swapped."""
     swapped = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is nn.Linear:
-                setattr(module, name, _bf16_copy(child))
+                setattr(module, name, _as_bf16(child))
                 swapped += 1
+    for module in model.modules():
+        if isinstance(module, Bf16Linear):
+            continue
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if tensor.is_floating_point() and tensor.dtype != torch.float32:
+                tensor.data = tensor.data.float()
     return swapped

@@ -100,8 +100,12 @@ def _gguf_folder(directory: Path, filename: str) -> Path:
 
 
 def load_model_and_tokenizer(weights: Weights, dtype, device: str):
-    """The model in fp32 with its matrix products in `dtype`: bf16 swaps every linear layer for a
-    bf16 one (`precision.use_bf16_matmuls`), fp32 leaves it whole."""
+    """The model with its matrix products in `dtype` and everything else in fp32: bf16 makes every
+    linear layer a bf16 one (`precision.use_bf16_matmuls`), fp32 upcasts the whole model.
+
+    The checkpoint is read in its own dtype, not in fp32: real Llama/Command R checkpoints are bf16,
+    and reading them as fp32 first would double host memory (280 GB for a 70B model) only to round
+    the linear weights back to bf16."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -115,7 +119,7 @@ def load_model_and_tokenizer(weights: Weights, dtype, device: str):
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(weights.path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(weights.path, dtype="auto")
         tokenizer = AutoTokenizer.from_pretrained(weights.path)
     except (OSError, ValueError) as err:
         raise WeightsError(f"--weights {weights.source}: could not load the model: {err}") from err
@@ -127,5 +131,7 @@ def load_model_and_tokenizer(weights: Weights, dtype, device: str):
         from tuneforge.engine.precision import use_bf16_matmuls
 
         use_bf16_matmuls(model)
+    else:
+        model.float()
     model.to(device)
     return model, tokenizer
