@@ -78,3 +78,16 @@ def test_catalog_model_without_weights_says_how_to_provide_them(parity_dataset, 
                      env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert "TUNEFORGE_WEIGHTS_COHERE_COMMAND_R_08_2024" in proc.stderr and "--weights stand-in" in proc.stderr
+
+
+@pytest.mark.parametrize("has_bf16, warned", [(False, True), (True, False)])
+def test_bf16_on_a_cpu_without_bf16_hardware_is_warned_about(has_bf16, warned, monkeypatch, capsys):
+    from tuneforge import cli
+    from tuneforge.engine import train
+
+    monkeypatch.setattr(train, "cpu_has_bf16_matmuls", lambda: has_bf16)
+    cli._precision_notice("cpu", "bf16")
+    cli._precision_notice("cpu", "auto")  # auto never warns: it picks fp32 on such CPUs
+    err = capsys.readouterr().err
+    assert ("--precision bf16: this CPU has neither AVX512-BF16 nor AMX" in err) is warned
+    assert err.count("Warning") == int(warned)

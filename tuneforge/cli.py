@@ -258,6 +258,16 @@ def _device_options(f: Callable) -> Callable:
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where to run.")(f)
 
 
+def _precision_notice(device: str, precision: str) -> None:
+    if precision != "bf16" or device == "cuda":
+        return
+    from tuneforge.engine.train import cpu_has_bf16_matmuls, pick_device
+
+    if pick_device(device) == "cpu" and not cpu_has_bf16_matmuls():
+        click.echo("Warning: --precision bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 matrix products run "
+                   "hundreds of times slower than fp32 here; --precision auto picks fp32 on such CPUs.", err=True)
+
+
 def _weights_option(required: bool) -> Callable:
     return click.option(
         "--weights", "weights", default=None, required=required, metavar="PATH|stand-in",
@@ -313,6 +323,7 @@ def train(base_model: str, dataset: Path, output: Path, weights: str | None, see
     if model.deprecated:
         _warn_deprecated(model)
     _stand_in_notice(resolved.stand_in, "training runs on")
+    _precision_notice(device, precision)
 
     import torch
 
@@ -360,6 +371,7 @@ def _load_for_inference(model_dir: Path | None, base_model: str | None, weights:
 
     if (model_dir is None) == (base_model is None):
         raise click.UsageError("give either --model DIR or --base-model ID (with --weights)")
+    _precision_notice(device, precision)
     if model_dir is not None:
         return load_trained(model_dir, device, precision)
     spec = get_model(base_model)

@@ -109,8 +109,14 @@ def pick_dtype(precision: str, device: str) -> torch.dtype:
         return torch.bfloat16
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_bf16_matmuls() else torch.float32
+
+
+def cpu_has_bf16_matmuls() -> bool:
+    """AVX512-BF16 or AMX. Without them (e.g. an AVX2-only EPYC) oneDNN multiplies bf16 in a slow
+    generic path: 0.3 GFLOP/s against 170 in fp32 on such a machine."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def lr_at(step: int, total_steps: int, peak: float) -> float:
