@@ -23,7 +23,8 @@ that system's alone and a noisy neighbour hurts all systems alike. Per system we
             validation examples, scored by ONE function of this file (`score`) for every system, on
             the saved adapter loaded with PEFT over the fp32 base (column "bench"); TuneForge's own
             finalLoss/finalAccuracy and TRL's in-process score of the model as trained are shown too
-  MFU       4 * N * tok/s / (bf16 matmul peak measured in this run), N = all parameters of the base
+  MFU       4 * N * tok/s / (matmul peak measured in this run, in bf16 where the hardware has it,
+            else fp32), N = all parameters of the base
             model (tied embedding counted once): a frozen-base LoRA/(IA)^3 step costs ~2N FLOPs
             forward + ~2N backward (activation gradients only) per token (peers.md section 4.1)
 
@@ -68,6 +69,20 @@ TRL_CONFIGS = {
     "default": dict(bf16=False, gradient_checkpointing=True, padding_free=False, weights="float32"),
     "fast": dict(bf16=True, gradient_checkpointing=False, padding_free=False, weights="bfloat16"),
 }
+# On a CPU without AVX512-BF16/AMX, bf16 matmuls take a generic path hundreds of times slower than
+# fp32 (an AVX2 EPYC: 0.3 vs 170 GFLOP/s), so TRL's fastest configuration there is fp32 without
+# checkpointing -- and TuneForge's `auto` precision is fp32 too.
+FAST_WITHOUT_BF16 = dict(bf16=False, gradient_checkpointing=False, padding_free=False, weights="float32")
+
+
+def bf16_hardware(device: str) -> bool:
+    from tuneforge.engine.train import cpu_has_bf16_matmuls
+
+    return device == "cuda" or cpu_has_bf16_matmuls()
+
+
+def trl_config(name: str, device: str) -> dict:
+    return FAST_WITHOUT_BF16 if name == "fast" and not bf16_hardware(device) else TRL_CONFIGS[name]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,7 +201,7 @@ def child_trl(spec: dict) -> dict:
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
-    cfg = TRL_CONFIGS[spec["config"]]
+    cfg = trl_config(spec["config"], spec["device"])
     train_examples, val_examples = split(Path(spec["dataset"]))
     rows = [{"prompt": [{"role": "user", "content": e.prompt}], "completion": [{"role": "assistant", "content": e.completion}]}
             for e in train_examples]
@@ -269,12 +284,14 @@ def child_score(spec: dict) -> dict:
 
 
 def child_matmul_peak(spec: dict) -> dict:
-    """bf16 matmul throughput: n x n @ n x n in a loop for `seconds` (n = 2048 on CPU, 8192 on a GPU)."""
+    """Matmul throughput in the dtype the base multiplies in (bf16 where the hardware has it, else
+    fp32): n x n @ n x n in a loop for `seconds` (n = 2048 on CPU, 8192 on a GPU)."""
     import torch
 
     device = spec.get("device", "cpu")
     n = 8192 if device == "cuda" else 2048
-    a, b = (torch.randn(n, n, dtype=torch.bfloat16, device=device) for _ in range(2))
+    dtype = torch.bfloat16 if bf16_hardware(device) else torch.float32
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     for _ in range(3):
         a @ b  # warm-up
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -286,7 +303,8 @@ def child_matmul_peak(spec: dict) -> dict:
         if count % 10 == 0:
             sync()
     sync()
-    return {"gflops": 2 * n**3 * count / (time.perf_counter() - t0) / 1e9, "n": n, "threads": torch.get_num_threads()}
+    return {"gflops": 2 * n**3 * count / (time.perf_counter() - t0) / 1e9, "n": n, "threads": torch.get_num_threads(),
+            "dtype": str(dtype).removeprefix("torch.")}
 
 
 CHILDREN = {"tuneforge": child_tuneforge, "trl": child_trl, "score": child_score, "matmul": child_matmul_peak}
@@ -350,7 +368,7 @@ def machine() -> str:
         info = Path("/proc/cpuinfo").read_text()
         cpu = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), cpu)
         flags = next((l for l in info.splitlines() if l.startswith("flags")), "")
-        extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+        extras = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
         cpu += f" ({', '.join(extras)})" if extras else ""
     import torch
     import transformers
@@ -485,7 +503,7 @@ def main() -> None:
 
     runs_md, ratios_md = report(results, scores, peak, n_params)
     base_loss, base_acc = scores["base"]
-    summary = (f"bf16 matmul peak ({start_peak['n']}^3, this run): {peaks[0]:.0f} GFLOP/s at the start, {peaks[1]:.0f} at the end; "
+    summary = (f"{start_peak['dtype']} matmul peak ({start_peak['n']}^3, this run): {peaks[0]:.0f} GFLOP/s at the start, {peaks[1]:.0f} at the end; "
                f"MFU uses the higher. N = {n_params / 1e6:.1f}M parameters -> 4N = {4 * n_params / 1e9:.2f} GFLOP "
                f"per token. Untrained base on the validation split: loss {base_loss:.4f}, accuracy {base_acc:.4f}.")
     print()
