@@ -3,10 +3,11 @@
     .venv/bin/python bench/memory_scaling.py [--quick]
 
 A tiny random Llama (tests/tiny_models.py: hidden 256, 2 layers) with a 32k and a 128k vocabulary
-(Llama 3's 128,256), bf16 matmuls over an fp32 model with fp32 LoRA (r 8) as TuneForge trains on
-a CPU with AVX512-BF16/AMX (fp32 matmuls on one without, as TuneForge's `auto` does), one step = `completion_stats` on a batch + backward, with the loss chunked over completion
-positions as the engine does (CHUNK_LOGITS = 2**26 logits per chunk) and unchunked (CHUNK_LOGITS set
-huge: the logits of all completion tokens at once). Batch 2; the last 3/4 of each row is completion (labels), the first 1/4 prompt.
+(Llama 3's 128,256), fp32 LoRA (r 8) over an fp32 model whose matmuls run in the dtype TuneForge's
+`--precision auto` picks (bf16 on CPUs with AVX512-BF16/AMX, else fp32). One step = `completion_stats`
+on a batch + backward, with the loss chunked over completion positions as the engine does
+(CHUNK_LOGITS = 2**26 logits per chunk) and unchunked (CHUNK_LOGITS set huge: the logits of all
+completion tokens at once). Batch 2; the last 3/4 of each row is completion (labels), the first 1/4 prompt.
 
 Each measurement runs in its own subprocess; "step MiB" is the peak RSS during the step minus the
 RSS just before it (model, optimizer-free), so it is what the step itself adds; "peak MiB" is the
@@ -49,13 +50,13 @@ def measure(vocab: int, seq: int, chunked: bool) -> dict:
     from tuneforge.engine.adapters import apply_lora
     from tuneforge.engine.batches import IGNORE
     from tuneforge.engine.precision import use_bf16_matmuls
-    from tuneforge.engine.train import cpu_has_bf16_matmuls
+    from tuneforge.engine.train import pick_dtype
 
     if not chunked:
         loss.CHUNK_LOGITS = 10**15
     model = build_model("llama", vocab_size=vocab, hidden=HIDDEN, layers=LAYERS)
     model.config.max_position_embeddings = max(seq, 512)
-    if cpu_has_bf16_matmuls():
+    if pick_dtype("auto", "cpu") == torch.bfloat16:
         use_bf16_matmuls(model)
     apply_lora(model, r=8, alpha=8, dropout=0.1)
     model.train()

@@ -76,9 +76,12 @@ FAST_WITHOUT_BF16 = dict(bf16=False, gradient_checkpointing=False, padding_free=
 
 
 def bf16_hardware(device: str) -> bool:
-    from tuneforge.engine.train import cpu_has_bf16_matmuls
+    """What TuneForge's `--precision auto` decides (bf16 on CUDA with bf16, on CPUs with AVX512-BF16/AMX)."""
+    import torch
 
-    return device == "cuda" or cpu_has_bf16_matmuls()
+    from tuneforge.engine.train import pick_dtype
+
+    return pick_dtype("auto", device) == torch.bfloat16
 
 
 def trl_config(name: str, device: str) -> dict:
