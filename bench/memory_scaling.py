@@ -50,7 +50,7 @@ def measure(vocab: int, seq: int, chunked: bool) -> dict:
     from tuneforge.engine.adapters import apply_lora
     from tuneforge.engine.batches import IGNORE
     from tuneforge.engine.precision import use_bf16_matmuls
-    from tuneforge.engine.train import pick_dtype
+    from tuneforge.engine.precision import pick_dtype
 
     if not chunked:
         loss.CHUNK_LOGITS = 10**15

@@ -79,7 +79,7 @@ def bf16_hardware(device: str) -> bool:
     """What TuneForge's `--precision auto` decides (bf16 on CUDA with bf16, on CPUs with AVX512-BF16/AMX)."""
     import torch
 
-    from tuneforge.engine.train import pick_dtype
+    from tuneforge.engine.precision import pick_dtype
 
     return pick_dtype("auto", device) == torch.bfloat16
 
@@ -160,7 +160,7 @@ def child_tuneforge(spec: dict) -> dict:
     config = resolve_training_config(base, spec["overrides"])
     weights = Weights("bench", Path(spec["weights"]), True, "stand-in")
     result = fine_tune(RunSpec(base_model=base, config=config, dataset=Path(spec["dataset"]), weights=weights,
-                               output=Path(spec["output"]), seed=SEED, device=spec["device"], precision="auto"))
+                               output=Path(spec["output"]), seed=SEED, device=spec["device"], precision="auto")).to_json()
     train_rss, gpu_mib = peak_rss_mib(), peak_gpu_mib(spec["device"])
     from transformers import AutoTokenizer
 

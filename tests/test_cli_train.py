@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tuneforge.run_folder import RunFolder
+
 LLAMA = "meta.llama-3.3-70b-instruct"
 
 
@@ -60,17 +62,31 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tiny_llama, parity_datas
     assert json.loads(proc.stdout)["stepsRun"] == 200
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--weights", "/nonexistent"], "not a Hugging Face model folder"),
-    (["--lora-r", "0"], "loraR: 0 is not allowed"),
-    (["--learning-rate", "fast"], "learningRate: 'fast' is not allowed"),
+@pytest.mark.parametrize("args,message,code,field", [
+    (["--weights", "/nonexistent"], "not a Hugging Face model folder", "WeightsUnavailable", None),
+    (["--lora-r", "0"], "loraR: 0 is not allowed", "InvalidParameter", "loraR"),
+    (["--learning-rate", "fast"], "learningRate: 'fast' is not allowed", "InvalidParameter", "learningRate"),
 ])
-def test_bad_input_exits_2_with_a_message_naming_it(args, message, parity_dataset, tmp_path, tiny_llama):
+def test_bad_input_exits_2_with_a_message_naming_it(args, message, code, field, parity_dataset, tmp_path, tiny_llama):
     base = ["train", "--base-model", LLAMA, "--dataset", parity_dataset, "--output", tmp_path / "m"]
     if "--weights" not in args:
         base += ["--weights", tiny_llama]
     proc = tuneforge(*base, *args)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    # the run folder's error report, for the service: typed, and without the operator's paths
+    error = RunFolder(tmp_path / "m").read_error()
+    assert error.code == code and error.field == field and "/nonexistent" not in error.message
+
+
+def test_bad_dataset_error_report_names_lines_but_not_the_servers_path(tmp_path, tiny_llama):
+    data = tmp_path / "secret-server-dir" / "d.jsonl"
+    data.parent.mkdir()
+    data.write_text('{"prompt": "a", "completion": "b"}\nnot json\n')
+    proc = tuneforge("train", "--base-model", LLAMA, "--dataset", data, "--output", tmp_path / "m", "--weights", tiny_llama)
+    assert proc.returncode == 2 and str(data) in proc.stderr  # the CLI user sees their own path
+    error = RunFolder(tmp_path / "m").read_error()
+    assert error.code == "DatasetInvalid" and "line 2: not valid JSON" in error.message
+    assert "1 valid example; at least 32 are needed" in error.message and "secret-server-dir" not in error.message
 
 
 def test_catalog_model_without_weights_says_how_to_provide_them(parity_dataset, tmp_path):
@@ -83,9 +99,9 @@ def test_catalog_model_without_weights_says_how_to_provide_them(parity_dataset, 
 @pytest.mark.parametrize("has_bf16, warned", [(False, True), (True, False)])
 def test_bf16_on_a_cpu_without_bf16_hardware_is_warned_about(has_bf16, warned, monkeypatch, capsys):
     from tuneforge import cli
-    from tuneforge.engine import train
+    from tuneforge.engine import precision
 
-    monkeypatch.setattr(train, "cpu_has_bf16_matmuls", lambda: has_bf16)
+    monkeypatch.setattr(precision, "cpu_has_bf16_matmuls", lambda: has_bf16)
     cli._precision_notice("cpu", "bf16")
     cli._precision_notice("cpu", "auto")  # auto never warns: it picks fp32 on such CPUs
     err = capsys.readouterr().err

@@ -3,13 +3,14 @@ schedule, stops early, resumes to the same result, saves a PEFT adapter that rel
 and fails clearly on bad weights."""
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from tuneforge.catalog import get_model
-from tuneforge.engine.train import RunSpec, fine_tune
+from tuneforge.engine.train import RunSpec, TrainingStopped, fine_tune
 from tuneforge.engine.weights import resolve_weights
 from tuneforge.errors import WeightsError
 from tuneforge.hyperparams import resolve_training_config
@@ -42,12 +43,12 @@ def test_both_methods_learn_and_run_exact_steps(model_id, arch, lr, request, par
     result = fine_tune(run)
     # 48 examples -> 38 train / 10 validation; batch 8 (LoRA) or 16 (T-Few)
     batch = 8 if model_id == LLAMA else 16
-    assert result["totalTrainingSteps"] == result["stepsRun"] == 10 * -(-38 // batch)
+    assert result.total_training_steps == result.steps_run == 10 * -(-38 // batch)
     evals = records(tmp_path / "out", "eval")
     assert evals[-1]["validationLoss"] < 0.6 * evals[0]["validationLoss"]
     # early stopping disabled: the model is the last step's (the last cycle here sees the whole validation split)
-    assert result["bestStep"] == result["stepsRun"]
-    assert result["modelMetrics"]["finalLoss"] == pytest.approx(evals[-1]["validationLoss"], rel=1e-4)
+    assert result.best_step == result.steps_run
+    assert result.final_loss == pytest.approx(evals[-1]["validationLoss"], rel=1e-4)
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "out" / "checkpoint").exists()
     assert "Validation loss" in (tmp_path / "out" / "report.html").read_text()
@@ -67,35 +68,45 @@ def test_early_stopping_fires_and_keeps_the_best_adapter(tiny_llama, parity_data
     result = fine_tune(make_run(tiny_llama, parity_dataset, tmp_path, totalTrainingEpochs=10, learningRate=0.05,
                                 earlyStoppingPatience=2, earlyStoppingThreshold=10.0))
     evals = records(tmp_path, "eval")
-    assert result["earlyStopped"] and result["stepsRun"] < result["totalTrainingSteps"]
+    assert result.early_stopped and result.steps_run < result.total_training_steps
     assert [e["patienceCounter"] for e in evals] == [0, 1, 2]
     best = min(evals, key=lambda e: e["validationLoss"])
-    assert result["bestStep"] == best["step"]
+    assert result.best_step == best["step"]
 
 
-def test_resume_after_stop_reaches_the_same_adapter(tiny_llama, parity_dataset, tmp_path):
+# 4 epochs of 5 steps, an evaluation cycle every 2 steps: step 7 is between cycles, step 8 is due one
+# (a stop skips it, and the resumed run does it first).
+@pytest.mark.parametrize("stop_at", [7, 8])
+def test_resume_after_stop_reaches_the_same_adapter(stop_at, tiny_llama, parity_dataset, tmp_path):
     from safetensors.torch import load_file
 
-    kw = dict(totalTrainingEpochs=4, learningRate=0.01, earlyStoppingPatience=0)
+    kw = dict(totalTrainingEpochs=4, learningRate=0.01, earlyStoppingPatience=3)
     full = fine_tune(make_run(tiny_llama, parity_dataset, tmp_path / "full", **kw))
 
     stopped_run = make_run(tiny_llama, parity_dataset, tmp_path / "split", **kw)
-    calls = iter(range(1000))
-    stopped_run.should_stop = lambda: next(calls) == 6  # stop after step 7, mid-epoch, between evaluations
-    partial = fine_tune(stopped_run)
-    assert partial["stopped"] and partial["stepsRun"] == 7
+    asked = threading.Event()
+    stopped_run.listeners = [lambda r: r["kind"] == "train" and r["step"] == stop_at and asked.set()]
+    stopped_run.should_stop = asked.is_set
+    with pytest.raises(TrainingStopped) as stopped:
+        fine_tune(stopped_run)
+    assert stopped.value.step == stop_at
+    assert [r["step"] for r in records(tmp_path / "split", "eval")] == list(range(2, stop_at, 2))
     assert (tmp_path / "split" / "checkpoint" / "state.pt").is_file()
     assert not (tmp_path / "split" / "model.json").exists()
 
     resumed_run = make_run(tiny_llama, parity_dataset, tmp_path / "split", **kw)
     resumed_run.resume = True
     resumed = fine_tune(resumed_run)
-    assert resumed["stepsRun"] == full["stepsRun"]
-    assert resumed["modelMetrics"]["finalLoss"] == pytest.approx(full["modelMetrics"]["finalLoss"], rel=1e-6)
+    assert resumed.steps_run == full.steps_run
+    assert resumed.final_loss == pytest.approx(full.final_loss, rel=1e-6)
     a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "split" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
-    assert [r["step"] for r in records(tmp_path / "split", "train")] == [r["step"] for r in records(tmp_path / "full", "train")]
+    for kind in ("train", "eval"):
+        assert [r["step"] for r in records(tmp_path / "split", kind)] == [r["step"] for r in records(tmp_path / "full", kind)]
+    assert [r["validationLoss"] for r in records(tmp_path / "split", "eval")] == pytest.approx(
+        [r["validationLoss"] for r in records(tmp_path / "full", "eval")], rel=1e-6)
+    assert resumed.best_step == full.best_step
     # resuming a run that already finished returns its result instead of training again
     assert fine_tune(resumed_run) == resumed
 

@@ -115,9 +115,10 @@ def _is_encodable(s: str) -> bool:
     return True
 
 
-def iter_examples(path: str | os.PathLike, *, max_problems: int = 50) -> Iterator[Example]:
+def iter_examples(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> Iterator[Example]:
     """Stream the valid examples of a dataset file; after the last one, raise DatasetError if the
-    file had any problem or fewer than MIN_EXAMPLES examples. Consume it fully before trusting it."""
+    file had any problem or fewer than `min_examples` examples (OCI's 32 for training data; an
+    evaluation file needs only one). Consume it fully before trusting it."""
     problems = _Problems(path, max_problems)
     try:
         f = open(path, "rb")
@@ -137,19 +138,20 @@ def iter_examples(path: str | os.PathLike, *, max_problems: int = 50) -> Iterato
                     yield example
         except OSError as e:  # e.g. a directory on platforms where open() succeeds, or an I/O error
             raise DatasetError(str(path), [LineProblem(None, f"cannot be read ({e.strerror or e})")]) from None
-    if count < MIN_EXAMPLES:
-        problems.add_first(f"{count} valid example(s); at least {MIN_EXAMPLES} are required")
+    if count < min_examples:
+        needed = f"at least {min_examples} are needed" if min_examples > 1 else "at least one is needed"
+        problems.add_first(f"{count} valid example{'' if count == 1 else 's'}; {needed}")
     problems.raise_if_any()
 
 
-def scan_dataset(path: str | os.PathLike, *, max_problems: int = 50) -> int:
+def scan_dataset(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> int:
     """Validate the whole file without keeping it in memory; the number of examples."""
-    return sum(1 for _ in iter_examples(path, max_problems=max_problems))
+    return sum(1 for _ in iter_examples(path, max_problems=max_problems, min_examples=min_examples))
 
 
-def read_examples(path: str | os.PathLike, *, max_problems: int = 50) -> list[Example]:
+def read_examples(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> list[Example]:
     """Validate the whole file; all its examples, in file order."""
-    return list(iter_examples(path, max_problems=max_problems))
+    return list(iter_examples(path, max_problems=max_problems, min_examples=min_examples))
 
 
 def split_sizes(n: int) -> tuple[int, int]:
@@ -184,9 +186,11 @@ def check_token_lengths(
     context_tokens: int | None,
     max_problems: int = 50,
     path: str | os.PathLike = "(dataset)",
+    context_source: str | None = None,
 ) -> None:
     """Raise DatasetError naming each example (by line) whose prompt, completion or the two together
-    exceed the model's limits (None = no limit). Counts are the tokenizer's, without special tokens."""
+    exceed the model's limits (None = no limit). Counts are the tokenizer's, without special tokens.
+    `context_source` says where the context limit comes from when it is not the catalog's own."""
     problems = _Problems(path, max_problems)
     for ex in examples:
         p, c = count_tokens(ex.prompt), count_tokens(ex.completion)
@@ -195,7 +199,6 @@ def check_token_lengths(
         if max_completion_tokens is not None and c > max_completion_tokens:
             problems.add(ex.line, f"completion is {c:,} tokens; this model allows at most {max_completion_tokens:,}")
         if context_tokens is not None and p + c > context_tokens:
-            problems.add(
-                ex.line, f"prompt + completion is {p + c:,} tokens; this model's context is {context_tokens:,}"
-            )
+            why = f" ({context_source})" if context_source else ""
+            problems.add(ex.line, f"prompt + completion is {p + c:,} tokens; this model's context is {context_tokens:,}{why}")
     problems.raise_if_any()

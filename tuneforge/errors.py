@@ -33,9 +33,14 @@ class DatasetError(TuneForgeError):
     def __init__(self, path: str, problems: list[LineProblem], total: int | None = None):
         self.path, self.problems = path, problems
         self.total = total if total is not None else len(problems)
-        shown = "\n".join(f"  {p}" for p in problems)
-        more = f"\n  ... and {self.total - len(problems)} more" if self.total > len(problems) else ""
-        super().__init__(f"dataset {path}: {self.total} problem(s)\n{shown}{more}")
+        super().__init__(self.describe(f"dataset {path}"))
+
+    def describe(self, name: str) -> str:
+        """The report under another name for the file (e.g. the object the user uploaded, not the
+        server's copy of it)."""
+        shown = "\n".join(f"  {p}" for p in self.problems)
+        more = f"\n  ... and {self.total - len(self.problems)} more" if self.total > len(self.problems) else ""
+        return f"{name}: {self.total} problem(s)\n{shown}{more}"
 
 
 class WeightsError(TuneForgeError):

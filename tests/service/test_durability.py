@@ -3,6 +3,7 @@ checkpoint. A job whose input the engine rejects ends FAILED with details that s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import psutil
@@ -75,6 +76,8 @@ def test_rejected_job_fails_with_details_and_a_work_request_error(fresh_service)
     assert wr.status == "FAILED"
     model = ai.get_model(created.data.id).data
     assert model.lifecycle_state == "FAILED"
-    assert "/nonexistent/weights" in model.lifecycle_details and "Fix this" in model.lifecycle_details
+    # the user is told what happened, but not the operator's paths (the server's log has them)
+    assert "could not load the base model's weights" in model.lifecycle_details
+    assert "/nonexistent" not in model.lifecycle_details and "/nonexistent" not in json.dumps(model.system_tags or {})
     errors = ai.list_work_request_errors(wr.id).data.items
-    assert errors and errors[0].code == "InvalidParameter" and "/nonexistent/weights" in errors[0].message
+    assert errors and errors[0].code == "WeightsUnavailable" and "/nonexistent" not in errors[0].message

@@ -9,12 +9,18 @@ from pathlib import Path
 import pytest
 
 from tuneforge.jobs import lifecycle, queue
+from tuneforge.run_folder import RunResult
 from tuneforge.store import workrequests
 from tuneforge.store.db import default_url, open_store
 from tuneforge.store.tables import JobRow, ModelRow, WorkRequestRow
 
-RESULT = {"standIn": True, "weights": {"source": "stand-in"}, "stepsRun": 4, "totalTrainingSteps": 8, "earlyStopped": True,
-          "modelMetrics": {"modelMetricsType": "TEXT_GENERATION_MODEL_METRICS", "finalAccuracy": 0.5, "finalLoss": 1.25}}  # fmt: skip
+RESULT = RunResult(
+    base_model_id="meta.llama-3.3-70b-instruct", method="LORA", training_config={}, stand_in=True, device="cpu",
+    weights={"source": "stand-in", "path": "/home/someone/.cache/x", "description": "stand-in"}, precision="float32",
+    seed=42, training_examples=32, validation_examples=8, total_training_steps=8, steps_run=4, early_stopped=True,
+    best_step=2, evaluation_cycles=2, evaluation_every_steps=2, evaluation_cycle_examples=8, timings={},
+    final_accuracy=0.5, final_loss=1.25,
+)
 
 
 @pytest.fixture
@@ -44,7 +50,7 @@ def test_stand_in_and_early_stopping_are_reported(store):
         session.commit()
         assert model.lifecycle_state == "ACTIVE" and wr.status == "SUCCEEDED" and wr.percent_complete == 100
         assert "stand-in" in model.lifecycle_details and "4 of 8 steps" in model.lifecycle_details
-        assert model.system_tags["tuneforge"]["standIn"] == "true"
+        assert model.system_tags == {"tuneforge": {"standIn": "true"}}  # no server path, no repr
         assert model.model_metrics["finalLoss"] == 1.25
 
 

@@ -3,7 +3,6 @@ loss and token accuracy (as in training) plus exact match of greedy generations.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +10,11 @@ import torch
 
 from tuneforge.engine.batches import encode_example, encode_prompt
 from tuneforge.engine.peft_format import load_adapter
-from tuneforge.engine.train import evaluate, pick_device, pick_dtype
+from tuneforge.engine.precision import pick_device, pick_dtype
+from tuneforge.engine.train import evaluate
 from tuneforge.engine.weights import Weights, load_model_and_tokenizer
 from tuneforge.errors import TuneForgeError
+from tuneforge.run_folder import RunFolder, RunResult
 
 
 @dataclass
@@ -32,18 +33,20 @@ def load_base(weights: Weights, device: str = "auto", precision: str = "auto") -
     return Loaded(model, tokenizer, device, weights.description, weights.stand_in)
 
 
-def _model_json(model_dir: Path) -> dict:
-    meta_file = model_dir / "model.json"
-    if not meta_file.is_file() or not (model_dir / "adapter" / "adapter_config.json").is_file():
+def finished_run(model_dir: Path) -> RunResult:
+    """The RunResult of a finished `tuneforge train` output folder, or a user error saying what it lacks."""
+    folder = RunFolder(model_dir)
+    result = folder.read_result() if folder.is_finished() else None
+    if result is None:
         raise TuneForgeError(f"--model {model_dir}: not a finished TuneForge model folder (needs model.json and adapter/)")
-    return json.loads(meta_file.read_text())
+    return result
 
 
 def trained_base_weights(model_dir: Path) -> Weights:
     """The base weights a `tuneforge train` output folder was trained on (from its model.json)."""
-    meta = _model_json(model_dir)
-    w = meta["weights"]
-    weights = Weights(w["source"], Path(w["path"]), meta.get("standIn", False), w["description"])
+    result = finished_run(model_dir)
+    w = result.weights
+    weights = Weights(w["source"], Path(w["path"]), result.stand_in, w["description"])
     if not (weights.path / "config.json").is_file():
         raise TuneForgeError(f"--model {model_dir}: its base weights {weights.path} are no longer there")
     return weights
@@ -51,13 +54,13 @@ def trained_base_weights(model_dir: Path) -> Weights:
 
 def load_trained(model_dir: Path, device: str = "auto", precision: str = "auto") -> Loaded:
     """A `tuneforge train` output folder: its base weights plus its adapter."""
-    meta = _model_json(model_dir)
+    result = finished_run(model_dir)
     weights = trained_base_weights(model_dir)
     loaded = load_base(weights, device, precision)
-    load_adapter(loaded.model, model_dir / "adapter")
+    load_adapter(loaded.model, RunFolder(model_dir).adapter_dir)
     loaded.model.to(loaded.device)
     loaded.model.eval()
-    loaded.description = f"{meta['baseModelId']} fine-tuned ({meta['method']}) on {weights.description}"
+    loaded.description = f"{result.base_model_id} fine-tuned ({result.method}) on {weights.description}"
     return loaded
 
 

@@ -20,7 +20,6 @@ What it does, in order:
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -34,14 +33,15 @@ from tuneforge import data
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.engine.adapters import adapter_parameters, apply_ia3, apply_lora
 from tuneforge.engine.batches import Encoded, collate, encode_example
-from tuneforge.engine.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+from tuneforge.engine.checkpoint import TrainState, remove_checkpoint, restore_checkpoint, save_checkpoint
 from tuneforge.engine.early_stopping import EarlyStopping
 from tuneforge.engine.loss import completion_stats
-from tuneforge.engine.metrics_log import MetricsLog, should_log, write_json_atomic
+from tuneforge.engine.metrics_log import MetricsLog, should_log
 from tuneforge.engine.peft_format import peft_config, save_adapter
+from tuneforge.engine.precision import pick_device, pick_dtype
 from tuneforge.engine.weights import Weights, load_model_and_tokenizer
-from tuneforge.errors import TuneForgeError
 from tuneforge.hyperparams import TrainingConfig, steps_per_epoch, total_training_steps
+from tuneforge.run_folder import Progress, RunFolder, RunResult
 
 WARMUP_SHARE = 0.06
 MAX_GRAD_NORM = 1.0
@@ -91,34 +91,6 @@ class EvalPlan:
         return step % self.every == 0 or step == total_steps
 
 
-def pick_device(requested: str) -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise TuneForgeError("--device cuda: no CUDA device is available; use --device cpu")
-    return requested
-
-
-def pick_dtype(precision: str, device: str) -> torch.dtype:
-    """The dtype of the frozen base's matrix products: bf16 where the hardware has bf16 matmuls (CUDA;
-    CPUs with AVX512-BF16 or AMX, ~5x the fp32 rate here). Activations, the residual stream, the
-    adapter weights and the optimizer state are fp32 either way (`precision.py`)."""
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_bf16_matmuls() else torch.float32
-
-
-def cpu_has_bf16_matmuls() -> bool:
-    """AVX512-BF16 or AMX. Without them (e.g. an AVX2-only EPYC) oneDNN multiplies bf16 in a slow
-    generic path: 0.3 GFLOP/s against 170 in fp32 on such a machine."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def lr_at(step: int, total_steps: int, peak: float) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warmup, then linear decay to 0."""
     warmup = max(1, math.ceil(WARMUP_SHARE * total_steps))
@@ -161,16 +133,25 @@ def attach_method(model, config: TrainingConfig) -> None:
         apply_ia3(model)
 
 
-def fine_tune(run: RunSpec) -> dict:
+class TrainingStopped(Exception):
+    """Stopped from outside (SIGTERM / Ctrl-C) after writing a checkpoint; `resume` continues."""
+
+    def __init__(self, step: int, total_steps: int):
+        super().__init__(f"stopped at step {step} of {total_steps}")
+        self.step, self.total_steps = step, total_steps
+
+
+def fine_tune(run: RunSpec) -> RunResult:
+    """Train, evaluate and save; the run's `RunResult` (also written to model.json). Raises
+    TrainingStopped when `run.should_stop()` asked for an early exit (a checkpoint is written)."""
     started = time.time()
-    output, cfg = run.output, run.config
-    output.mkdir(parents=True, exist_ok=True)
-    state = load_checkpoint(output) if run.resume else None
-    if run.resume and state is None and (output / "model.json").is_file():
-        # Finished before whoever asked to resume noticed (e.g. the service died just as training ended).
-        return json.loads((output / "model.json").read_text())
-    log = MetricsLog(output, run.listeners, keep_until_step=state["step"] if state else None)
-    log.progress(step=state["step"] if state else 0, totalTrainingSteps=None, epoch=0.0, phase="loading", etaSeconds=None)
+    cfg = run.config
+    folder = RunFolder(run.output)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.clear_error()
+    if run.resume and not folder.has_checkpoint() and (finished := folder.read_result()) is not None:
+        return finished  # finished before whoever asked to resume noticed (the service died just as it ended)
+    folder.write_progress(Progress(0, None, 0.0, "loading", detail="loading the base model's weights"))
 
     # 1. weights and data
     torch.manual_seed(run.seed)
@@ -179,6 +160,7 @@ def fine_tune(run: RunSpec) -> dict:
     examples = data.read_examples(run.dataset)
     train_examples, val_examples = data.split_examples(examples, run.seed)
     model, tokenizer = load_model_and_tokenizer(run.weights, dtype, device)
+    folder.write_progress(Progress(0, None, 0.0, "loading", detail="tokenizing the dataset"))
     data.check_token_lengths(
         examples,
         lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
@@ -186,6 +168,7 @@ def fine_tune(run: RunSpec) -> dict:
         max_completion_tokens=run.base_model.max_completion_tokens,
         context_tokens=min(run.base_model.context_tokens, model.config.max_position_embeddings),
         path=run.dataset,
+        context_source=run.weights.context_note(model.config.max_position_embeddings, run.base_model.context_tokens),
     )
     train_set = [encode_example(tokenizer, e.prompt, e.completion) for e in train_examples]
     val_set = [encode_example(tokenizer, e.prompt, e.completion) for e in val_examples]
@@ -204,35 +187,44 @@ def fine_tune(run: RunSpec) -> dict:
     # fused: one kernel for all adapter tensors instead of ~8 small ops each (420 tensors for LoRA)
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.learning_rate, weight_decay=0.0, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total_steps, 1.0))
-    stopper = EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_threshold)
-    best_adapter = {n: p.detach().clone() for n, p in params.items()}
-    best_step, step, train_seconds, eval_seconds, evals = 0, 0, 0.0, 0.0, 0
-    if state is not None:
-        for n, p in params.items():
-            p.data.copy_(state["adapter"][n])
-        best_adapter = state["best_adapter"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stopper = EarlyStopping(**state["early_stopping"])
-        best_step, step, evals = state["best_step"], state["step"], state["evals"]
-        train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
-        torch.set_rng_state(state["rng"])
+    state = restore_checkpoint(folder, params, optimizer, scheduler) if run.resume else None
+    if state is None:
+        state = TrainState(EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_threshold),
+                           best_adapter={n: p.detach().clone() for n, p in params.items()})  # fmt: skip
+    log = MetricsLog(folder, run.listeners, keep_until_step=state.step if run.resume else None)
 
-    def checkpoint() -> None:
-        save_checkpoint(output, {
-            "step": step, "adapter": {n: p.detach().clone() for n, p in params.items()},
-            "best_adapter": best_adapter, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "early_stopping": stopper.state_dict(), "best_step": best_step, "evals": evals,
-            "train_seconds": train_seconds, "eval_seconds": eval_seconds, "rng": torch.get_rng_state(),
-        })
+    def progress(phase: str, detail: str | None = None, eta: float | None = None) -> None:
+        log.progress(Progress(state.step, total_steps, state.step / per_epoch, phase, eta, detail))
+
+    def evaluation_cycle() -> bool:
+        """5. Score the cycle subset; update early stopping and the best adapter; checkpoint.
+        True when early stopping says to stop."""
+        progress("evaluating", f"evaluation cycle on {len(cycle_set)} validation examples")
+        t0 = time.time()
+        val_loss, val_acc = evaluate(model, cycle_set, pad_id, device)
+        state.eval_seconds += time.time() - t0
+        state.evals += 1
+        is_best = state.early_stopping.update(val_loss)
+        if is_best:
+            state.best_adapter, state.best_step = {n: p.detach().clone() for n, p in params.items()}, state.step
+        log.record({
+            "kind": "eval", "step": state.step, "totalTrainingSteps": total_steps, "epoch": round(state.step / per_epoch, 4),
+            "validationLoss": val_loss, "validationAccuracy": val_acc, "isBest": is_best,
+            "patienceCounter": state.early_stopping.counter, "elapsedSeconds": time.time() - started,
+        })  # fmt: skip
+        state.eval_due = False
+        save_checkpoint(folder, state, params, optimizer, scheduler)
+        return state.early_stopping.should_stop
 
     # 4. the loop
     model.train()
     micro = run.micro_batch_size or batch_size
-    early_stopped = stopped = False
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
-    while step < total_steps and not early_stopped:
-        epoch, index = divmod(step, per_epoch)
+    # A run stopped between a step and that step's evaluation cycle does the cycle first on resume.
+    early_stopped = evaluation_cycle() if state.eval_due else False
+    progress("training")
+    while state.step < total_steps and not early_stopped:
+        epoch, index = divmod(state.step, per_epoch)
         order = epoch_order(n_train, run.seed, epoch)
         batch_examples = [train_set[i] for i in order[index * batch_size : (index + 1) * batch_size]]
         t0 = time.time()
@@ -247,50 +239,32 @@ def fine_tune(run: RunSpec) -> dict:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        step += 1
-        train_seconds += time.time() - t0
+        state.step += 1
+        state.train_seconds += time.time() - t0
         window_loss += step_loss
         window_steps += 1
         window_tokens += sum(len(e.input_ids) for e in batch_examples)
 
-        epoch_f = step / per_epoch
-        if should_log(step, cfg.log_model_metrics_interval_in_steps):
+        if should_log(state.step, cfg.log_model_metrics_interval_in_steps):
             now = time.time()
             log.record({
-                "kind": "train", "step": step, "totalTrainingSteps": total_steps, "epoch": round(epoch_f, 4), "loss": window_loss / window_steps,
-                "learningRate": lr_at(step - 1, total_steps, cfg.learning_rate),
+                "kind": "train", "step": state.step, "totalTrainingSteps": total_steps, "epoch": round(state.step / per_epoch, 4),
+                "loss": window_loss / window_steps, "learningRate": lr_at(state.step - 1, total_steps, cfg.learning_rate),
                 "tokensPerSecond": window_tokens / max(now - window_start, 1e-9), "elapsedSeconds": now - started,
-            })
+            })  # fmt: skip
             window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
 
-        # 5. evaluation cycle -> early stopping, best adapter, checkpoint
-        if plan.due(step, total_steps):
-            log.progress(step=step, totalTrainingSteps=total_steps, epoch=epoch_f, phase="evaluating", etaSeconds=None)
-            t0 = time.time()
-            val_loss, val_acc = evaluate(model, cycle_set, pad_id, device)
-            eval_seconds += time.time() - t0
-            evals += 1
-            is_best = stopper.update(val_loss)
-            if is_best:
-                best_adapter, best_step = {n: p.detach().clone() for n, p in params.items()}, step
-            early_stopped = stopper.should_stop
-            log.record({
-                "kind": "eval", "step": step, "totalTrainingSteps": total_steps, "epoch": round(epoch_f, 4), "validationLoss": val_loss,
-                "validationAccuracy": val_acc, "isBest": is_best, "patienceCounter": stopper.counter,
-                "elapsedSeconds": time.time() - started,
-            })
-            checkpoint()
-        eta = (train_seconds + eval_seconds) / max(step - (state["step"] if state else 0), 1) * (total_steps - step)
-        log.progress(step=step, totalTrainingSteps=total_steps, epoch=epoch_f, phase="training", etaSeconds=eta)
-        if run.should_stop() and step < total_steps and not early_stopped:
-            checkpoint()  # 6. stopped from outside: resumable from exactly here
-            stopped = True
-            break
-
-    if stopped:
-        log.progress(step=step, totalTrainingSteps=total_steps, epoch=step / per_epoch, phase="stopped", etaSeconds=None)
-        log.close()
-        return {"stopped": True, "stepsRun": step, "totalTrainingSteps": total_steps}
+        if plan.due(state.step, total_steps):
+            state.eval_due = True
+            if not run.should_stop():  # a stop asked for now skips the cycle: it would only delay stopping
+                early_stopped = evaluation_cycle()
+        progress("training", eta=_eta(state, total_steps, plan, batch_size, len(val_set), len(cycle_set)))
+        if run.should_stop() and (state.step < total_steps or state.eval_due) and not early_stopped:
+            progress("stopping", "writing a checkpoint")
+            save_checkpoint(folder, state, params, optimizer, scheduler)  # 6. stopped from outside: resumable from here
+            progress("stopped")
+            log.close()
+            raise TrainingStopped(state.step, total_steps)
 
     # 7. final metrics of the best adapter on the whole validation split; save it in PEFT format.
     # With early stopping disabled (patience 0) the model is the last step's, as when training
@@ -298,47 +272,59 @@ def fine_tune(run: RunSpec) -> dict:
     # Cohere's early stopping, not of training).
     if cfg.early_stopping_patience > 0:
         for n, p in params.items():
-            p.data.copy_(best_adapter[n])
+            p.data.copy_(state.best_adapter[n])
     else:
-        best_step = step
+        state.best_step = state.step
+    progress("evaluating", f"final evaluation on all {len(val_set)} validation examples")
     t0 = time.time()
     final_loss, final_acc = evaluate(model, val_set, pad_id, device)
-    eval_seconds += time.time() - t0
-    tmp = output / "adapter.tmp"
+    state.eval_seconds += time.time() - t0
+    progress("saving", "saving the adapter")
+    tmp = folder.adapter_dir.with_name(folder.adapter_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_adapter(model, tmp, peft_config(
-        run.base_model.method, base_model=str(run.weights.path),
-        r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-    ))
-    shutil.rmtree(output / "adapter", ignore_errors=True)
-    tmp.rename(output / "adapter")
+        run.base_model.method, base_model=str(run.weights.path), r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+    ))  # fmt: skip
+    shutil.rmtree(folder.adapter_dir, ignore_errors=True)
+    tmp.rename(folder.adapter_dir)
 
-    result = {
-        "baseModelId": run.base_model.id,
-        "method": run.base_model.method,
-        "trainingConfig": cfg.to_api(),
-        "weights": {"source": run.weights.source, "path": str(run.weights.path), "description": run.weights.description},
-        "standIn": run.weights.stand_in,
-        "device": device,
-        "precision": str(dtype).removeprefix("torch."),
-        "seed": run.seed,
-        "trainingExamples": n_train,
-        "validationExamples": len(val_set),
-        "totalTrainingSteps": total_steps,
-        "stepsRun": step,
-        "earlyStopped": early_stopped,
-        "bestStep": best_step,
-        "evaluationCycles": evals,
-        "evaluationEverySteps": plan.every,
-        "evaluationCycleExamples": plan.examples,
-        "timings": {"totalSeconds": time.time() - started, "trainSeconds": train_seconds, "evalSeconds": eval_seconds},
-        "modelMetrics": {"modelMetricsType": "TEXT_GENERATION_MODEL_METRICS", "finalAccuracy": final_acc, "finalLoss": final_loss},
-    }
-    write_json_atomic(output / "model.json", result)
-    log.progress(step=step, totalTrainingSteps=total_steps, epoch=step / per_epoch, phase="done", etaSeconds=0.0)
+    result = RunResult(
+        base_model_id=run.base_model.id,
+        method=run.base_model.method,
+        training_config=cfg.to_api(),
+        weights={"source": run.weights.source, "path": str(run.weights.path), "description": run.weights.description},
+        stand_in=run.weights.stand_in,
+        device=device,
+        precision=str(dtype).removeprefix("torch."),
+        seed=run.seed,
+        training_examples=n_train,
+        validation_examples=len(val_set),
+        total_training_steps=total_steps,
+        steps_run=state.step,
+        early_stopped=early_stopped,
+        best_step=state.best_step,
+        evaluation_cycles=state.evals,
+        evaluation_every_steps=plan.every,
+        evaluation_cycle_examples=plan.examples,
+        timings={"totalSeconds": time.time() - started, "trainSeconds": state.train_seconds, "evalSeconds": state.eval_seconds},
+        final_accuracy=final_acc,
+        final_loss=final_loss,
+    )
+    folder.write_result(result)
+    progress("done", eta=0.0)
     log.close()
     from tuneforge.report import write_report
 
-    write_report(output, result, log.records())
-    remove_checkpoint(output)
+    write_report(folder.path, result.to_json(), log.records())
+    remove_checkpoint(folder)
     return result
+
+
+def _eta(state: TrainState, total_steps: int, plan: EvalPlan, batch_size: int, n_val: int, cycle_examples: int) -> float:
+    """Seconds left: the remaining steps and evaluation cycles at this run's own pace, plus the final
+    evaluation on the whole validation split (an evaluation cycle's cost scaled by its size)."""
+    per_step = state.train_seconds / max(state.step, 1)
+    # Before the first cycle: a forward pass costs about a third of a training step, per example.
+    per_example = state.eval_seconds / (state.evals * cycle_examples) if state.evals else per_step / batch_size / 3
+    cycles_left = sum(1 for s in range(state.step + 1, total_steps + 1) if plan.due(s, total_steps))
+    return per_step * (total_steps - state.step) + per_example * (cycles_left * cycle_examples + n_val)

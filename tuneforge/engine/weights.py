@@ -31,6 +31,13 @@ class Weights:
     stand_in: bool
     description: str
 
+    def context_note(self, weights_limit: int, catalog_limit: int) -> str | None:
+        """Why a run's context limit is below the catalog model's, in words; None when it is not."""
+        if weights_limit >= catalog_limit:
+            return None
+        what = f"the bundled {STAND_IN_NAME} stand-in" if self.stand_in else "these weights"
+        return f"the limit of {what}, which this run trains on; the catalog model itself allows {catalog_limit:,}"
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("TUNEFORGE_CACHE", Path.home() / ".cache" / "tuneforge"))

@@ -1,4 +1,8 @@
-"""The training subprocess's command line: the engine's CLI is the contract between service and engine."""
+"""The training subprocess's command line and a job's folder.
+
+A job folder holds the dataset snapshot (`dataset.jsonl`), the trainer's logs per attempt and the run
+folder (`output/`, read through `tuneforge.run_folder`): the engine's CLI plus the run folder are the
+whole contract between the service and the engine."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.hyperparams import SNAKE_NAMES
+from tuneforge.run_folder import RunFolder
 
 
 def train_command(
@@ -17,7 +22,7 @@ def train_command(
     """`python -m tuneforge train ...` for a job, run through the launcher that ties its life to ours."""
     args = [
         "train", "--base-model", base_model_id, "--dataset", str(job_dir / "dataset.jsonl"),
-        "--output", str(output_dir(job_dir)), "--seed", str(seed), "--json",
+        "--output", str(run_folder(job_dir).path), "--seed", str(seed), "--json",
     ]  # fmt: skip
     if weights:
         args += ["--weights", weights]
@@ -31,12 +36,5 @@ def train_command(
     return [sys.executable, "-m", "tuneforge.jobs.launch", str(os.getpid()), "--", *args]
 
 
-def output_dir(job_dir: Path) -> Path:
-    return job_dir / "output"
-
-
-def can_resume(job_dir: Path) -> bool:
-    """A previous attempt left a checkpoint (the engine writes one when stopped by SIGTERM), or it
-    finished (model.json) before its server saw it exit: `train --resume` then returns that result."""
-    checkpoint = output_dir(job_dir) / "checkpoint"
-    return (checkpoint.is_dir() and any(checkpoint.iterdir())) or (output_dir(job_dir) / "model.json").is_file()
+def run_folder(job_dir: Path) -> RunFolder:
+    return RunFolder(job_dir / "output")

@@ -5,11 +5,11 @@ Callers commit; directories returned for removal are removed only after the comm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneforge.run_folder import RunResult
 from tuneforge.store import workrequests
 from tuneforge.store.tables import JobRow, MetricRecord, ModelRow, WorkRequestRow, utcnow
 
@@ -28,14 +28,14 @@ def touch(model: ModelRow, state: str | None = None, details: str | None = None)
     model.revision += 1
 
 
-def succeed(session: Session, job: JobRow, model: ModelRow, wr: WorkRequestRow, result: dict[str, Any]) -> None:
-    """ACTIVE with the engine's modelMetrics; a stand-in run says so in lifecycleDetails and systemTags."""
-    stand_in = bool(result.get("standIn"))
-    model.model_metrics = result.get("modelMetrics")
-    model.system_tags = {"tuneforge": {"standIn": str(stand_in).lower(), "weights": str(result.get("weights", ""))}}
-    details = STAND_IN_NOTE.format(base=model.base_model_id) if stand_in else None
-    if result.get("earlyStopped"):
-        steps = f"{result.get('stepsRun')} of {result.get('totalTrainingSteps')} steps"
+def succeed(session: Session, job: JobRow, model: ModelRow, wr: WorkRequestRow, result: RunResult) -> None:
+    """ACTIVE with the engine's modelMetrics; a stand-in run says so in lifecycleDetails and systemTags
+    (which carry no server-side detail such as the weights' path)."""
+    model.model_metrics = result.model_metrics
+    model.system_tags = {"tuneforge": {"standIn": str(result.stand_in).lower()}}
+    details = STAND_IN_NOTE.format(base=model.base_model_id) if result.stand_in else None
+    if result.early_stopped:
+        steps = f"{result.steps_run} of {result.total_training_steps} steps"
         details = " ".join(filter(None, [f"Early stopping ended training after {steps}.", details]))
     touch(model, "ACTIVE")
     model.lifecycle_details = details

@@ -1,13 +1,12 @@
 """Run one claimed job: start the trainer subprocess, stream its progress and metrics into the
 store while it runs, and turn its exit into the model's final state.
 
-Engine exit codes (its CLI contract): 0 success (model.json written), 2 bad input (the message on
-stderr is for the user), 3 stopped by SIGTERM after saving a checkpoint; anything else is a crash.
+The trainer's exit code and its run folder (`tuneforge.run_folder`: ExitCode, RunResult, RunError)
+say how it ended; its stderr goes to a log file for the operator and is never shown to users.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import subprocess
@@ -22,8 +21,8 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.jobs import lifecycle, queue
-from tuneforge.jobs.command import can_resume, output_dir, train_command
-from tuneforge.jobs.tail import percent_complete, read_new_metrics, read_progress
+from tuneforge.jobs.command import run_folder, train_command
+from tuneforge.run_folder import ExitCode, RunError
 from tuneforge.store import workrequests
 from tuneforge.store.tables import JobRow, MetricRecord, ModelRow, WorkRequestRow, utcnow
 
@@ -80,8 +79,10 @@ def _start(sessions, job_id: str, settings: RunSettings) -> subprocess.Popen | N
             return None
         job_dir = Path(job.job_dir)
         _stop_previous_trainer(job.child_pid, job_dir)
-        resume = can_resume(job_dir)
-        output_dir(job_dir).mkdir(parents=True, exist_ok=True)
+        folder = run_folder(job_dir)
+        resume = folder.can_resume()
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.clear_error()
         cmd = train_command(
             base_model_id=model.base_model_id, training_config=model.fine_tune_details["trainingConfig"],
             job_dir=job_dir, weights=settings.weights, seed=settings.seed, resume=resume,
@@ -157,14 +158,14 @@ def _monitor(sessions, job_id: str, proc: subprocess.Popen, me: str, settings: R
 
 def ingest(session: Session, job: JobRow, model: ModelRow, wr: WorkRequestRow) -> None:
     """Copy new progress and metric records from the job's files into the store."""
-    out = output_dir(Path(job.job_dir))
-    progress = read_progress(out)
-    if progress is not None and progress != job.progress:
-        job.progress = progress
-        pct = max(wr.percent_complete, percent_complete(progress))
+    folder = run_folder(Path(job.job_dir))
+    progress = folder.read_progress()
+    if progress is not None and progress.to_json() != job.progress:
+        job.progress = progress.to_json()
+        pct = max(wr.percent_complete, progress.percent_complete())
         if pct != wr.percent_complete and wr.status in ("ACCEPTED", "IN_PROGRESS"):
             wr.percent_complete, wr.revision = pct, wr.revision + 1
-    records, offset, restarted = read_new_metrics(out, job.metrics_offset)
+    records, offset, restarted = folder.read_metrics(job.metrics_offset)
     if restarted:
         session.execute(delete(MetricRecord).where(MetricRecord.model_id == model.id))
         job.metrics_lines = 0
@@ -192,56 +193,38 @@ def _finish(sessions, job_id: str, code: int, reason: str | None, settings: RunS
         if reason == "canceled" or job.cancel_requested:
             _delete_model(session, model, job)
             return
-        result = _read_result(job_dir) if code == 0 else None
+        folder = run_folder(job_dir)
+        result = folder.read_result() if code == ExitCode.OK else None
+        error = folder.read_error()
         if result is not None:
             lifecycle.succeed(session, job, model, wr, result)
-        elif code == 2:
-            message = _user_message(job_dir / f"attempt-{job.attempts}.stderr")
-            lifecycle.fail(session, job, model, wr, "InvalidParameter", f"{message} Fix this and create the model again.")
+        elif code == ExitCode.BAD_INPUT:
+            error = error or RunError("InvalidParameter", "The training input was rejected.")
+            # The user can fix their data or config; the weights are the operator's to fix.
+            hint = " Fix this and create the model again." if error.code in ("InvalidParameter", "DatasetInvalid") else ""
+            lifecycle.fail(session, job, model, wr, error.code, error.message[:1].upper() + error.message[1:] + hint)
         elif reason == "shutdown":
             queue.release(session, job, counted=False)
             workrequests.log(session, wr.id, "Paused: the server is shutting down; training resumes from its checkpoint on restart.")
         else:
-            why = _crash_text(code, job_dir / f"attempt-{job.attempts}.stderr")
+            why = _exit_text(code)
+            log.warning("job %s: the trainer %s; its log: %s", job_id, why, job_dir / f"attempt-{job.attempts}.stderr")
             job.last_error = why
             if job.attempts >= settings.max_attempts:
                 lifecycle.fail(session, job, model, wr, "TrainingFailed",
-                               f"Training failed {job.attempts} times; the last attempt {why}. The server log and the job's stderr have details.")  # fmt: skip
+                               f"Training failed {job.attempts} times; the last attempt {why}. The server's log has the details.")  # fmt: skip
             else:
                 queue.release(session, job, counted=True)
                 workrequests.log(session, wr.id, f"Attempt {job.attempts} {why}; retrying.")
         session.commit()
 
 
-def _read_result(job_dir: Path) -> dict[str, Any] | None:
-    try:
-        result = json.loads((output_dir(job_dir) / "model.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
-
-
-def _tail(path: Path, limit: int = 2000) -> str:
-    try:
-        text = path.read_bytes()[-limit * 4 :].decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return text[-limit:].strip()
-
-
-def _user_message(stderr: Path) -> str:
-    """The engine's user-facing error (the CLI prints it as "Error: ..."), without any warnings before it."""
-    text = _tail(stderr)
-    start = text.rfind("Error: ")
-    message = text[start + len("Error: ") :] if start >= 0 else text
-    return message.strip() or "The training input was rejected."
-
-
-def _crash_text(code: int, stderr: Path) -> str:
-    if code == 0:
-        return "ended without writing model.json"
-    if code == 3:
-        return "was stopped by SIGTERM (from outside the server)"
-    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    last = [line for line in _tail(stderr, 1000).splitlines() if line.strip()][-3:]
-    return how + (": " + " | ".join(last) if last else "")
+def _exit_text(code: int) -> str:
+    """How a trainer ended, for users: no stderr, no paths (the operator's log has those)."""
+    if code == ExitCode.OK:
+        return "ended without writing its result"
+    if code == ExitCode.STOPPED:
+        return "was stopped by SIGTERM from outside the server"
+    if code == ExitCode.CRASHED:
+        return "stopped on an internal error"
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"

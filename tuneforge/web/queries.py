@@ -5,7 +5,6 @@ into the API's own shapes with its converters, so the console shows exactly what
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from tuneforge.api.auth import Caller
 from tuneforge.api.models_routes import model_to_api
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.hyperparams import METHOD_NAMES
-from tuneforge.jobs.command import output_dir
+from tuneforge.jobs.command import run_folder
 from tuneforge.store.tables import BucketRow, ClusterRow, JobRow, ModelRow, WorkRequestEntry, WorkRequestRow
 
 STATES = ("CREATING", "ACTIVE", "FAILED", "DELETING", "DELETED")
@@ -86,20 +85,13 @@ def latest_job(session: Session, model_id: str) -> JobRow | None:
 
 def run_result(job: JobRow | None) -> dict[str, Any] | None:
     """The engine's model.json (steps run, early stopping, best step, timings), once training finished."""
-    if job is None:
-        return None
-    try:
-        result = json.loads((output_dir(Path(job.job_dir)) / "model.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
+    result = run_folder(Path(job.job_dir)).read_result() if job is not None else None
+    return result.to_json() if result is not None else None
 
 
 def adapter_dir(job: JobRow | None) -> Path | None:
-    if job is None:
-        return None
-    folder = output_dir(Path(job.job_dir)) / "adapter"
-    return folder if (folder / "adapter_config.json").is_file() else None
+    folder = run_folder(Path(job.job_dir)) if job is not None else None
+    return folder.adapter_dir if folder is not None and folder.is_finished() else None
 
 
 def work_request_log(session: Session, model_id: str, after: int = 0) -> list[dict[str, Any]]:
