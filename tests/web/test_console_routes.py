@@ -261,8 +261,10 @@ def test_sign_in_with_a_registered_api_key(anonymous, console_app):
 
 def test_static_assets_ship_in_the_package(anonymous):
     js = anonymous.client.get("/console/static/console.js")
-    assert js.status_code == 200 and "drawChart" in js.text and js.headers["content-type"].startswith("text/javascript")
+    assert js.status_code == 200 and "TuneCharts" in js.text and js.headers["content-type"].startswith("text/javascript")
     assert anonymous.client.get("/console/static/console.css").status_code == 200
+    for name in ("charts.js", "charts.css", "uplot-1.6.32.min.js", "uplot-1.6.32.min.css"):  # the charts (vendored uPlot)
+        assert anonymous.client.get(f"/console/static/{name}").status_code == 200, name
     assert anonymous.client.get("/console/static/..%2Fsession.py").status_code == 404
     assert anonymous.client.get("/console/static/nope.js").status_code == 404
 

@@ -1,83 +1,7 @@
-// TuneForge console: live progress, SVG line charts, and the create form's checks.
-// Plain JavaScript with no dependencies: the console must work offline and ship inside the package.
+// TuneForge console: live progress, the create form's checks and sign-in with an API key. The charts
+// are charts.js (over the vendored uPlot), loaded by the pages that have them. Everything ships inside
+// the package: the console must work offline.
 "use strict";
-
-const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
-const SVG = "http://www.w3.org/2000/svg";
-
-function el(tag, attrs, text) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function fmt(y) {
-  if (y === 0) return "0";
-  const a = Math.abs(y);
-  return a >= 1000 || a < 0.001 ? y.toExponential(1) : Number(y.toPrecision(3)).toString();
-}
-
-// ---- charts ---------------------------------------------------------------------------------
-
-// series: [{name, points: [[step, value], ...]}]; one polyline each, on shared axes.
-function drawChart(figure, series) {
-  const W = 460, H = 220, L = 56, R = 14, T = 12, B = 30;
-  figure.replaceChildren();
-  const caption = el("figcaption");
-  caption.appendChild(el("b", {}, figure.dataset.title));
-  series.forEach((s, i) => {
-    if (series.length > 1 || s.name) caption.appendChild(el("span", { class: "legend", style: `color:${COLORS[i % COLORS.length]}` }, ` ■ ${s.name}`));
-  });
-  figure.appendChild(caption);
-  const pts = series.flatMap((s) => s.points);
-  figure.dataset.points = String(pts.length);
-  if (!pts.length) {
-    figure.appendChild(el("p", { class: "hint no-data" }, "no data yet"));
-    return;
-  }
-  let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
-  let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
-  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
-  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": figure.dataset.title });
-  for (let i = 0; i <= 4; i++) {  // horizontal grid with 5 value labels
-    const y = y0 + ((y1 - y0) * i) / 4;
-    svg.appendChild(el("svg:line", { x1: L, x2: W - R, y1: sy(y), y2: sy(y), class: "grid" }));
-    svg.appendChild(el("svg:text", { x: L - 6, y: sy(y) + 4, "text-anchor": "end" }, fmt(y)));
-  }
-  svg.appendChild(el("svg:text", { x: L, y: H - 10 }, `step ${x0}`));
-  svg.appendChild(el("svg:text", { x: W - R, y: H - 10, "text-anchor": "end" }, `step ${x1}`));
-  series.forEach((s, i) => {
-    if (!s.points.length) return;
-    const color = COLORS[i % COLORS.length];
-    const d = s.points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
-    svg.appendChild(el("svg:polyline", { points: d, fill: "none", stroke: color, "stroke-width": 2, class: "series" }));
-    if (s.points.length < 60) s.points.forEach((p) => svg.appendChild(el("svg:circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: color })));
-  });
-  figure.appendChild(svg);
-}
-
-// The four curves of one run, from metrics.jsonl records (kind "train" or "eval").
-const CURVES = {
-  "chart-loss": ["train", "loss"],
-  "chart-lr": ["train", "learningRate"],
-  "chart-val-loss": ["eval", "validationLoss"],
-  "chart-val-acc": ["eval", "validationAccuracy"],
-};
-
-function curve(records, kind, key) {
-  return records.filter((r) => r.kind === kind && typeof r[key] === "number").map((r) => [r.step, r[key]]);
-}
-
-function drawRuns(runs, names) {
-  for (const [id, [kind, key]] of Object.entries(CURVES)) {
-    const figure = document.getElementById(id);
-    if (figure) drawChart(figure, runs.map((records, i) => ({ name: names[i], points: curve(records, kind, key) })));
-  }
-}
 
 // ---- model details: poll while the model trains ---------------------------------------------
 
@@ -103,20 +27,22 @@ function showProgress(progress, state) {
 function appendLog(entries) {
   const log = document.getElementById("log");
   for (const e of entries) {
-    const li = el("li", { class: e.error ? "error" : "", "data-id": e.id });
-    li.appendChild(el("time", {}, e.time));
-    li.appendChild(document.createTextNode(" " + (e.code ? `[${e.code}] ` : "") + e.message));
+    const li = document.createElement("li"), time = document.createElement("time");
+    if (e.error) li.className = "error";
+    li.dataset.id = e.id;
+    time.textContent = e.time;
+    li.append(time, " " + (e.code ? `[${e.code}] ` : "") + e.message);
     log.appendChild(li);
   }
 }
 
-function detailsPage(data) {
+function detailsPage(data, chartRoot) {
   const live = data.live;
   const records = live.records.slice();
   let next = live.next, after = 0;
-  const draw = () => drawRuns([records], [""]);
+  const charts = TuneCharts.mount(chartRoot, [{ name: "", records }]);
+  const draw = () => charts.update([{ name: "", records }]);
   const log = (entries) => { appendLog(entries); if (entries.length) after = entries[entries.length - 1].id; };
-  draw();
   log(live.log);
   showProgress(live.progress, live.state);
   if (!live.live) return;
@@ -260,17 +186,32 @@ function keyLoginPage(form) {
   });
 }
 
+// ---- the account menu (a narrow screen's) closes as menus do: a click elsewhere or Escape ------
+
+function accountMenu(menu) {
+  document.addEventListener("click", (event) => { if (menu.open && !menu.contains(event.target)) menu.open = false; });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && menu.open) { menu.open = false; menu.querySelector("summary").focus(); }
+  });
+}
+
 // ---- wiring ---------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => { if (!confirm(form.dataset.confirm)) event.preventDefault(); });
   }
+  const menu = document.querySelector(".account-menu");
+  if (menu) accountMenu(menu);
+  const chartRoot = document.querySelector("[data-charts]");
   const liveData = document.getElementById("live-data");
-  if (liveData) detailsPage(JSON.parse(liveData.textContent));
+  if (liveData) detailsPage(JSON.parse(liveData.textContent), chartRoot);
   const compareData = document.getElementById("compare-data");
-  if (compareData) { const d = JSON.parse(compareData.textContent); drawRuns(d.runs, d.names); }
-  for (const swatch of document.querySelectorAll(".swatch")) swatch.style.background = COLORS[Number(swatch.dataset.series) % COLORS.length];
+  if (compareData) {
+    const d = JSON.parse(compareData.textContent);
+    TuneCharts.mount(chartRoot, d.runs.map((records, i) => ({ name: d.names[i], records })));
+    for (const swatch of document.querySelectorAll(".swatch")) swatch.style.background = TuneCharts.COLORS[Number(swatch.dataset.series) % TuneCharts.COLORS.length];
+  }
   const createForm = document.getElementById("create-form");
   if (createForm) createPage(createForm);
   const keyForm = document.getElementById("key-login");
