@@ -5,48 +5,24 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec, ParamSpec
 from tuneforge.errors import InvalidParameter
 
-# OCI's TrainingConfig fields in wire order (SDK attribute_map; oci-api.md §1.3).
-API_FIELDS = (
-    "totalTrainingEpochs",
-    "learningRate",
-    "trainingBatchSize",
-    "earlyStoppingPatience",
-    "earlyStoppingThreshold",
-    "logModelMetricsIntervalInSteps",
-    "loraR",
-    "loraAlpha",
-    "loraDropout",
-)
-# The SDK's Python types for each field: the same for every model, so the CLI can parse its flags
-# before it knows which model they are for.
-FIELD_TYPES: dict[str, type] = {
-    "totalTrainingEpochs": int,
-    "learningRate": float,
-    "trainingBatchSize": int,
-    "earlyStoppingPatience": int,
-    "earlyStoppingThreshold": float,
-    "logModelMetricsIntervalInSteps": int,
-    "loraR": int,
-    "loraAlpha": int,
-    "loraDropout": float,
-}
-SNAKE_NAMES: dict[str, str] = {
-    "totalTrainingEpochs": "total_training_epochs",
-    "learningRate": "learning_rate",
-    "trainingBatchSize": "training_batch_size",
-    "earlyStoppingPatience": "early_stopping_patience",
-    "earlyStoppingThreshold": "early_stopping_threshold",
-    "logModelMetricsIntervalInSteps": "log_model_metrics_interval_in_steps",
-    "loraR": "lora_r",
-    "loraAlpha": "lora_alpha",
-    "loraDropout": "lora_dropout",
-}
+# OCI's TrainingConfig fields in wire order, their Python types and snake_case names: all derived
+# from the catalog (models.toml), the one place that names them.
+API_FIELDS: tuple[str, ...] = tuple(catalog.fields())
+FIELD_TYPES: dict[str, type] = {name: f.python_type for name, f in catalog.fields().items()}
+SNAKE_NAMES: dict[str, str] = {name: re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in API_FIELDS}
+# OCI's integer fields are 32-bit (the SDK's int, Java's Integer): anything larger is refused.
+INT32_MAX = 2**31 - 1
+# A plan longer than this is refused: at a second per step it would train for 11 days, and a
+# typo such as totalTrainingEpochs=10000000 should fail at once, not after a week.
+MAX_TOTAL_TRAINING_STEPS = 1_000_000
 METHOD_NAMES = {"LORA": "LoRA", "TFEW": "T-Few"}
 
 
@@ -91,6 +67,9 @@ def check_value(spec: ParamSpec, value: Any) -> int | float:
         if not isinstance(value, numbers.Integral):
             raise InvalidParameter(spec.name, value, f"must be an integer; allowed: {allowed}")
         value = int(value)
+        if not -INT32_MAX - 1 <= value <= INT32_MAX:
+            shown = value if abs(value) < 10**15 else f"{value:.3e}"
+            raise InvalidParameter(spec.name, shown, f"must fit in a 32-bit integer (at most {INT32_MAX:,}); allowed: {allowed}")
     else:
         try:
             value = float(value)
@@ -101,6 +80,20 @@ def check_value(spec: ParamSpec, value: Any) -> int | float:
     if not spec.in_range(value):
         raise InvalidParameter(spec.name, value, f"allowed: {allowed}")
     return value
+
+
+def parse_text(name: str, text: str, spec: ParamSpec | None = None) -> int | float:
+    """A hyperparameter typed as text (a CLI flag, a form field) as its field's type. The one text
+    parser of the CLI and the console: "3.5" for an integer field is an InvalidParameter naming the
+    field (and, given the model's ParamSpec, its range); range checks are `check_value`'s."""
+    kind = FIELD_TYPES[name]
+    text = text.strip()
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        noun = "an integer" if kind is int else "a number"
+        allowed = f"; allowed: {spec.allowed()}" if spec is not None else ""
+        raise InvalidParameter(name, text, f"must be {noun}{allowed}") from None
 
 
 def resolve_training_config(model: BaseModelSpec, overrides: Mapping[str, Any] | None = None) -> TrainingConfig:
@@ -142,3 +135,43 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 def total_training_steps(n_train: int, batch_size: int, epochs: int) -> int:
     """epochs * ceil(n_train / batch_size): steps of a run that early stopping does not cut short."""
     return epochs * steps_per_epoch(n_train, batch_size)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a fine-tune of `examples` examples with a config will do: the one summary that `plan`,
+    the API's work-request log and the console's form all show."""
+
+    examples: int
+    training_examples: int
+    validation_examples: int
+    steps_per_epoch: int
+    total_training_steps: int
+
+    RULE = "totalTrainingEpochs * ceil(trainingExamples / trainingBatchSize)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"datasetExamples": self.examples, "trainingExamples": self.training_examples,
+                "validationExamples": self.validation_examples, "stepsPerEpoch": self.steps_per_epoch,
+                "totalTrainingSteps": self.total_training_steps, "totalTrainingStepsRule": self.RULE}  # fmt: skip
+
+    def describe(self) -> str:
+        return (f"{self.examples} examples ({self.training_examples} training, {self.validation_examples} validation), "
+                f"totalTrainingSteps = {self.total_training_steps:,}")  # fmt: skip
+
+
+def make_plan(n_examples: int, config: TrainingConfig) -> Plan:
+    """The split and step count for `n_examples`; InvalidParameter when the run would be longer than
+    MAX_TOTAL_TRAINING_STEPS."""
+    from tuneforge.data import split_sizes
+
+    n_train, n_val = split_sizes(n_examples)
+    batch, epochs = config.training_batch_size, config.total_training_epochs
+    total = total_training_steps(n_train, batch, epochs)
+    if total > MAX_TOTAL_TRAINING_STEPS:
+        raise InvalidParameter(
+            "totalTrainingEpochs", epochs,
+            f"with {n_train:,} training examples in batches of {batch} it makes totalTrainingSteps = {total:,}, "
+            f"above the maximum of {MAX_TOTAL_TRAINING_STEPS:,} steps per fine-tune; lower totalTrainingEpochs",
+        )  # fmt: skip
+    return Plan(n_examples, n_train, n_val, steps_per_epoch(n_train, batch), total)

@@ -229,5 +229,6 @@ def test_unstorable_input_is_400_not_500(service, alice, sdk):
     _, objects = sdk
     ns = objects.get_namespace().data
     assert service_error(lambda: objects.put_object(ns, "limits", "é" * 600, b"x")).status == 400  # 1200 bytes
-    assert service_error(lambda: objects.put_object(ns, "bad/bucket", "x", b"x")).status in (400, 404)
+    # "bad/bucket" makes a path that matches no Object Storage operation: 501, never a misleading 404
+    assert service_error(lambda: objects.put_object(ns, "bad/bucket", "x", b"x")).status == 501
     assert session.get(f"{service.endpoint}/20231130/models/a%00b").status_code == 400

@@ -54,14 +54,15 @@ def console_app(tmp_path):
     """The service app (no workers: jobs stay queued) over a fresh SQLite store, with two console
     users in two tenancies."""
     from tuneforge.api.app import create_app
-    from tuneforge.api.config import ServiceConfig
+    from tuneforge.services.config import ServiceConfig
+    from tuneforge.services.context import Services
     from tuneforge.store.db import default_url, open_store
     from tuneforge.web.users import add_user
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     config = ServiceConfig(data_dir=data_dir, workers=0)
-    app = create_app(config, open_store(default_url(data_dir)))
+    app = create_app(Services(config, open_store(default_url(data_dir))))
     add_user(data_dir, TENANCY_A, "alice", PASSWORD)
     add_user(data_dir, TENANCY_B, "bob", PASSWORD)
     return app, data_dir

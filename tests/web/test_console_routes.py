@@ -121,7 +121,7 @@ def test_csrf_token_changes_at_sign_in(anonymous):
 def test_create_uploads_through_object_storage_and_queues_the_job(alice, console_app):
     app, _ = console_app
     model_id = create_model(alice, **{"LORA_TRAINING_CONFIG.loraR": "4"})
-    with app.state.sessions() as db:
+    with app.state.services.sessions() as db:
         row = db.get(ModelRow, model_id)
         assert row.tenancy_id == TENANCY_A and row.lifecycle_state == "CREATING"
         ds = row.fine_tune_details["trainingDataset"]
@@ -235,7 +235,7 @@ def test_sign_in_with_a_registered_api_key(anonymous, console_app):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-    from tuneforge.api.keys import add_key
+    from tuneforge.services.keys import add_key
 
     app, _ = console_app
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -244,7 +244,7 @@ def test_sign_in_with_a_registered_api_key(anonymous, console_app):
     signature = base64.b64encode(key.sign(challenge.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
     form = {"csrf": csrf_of(page), "method": "api-key", "challenge": challenge, "signature": signature, "next": "/"}
     assert "signature+was+not+accepted" in anonymous.client.post("/console/login", data=form, follow_redirects=False).headers["location"]
-    with app.state.sessions() as db:  # now register it for a tenancy
+    with app.state.services.sessions() as db:  # now register it for a tenancy
         add_key(db, "ocid1.tenancy.oc1..aaaakeyholder", "ocid1.user.oc1..aaaakeyuser",
                 key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
         db.commit()

@@ -1,33 +1,32 @@
-"""The FastAPI application: routers, OCI error handling, request ids."""
+"""The FastAPI application: the OCI API's routers and the console over one service layer, with
+OCI's error shape, request ids, size limits and signature authentication in front of them."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 from fastapi import FastAPI
-from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge import __version__
 from tuneforge.api import clusters_routes, errors, models_routes, objectstorage, workrequests_routes
-from tuneforge.api.config import ServiceConfig
-from tuneforge.api.protocol import RequestIdMiddleware
-from tuneforge.web.routes import router as console_router
+from tuneforge.api.auth import SignatureAuthMiddleware
+from tuneforge.api.protocol import LimitsMiddleware, RequestIdMiddleware
+from tuneforge.services.context import Services
+from tuneforge.web import routes as console
 
 
-def create_app(config: ServiceConfig, sessions: sessionmaker[Session], wake_workers: Callable[[], None] = lambda: None) -> FastAPI:
-    """The app over an open store. `wake_workers` is called when a job is queued, so an idle
-    worker in this process starts it at once instead of at its next poll."""
+def create_app(services: Services) -> FastAPI:
     app = FastAPI(
         title="TuneForge",
         version=__version__,
         description="OCI Generative AI compatible fine-tuning API (custom models) and an Object Storage subset.",
     )
-    app.state.config = config
-    app.state.sessions = sessions
-    app.state.wake_workers = wake_workers
+    app.state.services = services
+    app.state.config = services.config  # the console's session keys live in the data dir
     for module in (models_routes, clusters_routes, workrequests_routes, objectstorage):
         app.include_router(module.router)
-    app.include_router(console_router)  # the web console at / (tuneforge/web)
+    console.install(app)  # the web console at / (tuneforge/web)
     errors.install(app)
+    # Outermost first on the way in: request id, then limits, then signatures (Starlette adds in reverse).
+    app.add_middleware(SignatureAuthMiddleware, sessions=services.sessions, error_response=errors.send_error)
+    app.add_middleware(LimitsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

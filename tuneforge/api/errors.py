@@ -1,49 +1,28 @@
 """OCI-shaped errors: every failure is `{"code", "message"}` with OCI's status and code, and no
-client input can produce a 500 (FastAPI's own 422 becomes 400 InvalidParameter)."""
+client input can produce a 500 (FastAPI's own 422 becomes 400 InvalidParameter). An API path that
+matches no operation is 501 NotImplemented, never a misleading 404."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Scope, Send
 
+from tuneforge.api.auth import is_signed_path
 from tuneforge.errors import TuneForgeError
+from tuneforge.services.errors import ServiceError, not_implemented, validation_message
 
 log = logging.getLogger("tuneforge.api")
+STATUS_CODES = {404: "NotAuthorizedOrNotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge", 401: "NotAuthenticated"}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError(400, "InvalidParameter", message)
-
-
-def not_found(what: str = "resource") -> ApiError:
-    # OCI never says whether the resource exists in someone else's tenancy.
-    return ApiError(404, "NotAuthorizedOrNotFound", f"Authorization failed or requested {what} not found.")
-
-
-def not_authenticated(why: str) -> ApiError:
-    return ApiError(401, "NotAuthenticated", f"The required information to complete authentication was not provided or was incorrect: {why}")
-
-
-def incorrect_state(message: str) -> ApiError:
-    return ApiError(409, "IncorrectState", message)
-
-
-def precondition_failed() -> ApiError:
-    return ApiError(412, "PreconditionFailed", "The resource has changed: the if-match etag does not match its current etag.")
-
-
-def too_many_requests(message: str) -> ApiError:
-    return ApiError(429, "TooManyRequests", message)
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message}).encode()
 
 
 def error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -54,29 +33,18 @@ def error_response(request: Request, status: int, code: str, message: str, heade
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
-def _location(loc: tuple) -> str:
-    # ("body", "fineTuneDetails", "trainingConfig", "loraR") -> "fineTuneDetails.trainingConfig.loraR"
-    parts = [str(p) for p in loc if p not in ("body", "query", "header", "path", "cookie")]
-    return ".".join(parts) or str(loc[0] if loc else "request")
-
-
-def validation_message(exc: RequestValidationError) -> str:
-    problems = []
-    for err in exc.errors()[:10]:
-        where = _location(tuple(err.get("loc", ())))
-        if err.get("type") == "missing":
-            problems.append(f"{where}: is required")
-        else:
-            problems.append(f"{where}: {err.get('msg', 'is not valid')}")
-    return "; ".join(problems) or "The request is not valid."
-
-
-STATUS_CODES = {404: "NotAuthorizedOrNotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge", 401: "NotAuthenticated"}
+async def send_error(scope: Scope, send: Send, err: ServiceError) -> None:
+    """The same answer from an ASGI middleware, before any route ran (the request id is added by
+    the request-id middleware around it)."""
+    body = error_body(err.code, err.message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError):
         return error_response(request, exc.status, exc.code, exc.message)
 
     @app.exception_handler(TuneForgeError)
@@ -89,6 +57,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
+        if exc.status_code in (404, 405) and is_signed_path(request.url.path):
+            # No route matched: an OCI operation TuneForge does not implement (or a wrong path).
+            err = not_implemented(f"{request.method} {request.url.path[:200]}")
+            return error_response(request, err.status, err.code, err.message)
         code = STATUS_CODES.get(exc.status_code, "InvalidParameter" if exc.status_code < 500 else "InternalServerError")
         message = "Authorization failed or requested resource not found." if exc.status_code == 404 else str(exc.detail)
         return error_response(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from tuneforge.api.config import ServiceConfig
+from tuneforge.services.config import ServiceConfig
 
 
 def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") -> None:
@@ -15,6 +15,7 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
     from tuneforge.data import DEFAULT_SEED
     from tuneforge.jobs.runner import RunSettings
     from tuneforge.jobs.worker import WorkerPool
+    from tuneforge.services.context import Services
     from tuneforge.store.db import open_store
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -26,10 +27,13 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
     threads = max(1, (os.cpu_count() or 1) // config.workers) if config.workers > 1 else None
     settings = RunSettings(weights=config.weights, max_attempts=config.max_attempts, seed=DEFAULT_SEED, threads=threads)
     pool = WorkerPool(sessions, settings, workers=config.workers, lease_seconds=config.lease_seconds)
-    app = create_app(config, sessions, wake_workers=pool.wake)
+    app = create_app(Services(config, sessions, wake_workers=pool.wake))
     pool.start()
     try:
-        # uvicorn handles SIGINT/SIGTERM: it stops serving and returns here.
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, proxy_headers=True)).run()
+        # uvicorn handles SIGINT/SIGTERM: it stops serving and returns here. h11 (not httptools): it
+        # bounds the header block it buffers (64 KiB), so no client can make it hold more.
+        server_config = uvicorn.Config(app, host=host, port=port, log_level=log_level, proxy_headers=True, http="h11",
+                                       h11_max_incomplete_event_size=64 * 1024)  # fmt: skip
+        uvicorn.Server(server_config).run()
     finally:
         pool.stop()

@@ -24,8 +24,7 @@ def touch(model: ModelRow, state: str | None = None, details: str | None = None)
         model.lifecycle_state = state
     if details is not None:
         model.lifecycle_details = details
-    model.time_updated = utcnow()
-    model.revision += 1
+    model.time_updated = utcnow()  # the UPDATE bumps the revision (the etag) by itself
 
 
 def succeed(session: Session, job: JobRow, model: ModelRow, wr: WorkRequestRow, result: RunResult) -> None:

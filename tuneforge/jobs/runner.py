@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from tuneforge.jobs import lifecycle, queue
 from tuneforge.jobs.command import run_folder, train_command
@@ -53,15 +54,26 @@ def _delete_model(session: Session, model: ModelRow, job: JobRow) -> None:
 
 
 def run_job(sessions: sessionmaker[Session], job_id: str, me: str, settings: RunSettings, stopping: threading.Event) -> None:
-    proc = _start(sessions, job_id, settings)
+    proc = _retrying(_start, sessions, job_id, settings)
     if proc is None:
         return
     try:
         reason = _monitor(sessions, job_id, proc, me, settings, stopping)
-        _finish(sessions, job_id, proc.returncode, reason, settings)
+        _retrying(_finish, sessions, job_id, proc.returncode, reason, settings)
     finally:
         if proc.poll() is None:  # we are leaving because of an error: do not leave an orphan behind
             _terminate(proc)
+
+
+def _retrying(step, *args):
+    """Run a transaction that changes the model's row again when a user's update committed between
+    its read and its write (the row is versioned: services/transactions.py)."""
+    for attempt in range(5):
+        try:
+            return step(*args)
+        except StaleDataError:
+            log.info("%s: the model changed under us (attempt %d); redoing it", step.__name__, attempt + 1)
+    return step(*args)
 
 
 def _start(sessions, job_id: str, settings: RunSettings) -> subprocess.Popen | None:

@@ -8,11 +8,12 @@ Every API resource records the tenancy that created it: that is the access bound
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 
@@ -67,7 +68,14 @@ class OciResource:
     defined_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     time_created: Mapped[datetime] = mapped_column(default=utcnow)
     time_updated: Mapped[datetime | None]
-    revision: Mapped[int] = mapped_column(default=1)  # bumped on every change; the etag derives from it
+    revision: Mapped[int] = mapped_column(default=1)  # the etag derives from it
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        # SQLAlchemy's optimistic concurrency: every UPDATE bumps `revision` and matches only the
+        # revision that was read, so two writers holding the same etag cannot both win (the loser
+        # gets StaleDataError, which the service layer answers with 412).
+        return {"version_id_col": cls.__table__.c.revision}
 
 
 class ModelRow(OciResource, Base):
@@ -182,15 +190,47 @@ class BucketRow(Base):
 
 class ObjectRow(Base):
     """Object metadata; the bytes live in a file named by `storage_key` under the data dir, so no
-    object name can ever reach the filesystem as a path."""
+    object name can ever reach the filesystem as a path. `etag` is the row's version: a replace
+    matches only the etag it read, so concurrent if-match writers cannot both win."""
 
     __tablename__ = "objects"
     namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
     bucket: Mapped[str] = mapped_column(String(256), primary_key=True)
     name: Mapped[str] = mapped_column(String(1024), primary_key=True)  # at most 1024 UTF-8 bytes (checked on put)
     size: Mapped[int] = mapped_column(BigInteger)
-    md5: Mapped[str] = mapped_column(String(64))  # base64, as OCI's opc-content-md5
+    md5: Mapped[str] = mapped_column(String(64))  # base64 (opc-content-md5), or "<base64>-<parts>" (opc-multipart-md5)
     etag: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(255))
+    storage_key: Mapped[str] = mapped_column(String(64))
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+    __mapper_args__ = {"version_id_col": etag, "version_id_generator": lambda _: secrets.token_hex(16)}
+
+    @property
+    def multipart(self) -> bool:
+        return "-" in self.md5
+
+
+class UploadRow(Base):
+    """An open multipart upload; its parts are UploadPartRow rows whose bytes wait under the data dir."""
+
+    __tablename__ = "multipart_uploads"
+    upload_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    bucket: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(1024))
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    if_match: Mapped[str | None] = mapped_column(String(512))  # preconditions given at create, checked at commit
+    if_none_match: Mapped[str | None] = mapped_column(String(16))
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UploadPartRow(Base):
+    __tablename__ = "multipart_upload_parts"
+    upload_id: Mapped[str] = mapped_column(ForeignKey("multipart_uploads.upload_id", ondelete="CASCADE"), primary_key=True)
+    part_num: Mapped[int] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(64))
+    etag: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(64))
     time_created: Mapped[datetime] = mapped_column(default=utcnow)

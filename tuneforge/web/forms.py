@@ -10,17 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from tuneforge import catalog
-from tuneforge.api import objectstorage
-from tuneforge.api.auth import Caller
 from tuneforge.catalog import BaseModelSpec
-from tuneforge.data import split_sizes
 from tuneforge.errors import InvalidParameter
-from tuneforge.hyperparams import FIELD_TYPES, check_value, steps_per_epoch, total_training_steps
-from tuneforge.store import objects
+from tuneforge.hyperparams import FIELD_TYPES, check_value, make_plan, parse_text, resolve_training_config
+from tuneforge.services import objects
+from tuneforge.services.context import Caller, Services
 
 UPLOAD_BUCKET = "datasets"
 NEW_CLUSTER = "new"
@@ -42,17 +39,6 @@ def groups() -> dict[str, BaseModelSpec]:
     return out
 
 
-def parse_number(spec, text: str) -> int | float:
-    """The form's text as the field's type; InvalidParameter (naming the field) when it is not one."""
-    kind = FIELD_TYPES[spec.name]
-    try:
-        value = kind(text.strip())
-    except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise InvalidParameter(spec.name, text, f"must be {noun}; allowed: {spec.allowed()}") from None
-    return check_value(spec, value)
-
-
 def training_values(spec: BaseModelSpec, raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Hyperparameters from form text (blank = default): (camelCase values, field -> error)."""
     values, errors = {}, {}
@@ -61,19 +47,22 @@ def training_values(spec: BaseModelSpec, raw: dict[str, str]) -> tuple[dict[str,
         if not text:
             continue
         try:
-            values[name] = parse_number(param, text)
+            values[name] = check_value(param, parse_text(name, text, param))
         except InvalidParameter as err:
             errors[name] = str(err)
     return values, errors
 
 
-def plan(spec: BaseModelSpec, values: dict[str, Any], n_examples: int) -> dict[str, Any]:
-    """Split and totalTrainingSteps for `n_examples`, by the same functions the service uses."""
-    merged = {name: p.default for name, p in spec.params.items()} | values
-    n_train, n_val = split_sizes(n_examples)
-    batch, epochs = merged["trainingBatchSize"], merged["totalTrainingEpochs"]
-    return {"n": n_examples, "nTrain": n_train, "nVal": n_val, "stepsPerEpoch": steps_per_epoch(n_train, batch),
-            "totalTrainingSteps": total_training_steps(n_train, batch, epochs)}  # fmt: skip
+def plan(spec: BaseModelSpec, values: dict[str, Any], n_examples: int) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """Split and totalTrainingSteps for `n_examples`, by the same function the service and `tuneforge
+    plan` use: (the figures, or None; the field -> message of a plan that is refused)."""
+    try:
+        summary = make_plan(n_examples, resolve_training_config(spec, values))
+    except InvalidParameter as err:
+        return None, {err.field: str(err)}
+    return {"n": summary.examples, "nTrain": summary.training_examples, "nVal": summary.validation_examples,
+            "stepsPerEpoch": summary.steps_per_epoch, "totalTrainingSteps": summary.total_training_steps}, {}  # fmt: skip
+
 
 
 # Which form field an API error is about: the message starts with the dotted API path.
@@ -170,24 +159,16 @@ class CreateForm:
         return body
 
 
-async def store_upload(app_state, caller: Caller, upload: UploadFile, object_name: str) -> None:
-    """Put the uploaded file into the tenancy's namespace exactly as put_object does (same layer,
+async def store_upload(svc: Services, caller: Caller, upload: UploadFile, object_name: str) -> None:
+    """Put the uploaded file into the tenancy's namespace through put_object itself (same checks,
     same atomic publish), so the job reads it like an SDK upload."""
-    config = app_state.config
-    namespace = objects.namespace_for(caller.tenancy_id)
-    objectstorage._check_object_name(UPLOAD_BUCKET, object_name)
 
     async def chunks():
         while chunk := await upload.read(1 << 20):
             yield chunk
 
-    tmp, key, digest, size = await objectstorage.spool(config.objects_dir, chunks())
-    try:
-        meta = dict(size=size, md5=digest, content_type="application/jsonl", storage_key=key)
-        await run_in_threadpool(objectstorage._publish, app_state.sessions, config.objects_dir, caller, namespace,
-                                UPLOAD_BUCKET, object_name, tmp, meta, None, None)  # fmt: skip
-    finally:
-        tmp.unlink(missing_ok=True)
+    await objects.put_object(svc, caller, objects.namespace_of(caller), UPLOAD_BUCKET, object_name, chunks(),
+                             content_length=str(upload.size), content_type="application/jsonl")  # fmt: skip
 
 
 def upload_name(retry_token: str, filename: str | None) -> str:

@@ -56,10 +56,3 @@ def page(request: Request, template: str, status: int = 200, **context) -> HTMLR
 
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)  # after a POST: the browser GETs the new page
-
-
-def to_login(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    from urllib.parse import quote
-
-    return redirect(f"/console/login?next={quote(target, safe='')}")

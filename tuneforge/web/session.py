@@ -80,7 +80,7 @@ def unsign(key: bytes, token: str) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
-def _key(request: Request) -> bytes:
+def session_key(request: Request) -> bytes:
     # Cached on the app: one read of the key file per process.
     state = request.app.state
     if getattr(state, "console_key", None) is None:
@@ -90,7 +90,7 @@ def _key(request: Request) -> bytes:
 
 def load(request: Request) -> ConsoleSession:
     """The request's session; a fresh anonymous one (new CSRF token) when the cookie is missing or forged."""
-    payload = unsign(_key(request), request.cookies.get(COOKIE, "")) or {}
+    payload = unsign(session_key(request), request.cookies.get(COOKIE, "")) or {}
     try:
         found = ConsoleSession(**payload)
     except TypeError:
@@ -104,7 +104,7 @@ def load(request: Request) -> ConsoleSession:
 
 def save(request: Request, response: Response, session: ConsoleSession) -> None:
     response.set_cookie(
-        COOKIE, sign(_key(request), session.__dict__), max_age=LIFETIME_S, httponly=True, samesite="lax",
+        COOKIE, sign(session_key(request), session.__dict__), max_age=LIFETIME_S, httponly=True, samesite="lax",
         secure=request.url.scheme == "https", path="/",
     )  # fmt: skip
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.api.keys import OCID_PATTERN
+from tuneforge.services.keys import OCID_PATTERN
 from tuneforge.errors import InvalidParameter
 from tuneforge.store.tables import ApiKey
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from tuneforge.api.errors import ApiError
+from tuneforge.services.errors import ServiceError
 from tuneforge.store.tables import RetryToken, utcnow
 
 TTL = timedelta(hours=24)
@@ -33,7 +33,7 @@ def lookup(session: Session, tenancy_id: str, token: str | None, operation: str,
         session.flush()
         return None
     if row.body_hash != digest:
-        raise ApiError(409, "InvalidatedRetryToken", "opc-retry-token was already used for a different request body.")
+        raise ServiceError(409, "InvalidatedRetryToken", "opc-retry-token was already used for a different request body.")
     return row
 
 

@@ -3,10 +3,13 @@ accepted (the SDK leaves out None fields), unknown fields ignored, None fields o
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model, model_validator
 from pydantic.alias_generators import to_camel
+
+from tuneforge.hyperparams import FIELD_TYPES, SNAKE_NAMES
 
 
 def _storable(value: str) -> str:
@@ -36,9 +39,28 @@ def _storable_tree(value: Any) -> Any:
 # Every stored string is bounded and storable, so no input can make the database fail.
 Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_storable)]
 Text = Annotated[str, Field(max_length=4000), AfterValidator(_storable)]
+# OCI's integer fields are 32-bit; a larger number is refused with the field's name.
+Int32 = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
+
+# OCI's documented tag limits ("Tagging overview", Tag limits): at most 64 tags per resource,
+# free-form and defined together; keys up to 100 characters, values up to 256; at most 5 KB of tag
+# data per resource (counted here as the UTF-8 JSON of both maps).
+MAX_TAGS = 64
+MAX_TAG_BYTES = 5 * 1024
 TagKey = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_storable)]
-FreeformTags = dict[TagKey, Annotated[str, Field(max_length=256), AfterValidator(_storable)]]
+TagValue = Annotated[str, Field(max_length=256), AfterValidator(_storable)]
+FreeformTags = dict[TagKey, TagValue]
 DefinedTags = dict[TagKey, Annotated[dict[TagKey, Any], AfterValidator(_storable_tree)]]
+
+
+def check_tags(freeform: dict | None, defined: dict | None) -> None:
+    """OCI's per-resource tag limits (ValueError with the limit: pydantic reports it as a 400)."""
+    count = len(freeform or {}) + sum(len(v) for v in (defined or {}).values())
+    if count > MAX_TAGS:
+        raise ValueError(f"{count} tags; a resource can have at most {MAX_TAGS} (free-form and defined together)")
+    size = len(json.dumps([freeform or {}, defined or {}], ensure_ascii=False).encode())
+    if size > MAX_TAG_BYTES:
+        raise ValueError(f"{size:,} bytes of tags; a resource can have at most {MAX_TAG_BYTES:,}")
 
 
 BucketName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,256}$")]  # OCI's rule for bucket names
@@ -46,6 +68,18 @@ BucketName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,256}$")]  # OCI's 
 
 class OciModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Tagged(OciModel):
+    """A request that sets tags: OCI's limits apply to both maps together."""
+
+    freeform_tags: FreeformTags | None = None
+    defined_tags: DefinedTags | None = None
+
+    @model_validator(mode="after")
+    def _tag_limits(self):
+        check_tags(self.freeform_tags, self.defined_tags)
+        return self
 
 
 # ---- requests -------------------------------------------------------------------------------
@@ -58,22 +92,21 @@ class ObjectStorageDataset(OciModel):
     object_name: Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_storable)]
 
 
-class TrainingConfigIn(OciModel):
+class _TrainingConfigBase(OciModel):
     """Range checks live in tuneforge.hyperparams (per base model); unknown fields are kept so
     that the resolver can name them in its error. Strict types: `true` is not a learning rate and
     3.5 is not an epoch count (pydantic's lax mode would turn them into 1.0 and 3)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
     training_config_type: Literal["TFEW_TRAINING_CONFIG", "VANILLA_TRAINING_CONFIG", "LORA_TRAINING_CONFIG"]
-    total_training_epochs: StrictInt | None = None
-    learning_rate: StrictFloat | None = None
-    training_batch_size: StrictInt | None = None
-    early_stopping_patience: StrictInt | None = None
-    early_stopping_threshold: StrictFloat | None = None
-    log_model_metrics_interval_in_steps: StrictInt | None = None
-    lora_r: StrictInt | None = None
-    lora_alpha: StrictInt | None = None
-    lora_dropout: StrictFloat | None = None
+
+
+# One optional field per hyperparameter of the catalog (models.toml names them; nothing here does).
+TrainingConfigIn = create_model(
+    "TrainingConfigIn",
+    __base__=_TrainingConfigBase,
+    **{SNAKE_NAMES[name]: ((Int32 if kind is int else StrictFloat) | None, None) for name, kind in FIELD_TYPES.items()},
+)
 
 
 class FineTuneDetails(OciModel):
@@ -82,7 +115,7 @@ class FineTuneDetails(OciModel):
     training_config: TrainingConfigIn | None = None
 
 
-class CreateModelDetails(OciModel):
+class CreateModelDetails(Tagged):
     compartment_id: Name
     base_model_id: Name
     fine_tune_details: FineTuneDetails
@@ -90,17 +123,17 @@ class CreateModelDetails(OciModel):
     vendor: Name | None = None
     version: Name | None = None
     description: Text | None = None
-    freeform_tags: FreeformTags | None = None
-    defined_tags: DefinedTags | None = None
 
 
-class UpdateModelDetails(OciModel):
+class UpdateModelDetails(Tagged):
     display_name: Name | None = None
     description: Text | None = None
     vendor: Name | None = None
     version: Name | None = None
-    freeform_tags: FreeformTags | None = None
-    defined_tags: DefinedTags | None = None
+
+
+class ChangeCompartmentDetails(OciModel):
+    compartment_id: Name
 
 
 ClusterType = Literal["HOSTING", "FINE_TUNING"]
@@ -108,7 +141,7 @@ UnitShape = Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,64}$")]
 UnitCount = Annotated[StrictInt, Field(ge=1, le=1000)]
 
 
-class CreateDedicatedAiClusterDetails(OciModel):
+class CreateDedicatedAiClusterDetails(Tagged):
     type: ClusterType
     compartment_id: Name
     unit_count: UnitCount
@@ -116,16 +149,12 @@ class CreateDedicatedAiClusterDetails(OciModel):
     display_name: Name | None = None
     description: Text | None = None
     capacity_reservation_id: Name | None = None
-    freeform_tags: FreeformTags | None = None
-    defined_tags: DefinedTags | None = None
 
 
-class UpdateDedicatedAiClusterDetails(OciModel):
+class UpdateDedicatedAiClusterDetails(Tagged):
     display_name: Name | None = None
     description: Text | None = None
     unit_count: UnitCount | None = None
-    freeform_tags: FreeformTags | None = None
-    defined_tags: DefinedTags | None = None
 
 
 class CreateBucketDetails(OciModel):
@@ -275,3 +304,35 @@ class ListObjects(OciModel):
     objects: list[ObjectSummary]
     prefixes: list[str] | None = None
     next_start_with: str | None = None
+
+
+class CreateMultipartUploadDetails(OciModel):
+    object: Annotated[str, Field(min_length=1, max_length=1024)]
+    content_type: Annotated[str, Field(max_length=255)] | None = None
+    storage_tier: Literal["Standard", "InfrequentAccess", "Archive"] | None = None
+
+
+class MultipartUpload(OciModel):
+    namespace: str
+    bucket: str
+    object: str
+    upload_id: str
+    time_created: str
+    storage_tier: str = "Standard"
+
+
+class MultipartUploadPartSummary(OciModel):
+    etag: str
+    md5: str
+    size: int
+    part_number: int
+
+
+class CommitMultipartUploadPartDetails(OciModel):
+    part_num: Annotated[StrictInt, Field(ge=1, le=10000)]
+    etag: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class CommitMultipartUploadDetails(OciModel):
+    parts_to_commit: Annotated[list[CommitMultipartUploadPartDetails], Field(min_length=1, max_length=10000)]
+    parts_to_exclude: Annotated[list[Annotated[StrictInt, Field(ge=1, le=10000)]], Field(max_length=10000)] | None = None

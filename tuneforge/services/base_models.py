@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from tuneforge import catalog
-from tuneforge.api.schemas import Model
+from tuneforge.services.schemas import Model
 from tuneforge.catalog import BaseModelSpec
-from tuneforge.errors import InvalidParameter
+from tuneforge.services.errors import invalid
 
 CATALOG_COMPARTMENT = "ocid1.compartment.oc1..tuneforgecatalog"
 # A fixed creation time keeps base models' etags and sort order stable across restarts.
@@ -33,7 +33,7 @@ def resolve(ref: str, region: str) -> BaseModelSpec:
     spec = find(ref, region)
     if spec is None:
         known = ", ".join(m.id for m in catalog.list_models())
-        raise InvalidParameter("baseModelId", ref, f"must be a fine-tunable base model (name or OCID): {known}")
+        raise invalid(f"baseModelId: {ref!r} is not allowed; it must be a fine-tunable base model (name or OCID): {known}")
     return spec
 
 

@@ -1,0 +1,179 @@
+"""Dedicated AI clusters. Here a FINE_TUNING cluster names a worker pool: it runs at most
+`unitCount` of its training jobs at once; a HOSTING cluster hosts endpoints (at most 50, as in OCI).
+Clusters need no provisioning, so every operation completes at once (its work request SUCCEEDED)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tuneforge.services import idempotency
+from tuneforge.services.context import Caller, Services
+from tuneforge.services.errors import incorrect_state, not_found
+from tuneforge.services.protocol import Answer, Page, check_if_match, etag, rfc3339, sql_page
+from tuneforge.services.schemas import (
+    CreateDedicatedAiClusterDetails,
+    DedicatedAiCluster,
+    HostingCapacity,
+    UpdateDedicatedAiClusterDetails,
+)
+from tuneforge.services.tenancy import owned
+from tuneforge.services.transactions import commit_versioned
+from tuneforge.store import ids, workrequests
+from tuneforge.store.tables import ClusterRow, JobRow, utcnow
+
+STATES = ("CREATING", "ACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED", "NEEDS_ATTENTION")
+ENDPOINTS_PER_HOSTING_CLUSTER = 50  # OCI: "A hosting dedicated AI cluster can have up to 50 endpoints"
+SORT_COLUMNS = {"timeCreated": ClusterRow.time_created, "displayName": ClusterRow.display_name, "lifecycleState": ClusterRow.lifecycle_state}
+
+
+def to_api(row: ClusterRow, used_endpoints: int = 0) -> DedicatedAiCluster:
+    capacity = None
+    if row.type == "HOSTING":
+        capacity = HostingCapacity(total_endpoint_capacity=ENDPOINTS_PER_HOSTING_CLUSTER, used_endpoint_capacity=used_endpoints)
+    return DedicatedAiCluster(
+        id=row.id,
+        type=row.type,
+        compartment_id=row.compartment_id,
+        time_created=rfc3339(row.time_created),
+        time_updated=rfc3339(row.time_updated),
+        lifecycle_state=row.lifecycle_state,
+        lifecycle_details=row.lifecycle_details,
+        unit_count=row.unit_count,
+        unit_shape=row.unit_shape,
+        display_name=row.display_name,
+        description=row.description,
+        capacity_reservation_id=row.capacity_reservation_id,
+        capacity=capacity,
+        freeform_tags=row.freeform_tags,
+        defined_tags=row.defined_tags,
+    )
+
+
+def _answer(row: ClusterRow, work_request_id: str | None = None) -> Answer[DedicatedAiCluster]:
+    return Answer(to_api(row), etag(row.id, row.revision), work_request_id)
+
+
+def _work_request(svc: Services, session: Session, row: ClusterRow, operation: str) -> str:
+    wr = workrequests.new_work_request(
+        session, region=svc.region, tenancy_id=row.tenancy_id, compartment_id=row.compartment_id,
+        operation_type=operation, entity_type="GenerativeAiDedicatedAiCluster", resource_id=row.id, done=True,
+    )  # fmt: skip
+    return wr.id
+
+
+def add_cluster(svc: Services, session: Session, caller: Caller, details: CreateDedicatedAiClusterDetails) -> tuple[ClusterRow, str]:
+    """A new ACTIVE cluster row and its (already SUCCEEDED) work request's id, in the caller's transaction."""
+    now = utcnow()
+    row = ClusterRow(
+        id=ids.new_ocid(ids.CLUSTER, svc.region),
+        tenancy_id=caller.tenancy_id,
+        compartment_id=details.compartment_id,
+        type=details.type,
+        unit_count=details.unit_count,
+        unit_shape=details.unit_shape,
+        display_name=details.display_name or "dedicatedaicluster" + now.strftime("%Y%m%d%H%M%S"),
+        description=details.description,
+        capacity_reservation_id=details.capacity_reservation_id,
+        lifecycle_state="ACTIVE",
+        freeform_tags=details.freeform_tags or {},
+        defined_tags=details.defined_tags or {},
+        time_created=now,
+    )
+    session.add(row)
+    session.flush()
+    return row, _work_request(svc, session, row, "CREATE_DEDICATED_AI_CLUSTER")
+
+
+def create_cluster(svc: Services, caller: Caller, details: CreateDedicatedAiClusterDetails, retry_token: str | None = None) -> Answer[DedicatedAiCluster]:
+    digest = idempotency.body_hash(details)
+    with svc.session() as session:
+        earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest)
+        if earlier is not None:
+            return _answer(session.get(ClusterRow, earlier.resource_id), earlier.work_request_id)
+        row, wr_id = add_cluster(svc, session, caller, details)
+        idempotency.record(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest, row.id, wr_id)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest)
+            if earlier is None:
+                raise
+            return _answer(session.get(ClusterRow, earlier.resource_id), earlier.work_request_id)
+        return _answer(row, wr_id)
+
+
+def get_cluster(svc: Services, caller: Caller, cluster_id: str) -> Answer[DedicatedAiCluster]:
+    with svc.session() as session:
+        return _answer(owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster"))
+
+
+def list_clusters(
+    svc: Services, caller: Caller, compartment_id: str | None, *, lifecycle_state: str | None = None, display_name: str | None = None,
+    cluster_id: str | None = None, capacity_reservation_id: str | None = None, cluster_type: str | None = None,
+    page: str | None = None, limit: int | None = None, sort_by: str | None = None, sort_order: str | None = None,
+) -> Page[DedicatedAiCluster]:  # fmt: skip
+    """DELETED clusters are listed only when asked for with lifecycle_state="DELETED"; compartment_id
+    None: every compartment (the console's view)."""
+    stmt = select(ClusterRow).where(ClusterRow.tenancy_id == caller.tenancy_id)
+    if compartment_id is not None:
+        stmt = stmt.where(ClusterRow.compartment_id == compartment_id)
+    stmt = stmt.where(ClusterRow.lifecycle_state == lifecycle_state) if lifecycle_state else stmt.where(ClusterRow.lifecycle_state != "DELETED")
+    filters = ((ClusterRow.display_name, display_name), (ClusterRow.id, cluster_id),
+               (ClusterRow.capacity_reservation_id, capacity_reservation_id), (ClusterRow.type, cluster_type))  # fmt: skip
+    for column, value in filters:
+        if value:
+            stmt = stmt.where(column == value)
+    sort_by = sort_by or "timeCreated"
+    descending = (sort_order or ("DESC" if sort_by == "timeCreated" else "ASC")) == "DESC"
+    column = SORT_COLUMNS[sort_by]
+    stmt = stmt.order_by(column.desc() if descending else column.asc(), ClusterRow.id)
+    with svc.session() as session:
+        rows = sql_page(session, stmt, page, limit)
+        return Page([to_api(r) for r in rows.items], rows.next_page)
+
+
+def update_cluster(svc: Services, caller: Caller, cluster_id: str, details: UpdateDedicatedAiClusterDetails,
+                   if_match: str | None = None) -> Answer[DedicatedAiCluster]:  # fmt: skip
+    with svc.session() as session:
+        row = owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
+        check_if_match(if_match, etag(row.id, row.revision))
+        if row.lifecycle_state != "ACTIVE":
+            raise incorrect_state(f"dedicated AI cluster {row.id} is {row.lifecycle_state}")
+        for field in details.model_fields_set:
+            value = getattr(details, field)
+            if value is not None:
+                setattr(row, field, value)
+        row.time_updated = utcnow()
+        wr_id = _work_request(svc, session, row, "UPDATE_DEDICATED_AI_CLUSTER")
+        commit_versioned(session, if_match)
+        return _answer(row, wr_id)
+
+
+def change_compartment(svc: Services, caller: Caller, cluster_id: str, compartment_id: str, if_match: str | None = None) -> None:
+    with svc.session() as session:
+        row = owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
+        check_if_match(if_match, etag(row.id, row.revision))
+        if row.lifecycle_state != "ACTIVE":
+            raise incorrect_state(f"dedicated AI cluster {row.id} is {row.lifecycle_state}")
+        row.compartment_id, row.time_updated = compartment_id, utcnow()
+        commit_versioned(session, if_match)
+
+
+def delete_cluster(svc: Services, caller: Caller, cluster_id: str, if_match: str | None = None) -> str:
+    """409 IncorrectState while training jobs are queued or running on it (the SDK retries 409).
+    Returns the DELETE_DEDICATED_AI_CLUSTER work request id."""
+    with svc.session() as session:
+        row = owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
+        check_if_match(if_match, etag(row.id, row.revision))
+        if row.lifecycle_state == "DELETED":
+            raise not_found("dedicated AI cluster")
+        busy = session.scalar(select(func.count()).select_from(JobRow).where(JobRow.cluster_id == row.id, JobRow.state != "DONE"))
+        if busy:
+            raise incorrect_state(f"dedicated AI cluster {row.id} has {busy} training job(s) queued or running; delete or wait for them")
+        row.lifecycle_state, row.time_updated = "DELETED", utcnow()
+        wr_id = _work_request(svc, session, row, "DELETE_DEDICATED_AI_CLUSTER")
+        commit_versioned(session, if_match)
+        return wr_id

@@ -1,0 +1,369 @@
+"""Custom models: a create validates everything up front (the training config against the base
+model's ranges, the cluster, every line of the dataset, the plan's length) and then queues the
+training job; the model is CREATING until a worker's job ends it ACTIVE or FAILED. Catalog base
+models are read-only and appear in every compartment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from tuneforge.catalog import BaseModelSpec
+from tuneforge.errors import DatasetError, InvalidParameter
+from tuneforge.hyperparams import TrainingConfig, make_plan, resolve_training_config
+from tuneforge.jobs import lifecycle
+from tuneforge.jobs.command import run_folder
+from tuneforge.services import base_models, clusters, datasets, idempotency
+from tuneforge.services.context import Caller, Services
+from tuneforge.services.errors import incorrect_state, invalid, not_found, too_many_requests
+from tuneforge.services.protocol import Answer, Page, check_if_match, etag, page_of, rfc3339
+from tuneforge.services.schemas import (
+    CreateDedicatedAiClusterDetails,
+    CreateModelDetails,
+    Model,
+    ModelSummary,
+    TrainingMetrics,
+    UpdateModelDetails,
+)
+from tuneforge.services.tenancy import find_owned, owned
+from tuneforge.services.transactions import commit_versioned
+from tuneforge.store import ids, objects, workrequests
+from tuneforge.store.tables import ClusterRow, JobRow, MetricRecord, ModelRow, WorkRequestEntry, WorkRequestRow
+
+CUSTOM_CAPABILITIES = ["TEXT_GENERATION", "CHAT"]
+STATES = ("ACTIVE", "CREATING", "DELETING", "DELETED", "FAILED")
+LIVE_STATES = ("CREATING", "DELETING")  # states that change without the user doing anything
+SORT_KEYS = {"displayName": "display_name", "lifecycleState": "lifecycle_state", "timeCreated": "time_created"}
+
+
+def to_api(row: ModelRow, region: str) -> Model:
+    spec = base_models.find(row.base_model_id, region)
+    return Model(
+        id=row.id,
+        compartment_id=row.compartment_id,
+        capabilities=CUSTOM_CAPABILITIES,
+        lifecycle_state=row.lifecycle_state,
+        lifecycle_details=row.lifecycle_details,
+        display_name=row.display_name,
+        vendor=row.vendor,
+        version=row.version,
+        description=row.description,
+        time_created=rfc3339(row.time_created),
+        time_updated=rfc3339(row.time_updated),
+        base_model_id=base_models.base_ocid(spec, region) if spec else row.base_model_id,
+        type="CUSTOM",
+        fine_tune_details=row.fine_tune_details,
+        model_metrics=row.model_metrics,
+        freeform_tags=row.freeform_tags,
+        defined_tags=row.defined_tags,
+        system_tags=row.system_tags,
+    )
+
+
+def _answer(row: ModelRow, region: str, work_request_id: str | None = None) -> Answer[Model]:
+    return Answer(to_api(row, region), etag(row.id, row.revision), work_request_id)
+
+
+# ---- create ---------------------------------------------------------------------------------
+
+
+def _training_config(details: CreateModelDetails, region: str) -> tuple[BaseModelSpec, TrainingConfig]:
+    spec = base_models.resolve(details.base_model_id, region)
+    overrides = details.fine_tune_details.training_config
+    try:
+        config = resolve_training_config(spec, overrides.model_dump(by_alias=True, exclude_none=True) if overrides else {})
+    except InvalidParameter as err:
+        raise invalid(f"fineTuneDetails.trainingConfig.{err}") from None
+    return spec, config
+
+
+def _cluster_for_training(session, caller: Caller, cluster_id: str) -> ClusterRow:
+    cluster = session.get(ClusterRow, cluster_id)
+    field = "fineTuneDetails.dedicatedAiClusterId"
+    if cluster is None or cluster.tenancy_id != caller.tenancy_id or cluster.lifecycle_state == "DELETED":
+        raise invalid(f"{field}: no dedicated AI cluster {cluster_id!r} in your tenancy")
+    if cluster.type != "FINE_TUNING":
+        raise invalid(f"{field}: cluster {cluster_id!r} is a {cluster.type} cluster; fine-tuning needs a FINE_TUNING cluster")
+    if cluster.lifecycle_state != "ACTIVE":
+        raise invalid(f"{field}: cluster {cluster_id!r} is {cluster.lifecycle_state}, not ACTIVE")
+    return cluster
+
+
+def _dataset(svc: Services, session, caller: Caller, details: CreateModelDetails, spec: BaseModelSpec) -> tuple[Path, int]:
+    """The stored dataset object and its number of examples; 400 naming every bad line."""
+    ds = details.fine_tune_details.training_dataset
+    where = f"{ds.namespace_name}/{ds.bucket_name}/{ds.object_name}"
+    found = None
+    if ds.namespace_name == objects.namespace_for(caller.tenancy_id):
+        found = objects.find(session, ds.namespace_name, ds.bucket_name, ds.object_name)
+    if found is None:
+        raise invalid(f"fineTuneDetails.trainingDataset: object {where} not found in your namespace; upload it with put_object first")
+    path = objects.blob_path(svc.config.objects_dir, found.storage_key)
+    try:
+        return path, datasets.check(path, where, spec, svc.config.weights)
+    except DatasetError as err:
+        raise invalid(f"fineTuneDetails.trainingDataset: {err}") from None
+
+
+def _check_capacity(svc: Services, session, caller: Caller) -> None:
+    pending = session.scalar(
+        select(func.count())
+        .select_from(JobRow)
+        .join(ModelRow, JobRow.model_id == ModelRow.id)
+        .where(JobRow.state != "DONE", ModelRow.tenancy_id == caller.tenancy_id)
+    )
+    if pending >= svc.config.max_pending_jobs_per_tenancy:
+        raise too_many_requests(f"your tenancy already has {pending} training jobs queued or running; retry later")
+
+
+def _link_dataset(source: Path, job_dir: Path) -> None:
+    """Snapshot the dataset for the job: a later put_object of the same name must not change a queued run.
+    Uploads replace files by rename, so a hard link is a true snapshot (copy where links fail)."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    target = job_dir / "dataset.jsonl"
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def create_model(
+    svc: Services, caller: Caller, details: CreateModelDetails, retry_token: str | None = None,
+    *, new_cluster: CreateDedicatedAiClusterDetails | None = None,
+) -> Answer[Model]:  # fmt: skip
+    """Validate everything, then queue the training job; the Model starts CREATING. With
+    `new_cluster` (the console's "a new fine-tuning cluster") the cluster is created in the same
+    transaction, only once everything else passed, so a refused create leaves nothing behind."""
+    digest = idempotency.body_hash(details)
+    with svc.session() as session:
+        earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateModel", digest)
+        if earlier is not None:
+            return _answer(session.get(ModelRow, earlier.resource_id), svc.region, earlier.work_request_id)
+        spec, training_config = _training_config(details, svc.region)
+        if new_cluster is None:
+            _cluster_for_training(session, caller, details.fine_tune_details.dedicated_ai_cluster_id)
+        dataset, n_examples = _dataset(svc, session, caller, details, spec)
+        try:
+            plan = make_plan(n_examples, training_config)
+        except InvalidParameter as err:
+            raise invalid(f"fineTuneDetails.trainingConfig.{err}") from None
+        _check_capacity(svc, session, caller)
+
+        cluster_id = details.fine_tune_details.dedicated_ai_cluster_id
+        if new_cluster is not None:
+            cluster_id = clusters.add_cluster(svc, session, caller, new_cluster)[0].id
+        now = datetime.now(timezone.utc)
+        model_id = ids.new_ocid(ids.MODEL, svc.region)
+        ft = details.fine_tune_details
+        row = ModelRow(
+            id=model_id,
+            tenancy_id=caller.tenancy_id,
+            compartment_id=details.compartment_id,
+            display_name=details.display_name or "generativeaimodel" + now.strftime("%Y%m%d%H%M%S"),
+            description=details.description,
+            vendor=details.vendor or spec.vendor,
+            version=details.version or "1.0",
+            base_model_id=spec.id,
+            lifecycle_state="CREATING",
+            fine_tune_details={
+                "trainingDataset": ft.training_dataset.model_dump(by_alias=True),
+                "dedicatedAiClusterId": cluster_id,
+                "trainingConfig": training_config.to_api(),
+            },
+            model_metrics=None,
+            freeform_tags=details.freeform_tags or {},
+            defined_tags=details.defined_tags or {},
+            system_tags={},
+            time_created=now,
+        )
+        session.add(row)
+        session.flush()
+        wr = workrequests.new_work_request(
+            session, region=svc.region, tenancy_id=caller.tenancy_id, compartment_id=details.compartment_id,
+            operation_type="CREATE_MODEL", entity_type="GenerativeAiModel", resource_id=model_id,
+        )  # fmt: skip
+        session.flush()
+        job_dir = svc.config.jobs_dir / model_id
+        session.add(JobRow(id=wr.id, model_id=model_id, cluster_id=cluster_id, state="QUEUED", job_dir=str(job_dir)))
+        workrequests.log(session, wr.id, f"Accepted: fine-tune {spec.id} on {plan.describe()}; waiting for a worker.")
+        idempotency.record(session, caller.tenancy_id, retry_token, "CreateModel", digest, model_id, wr.id)
+        _link_dataset(dataset, job_dir)
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent retry with the same token won the race: answer with what it created.
+            session.rollback()
+            shutil.rmtree(job_dir, ignore_errors=True)
+            earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateModel", digest)
+            if earlier is None:
+                raise
+            return _answer(session.get(ModelRow, earlier.resource_id), svc.region, earlier.work_request_id)
+    svc.wake_workers()
+    return _answer(row, svc.region, wr.id)
+
+
+# ---- read -----------------------------------------------------------------------------------
+
+
+def get_model(svc: Services, caller: Caller, model_id: str) -> Answer[Model]:
+    spec = base_models.find(model_id, svc.region)
+    if spec is not None:
+        model = base_models.to_api(spec, svc.region)
+        return Answer(model, etag(model.id, 0))
+    with svc.session() as session:
+        return _answer(owned(session, caller, ModelRow, model_id, "model"), svc.region)
+
+
+def list_models(
+    svc: Services, caller: Caller, compartment_id: str | None, *, vendor: str | None = None, capability: list[str] | None = None,
+    lifecycle_state: str | None = None, display_name: str | None = None, model_id: str | None = None, base_model: str | None = None,
+    include_base: bool = True, page: str | None = None, limit: int | None = None, sort_by: str | None = None,
+    sort_order: str | None = None,
+) -> Page[Model]:  # fmt: skip
+    """Catalog base models (in every compartment) and the tenancy's custom models. DELETED models are
+    listed only when asked for with lifecycle_state="DELETED". compartment_id None: every compartment
+    (the console's view; OCI's API always names one)."""
+    with svc.session() as session:
+        stmt = select(ModelRow).where(ModelRow.tenancy_id == caller.tenancy_id)
+        if compartment_id is not None:
+            stmt = stmt.where(ModelRow.compartment_id == compartment_id)
+        stmt = stmt.where(ModelRow.lifecycle_state == lifecycle_state) if lifecycle_state else stmt.where(ModelRow.lifecycle_state != "DELETED")
+        for column, value in ((ModelRow.id, model_id), (ModelRow.display_name, display_name), (ModelRow.base_model_id, base_model)):
+            if value:
+                stmt = stmt.where(column == value)
+        models = [to_api(row, svc.region) for row in session.scalars(stmt)]
+    if include_base and not base_model:
+        models += base_models.all_base(svc.region)
+
+    def keep(m: Model) -> bool:
+        return (
+            (not vendor or m.vendor == vendor)
+            and (not capability or any(c in m.capabilities for c in capability))
+            and (not lifecycle_state or m.lifecycle_state == lifecycle_state)
+            and (not display_name or m.display_name == display_name)
+            and (not model_id or m.id == model_id)
+        )
+
+    sort_by = sort_by or "timeCreated"
+    descending = (sort_order or ("DESC" if sort_by == "timeCreated" else "ASC")) == "DESC"
+    attr = SORT_KEYS[sort_by]
+    # RFC 3339 strings of one format sort chronologically; id breaks ties so pages are stable.
+    ordered = sorted(filter(keep, models), key=lambda m: (getattr(m, attr) or "", m.id), reverse=descending)
+    return page_of(ordered, page, limit)
+
+
+def summary(model: Model) -> ModelSummary:
+    return ModelSummary(**model.model_dump(exclude={"time_updated"}))
+
+
+def training_metrics(svc: Services, caller: Caller, model_id: str, since: int = 0, limit: int = 10000) -> TrainingMetrics:
+    """Native, for the console: training/evaluation records from metrics.jsonl (streamed into the
+    store while the job runs) and the latest progress.json. Poll with since=<next>."""
+    with svc.session() as session:
+        row = owned(session, caller, ModelRow, model_id, "model")
+        records = session.scalars(
+            select(MetricRecord).where(MetricRecord.model_id == row.id, MetricRecord.seq >= since).order_by(MetricRecord.seq).limit(limit)
+        ).all()
+        job = _latest_job(session, row.id)
+        return TrainingMetrics(
+            model_id=row.id,
+            lifecycle_state=row.lifecycle_state,
+            progress=job.progress if job else None,
+            items=[r.record for r in records],
+            next=(records[-1].seq + 1) if records else since,
+        )
+
+
+def _latest_job(session, model_id: str) -> JobRow | None:
+    return session.scalars(select(JobRow).where(JobRow.model_id == model_id).order_by(JobRow.time_created.desc())).first()
+
+
+def run_result(svc: Services, caller: Caller, model_id: str) -> dict[str, Any] | None:
+    """The engine's model.json (steps run, early stopping, best step, timings), once training finished."""
+    with svc.session() as session:
+        row = find_owned(session, caller, ModelRow, model_id)
+        job = _latest_job(session, row.id) if row is not None else None
+    result = run_folder(Path(job.job_dir)).read_result() if job is not None else None
+    return result.to_json() if result is not None else None
+
+
+def run_dir(svc: Services, caller: Caller, model_id: str) -> Path | None:
+    """The finished run folder of a model (adapter/, model.json, ...), or None."""
+    with svc.session() as session:
+        row = find_owned(session, caller, ModelRow, model_id)
+        job = _latest_job(session, row.id) if row is not None else None
+    folder = run_folder(Path(job.job_dir)) if job is not None else None
+    return folder.path if folder is not None and folder.is_finished() else None
+
+
+def activity_log(svc: Services, caller: Caller, model_id: str, after: int = 0) -> list[dict[str, Any]]:
+    """Log lines and errors of every work request on the model (create, delete), oldest first.
+    `after` is the last entry id the caller already has."""
+    with svc.session() as session:
+        owned(session, caller, ModelRow, model_id, "model")
+        wr_ids = select(WorkRequestRow.id).where(WorkRequestRow.resource_id == model_id)
+        stmt = (
+            select(WorkRequestEntry)
+            .where(WorkRequestEntry.work_request_id.in_(wr_ids), WorkRequestEntry.id > after)
+            .order_by(WorkRequestEntry.id)
+        )
+        return [
+            {"id": e.id, "time": e.timestamp.strftime("%H:%M:%S"), "error": e.is_error, "code": e.code, "message": e.message}
+            for e in session.scalars(stmt)
+        ]
+
+
+# ---- update / delete / move -----------------------------------------------------------------
+
+
+def update_model(svc: Services, caller: Caller, model_id: str, details: UpdateModelDetails, if_match: str | None = None) -> Answer[Model]:
+    """Synchronous, as in OCI (update_model_and_wait_for_state polls the model, not a work request)."""
+    with svc.session() as session:
+        row = owned(session, caller, ModelRow, model_id, "model")
+        check_if_match(if_match, etag(row.id, row.revision))
+        if row.lifecycle_state in ("DELETING", "DELETED"):
+            raise incorrect_state(f"model {row.id} is {row.lifecycle_state}")
+        for field in details.model_fields_set:
+            value = getattr(details, field)
+            if value is not None:
+                setattr(row, field, value)
+        lifecycle.touch(row)
+        commit_versioned(session, if_match)
+        return _answer(row, svc.region)
+
+
+def change_compartment(svc: Services, caller: Caller, model_id: str, compartment_id: str, if_match: str | None = None) -> None:
+    with svc.session() as session:
+        row = owned(session, caller, ModelRow, model_id, "model")
+        check_if_match(if_match, etag(row.id, row.revision))
+        if row.lifecycle_state in ("DELETING", "DELETED"):
+            raise incorrect_state(f"model {row.id} is {row.lifecycle_state}")
+        row.compartment_id = compartment_id
+        lifecycle.touch(row)
+        commit_versioned(session, if_match)
+
+
+def delete_model(svc: Services, caller: Caller, model_id: str, if_match: str | None = None) -> str:
+    """Cancels the training job if it runs (its worker stops it with SIGTERM), then DELETED. Returns
+    the DELETE_MODEL work request id."""
+    if base_models.find(model_id, svc.region) is not None:
+        raise not_found("model")
+    with svc.session() as session:
+        row = owned(session, caller, ModelRow, model_id, "model")
+        check_if_match(if_match, etag(row.id, row.revision))
+        if row.lifecycle_state == "DELETED":
+            raise not_found("model")
+        pending = lifecycle.pending_delete_request(session, row.id)
+        if pending is not None:  # already being deleted: same answer as the first delete
+            return pending.id
+        wr, remove = lifecycle.request_deletion(session, row, svc.region)
+        commit_versioned(session, if_match)
+    for path in remove:
+        shutil.rmtree(path, ignore_errors=True)
+    return wr.id
