@@ -37,6 +37,13 @@ def test_train_json_then_eval_and_generate(tiny_llama, parity_dataset, tmp_path)
     proc = tuneforge("generate", "--model", out, "--prompt", "Is 7 odd?", "--max-new-tokens", 4)
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
 
+    # A test set needs no 32 examples (that is OCI's rule for training data): 30 lines evaluate.
+    small = tmp_path / "test30.jsonl"
+    small.write_text("".join(parity_dataset.read_text().splitlines(keepends=True)[:30]))
+    proc = tuneforge("eval", "--model", out, "--dataset", small, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["examples"] == 30
+
 
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(tiny_llama, parity_dataset, tmp_path):
     out = tmp_path / "m"

@@ -214,3 +214,27 @@ def test_steps_match_ceil_formula_on_many_sizes():
     for n in range(1, 300):
         for batch in (8, 9, 16, 32):
             assert total_training_steps(n, batch, 7) == 7 * math.ceil(n / batch)
+
+
+def test_integers_are_32_bit_and_plans_are_bounded():
+    from tuneforge.hyperparams import MAX_TOTAL_TRAINING_STEPS, make_plan
+
+    model = get_model("meta.llama-3.3-70b-instruct")
+    with pytest.raises(InvalidParameter, match=r"totalTrainingEpochs: 1000000000000000000000000000000 is not allowed; must fit in a 32-bit integer"):
+        resolve_training_config(model, {"totalTrainingEpochs": 10**30})
+    config = resolve_training_config(model, {"totalTrainingEpochs": 2**31 - 1})  # the largest int32 is a valid field...
+    with pytest.raises(InvalidParameter, match="totalTrainingSteps = 51,539,607,528, above the maximum of 1,000,000"):
+        make_plan(240, config)  # ... but no plan that long is run
+    assert make_plan(240, resolve_training_config(model, {"totalTrainingEpochs": 41666})).total_training_steps < MAX_TOTAL_TRAINING_STEPS
+
+
+def test_fields_types_and_help_come_from_the_catalog():
+    from dataclasses import fields
+
+    from tuneforge.catalog import fields as catalog_fields
+    from tuneforge.hyperparams import API_FIELDS, FIELD_TYPES, SNAKE_NAMES, TrainingConfig
+
+    assert API_FIELDS == tuple(catalog_fields())
+    assert [f.name for f in fields(TrainingConfig)][1:] == [SNAKE_NAMES[n] for n in API_FIELDS]
+    assert FIELD_TYPES["loraR"] is int and FIELD_TYPES["learningRate"] is float
+    assert catalog_fields()["loraR"].methods == ("LORA",)

@@ -68,7 +68,7 @@ def check_value(spec: ParamSpec, value: Any) -> int | float:
             raise InvalidParameter(spec.name, value, f"must be an integer; allowed: {allowed}")
         value = int(value)
         if not -INT32_MAX - 1 <= value <= INT32_MAX:
-            shown = value if abs(value) < 10**15 else f"{value:.3e}"
+            shown = value if len(str(value)) <= 40 else f"{str(value)[:12]}...({len(str(abs(value)))} digits)"
             raise InvalidParameter(spec.name, shown, f"must fit in a 32-bit integer (at most {INT32_MAX:,}); allowed: {allowed}")
     else:
         try:

@@ -1,0 +1,72 @@
+"""The shape of the code, checked from its imports: the console and the CLI go through the service
+layer, not the HTTP routers, and no module reaches into another package's private names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tuneforge"
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield path, ast.parse(path.read_text(), filename=str(path))
+
+
+def _package_of(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:2]) if len(parts) > 2 else ".".join(parts)
+
+
+def _imports(tree: ast.AST):
+    """(module imported, name imported or None) for every import in a module."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                yield node.module, alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None
+
+
+def test_the_console_never_imports_an_http_router():
+    for path, tree in _modules():
+        if "web" not in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        for module, name in _imports(tree):
+            target = f"{module}.{name}" if name else module
+            assert not target.startswith("tuneforge.api"), f"{path.name} imports {target}: the console uses tuneforge.services"
+
+
+def test_no_private_name_crosses_a_package_boundary():
+    offences = []
+    for path, tree in _modules():
+        home = _package_of(path)
+        for module, name in _imports(tree):
+            if not module.startswith("tuneforge") or name is None:
+                continue
+            owner = ".".join(module.split(".")[:2])
+            if name.startswith("_") and not name.startswith("__") and owner != home:
+                offences.append(f"{path.relative_to(PACKAGE)}: from {module} import {name}")
+        imported = {}  # local name -> what it was imported as
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.update({alias.asname or alias.name: f"{node.module}.{alias.name}" for alias in node.names})
+            elif isinstance(node, ast.Import):
+                imported.update({alias.asname or alias.name.split(".")[0]: alias.name for alias in node.names})
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                source = imported.get(node.value.id, "")
+                if source.startswith("tuneforge") and ".".join(source.split(".")[:2]) != home:
+                    offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not offences, "private names used across packages:\n" + "\n".join(offences)
+
+
+def test_routers_only_translate():
+    """The OCI routers hold no database access of their own: every route calls tuneforge.services."""
+    for path, tree in _modules():
+        if path.parent.name != "api" or not path.name.endswith(("_routes.py", "objectstorage.py")):
+            continue
+        for module, _ in _imports(tree):
+            assert not module.startswith(("sqlalchemy", "tuneforge.store", "tuneforge.jobs")), f"{path.name} imports {module}"
