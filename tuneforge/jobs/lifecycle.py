@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.run_folder import RunResult
 from tuneforge.store import workrequests
-from tuneforge.store.tables import JobRow, MetricRecord, ModelRow, WorkRequestRow, utcnow
+from tuneforge.store.tables import JobRow, ModelRow, WorkRequestRow, utcnow
 
 STAND_IN_NOTE = (
     "Trained on TuneForge's bundled stand-in model, not on {base}'s weights: accuracy and loss describe "
@@ -102,9 +102,9 @@ def finish_deletion(session: Session, model: ModelRow, job: JobRow | None) -> li
         if create_wr is not None and create_wr.status not in ("SUCCEEDED", "FAILED", "CANCELED"):
             workrequests.log(session, create_wr.id, "Canceled: the model was deleted.")
             workrequests.finish(session, create_wr, "CANCELED")
+    # The curves (metric records) and the work requests' logs stay: a deleted or cancelled model's
+    # page still shows what it did. Its files (adapter, report, checkpoints) go.
     touch(model, "DELETED")
-    for record in session.scalars(select(MetricRecord).where(MetricRecord.model_id == model.id)):
-        session.delete(record)
     delete_wr = pending_delete_request(session, model.id)
     if delete_wr is not None:
         workrequests.log(session, delete_wr.id, "Model deleted.")

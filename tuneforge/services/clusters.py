@@ -21,7 +21,7 @@ from tuneforge.services.schemas import (
 from tuneforge.services.tenancy import owned
 from tuneforge.services.transactions import commit_versioned
 from tuneforge.store import ids, workrequests
-from tuneforge.store.tables import ClusterRow, JobRow, utcnow
+from tuneforge.store.tables import ClusterRow, EndpointRow, JobRow, utcnow
 
 STATES = ("CREATING", "ACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED", "NEEDS_ATTENTION")
 ENDPOINTS_PER_HOSTING_CLUSTER = 50  # OCI: "A hosting dedicated AI cluster can have up to 50 endpoints"
@@ -51,8 +51,14 @@ def to_api(row: ClusterRow, used_endpoints: int = 0) -> DedicatedAiCluster:
     )
 
 
-def _answer(row: ClusterRow, work_request_id: str | None = None) -> Answer[DedicatedAiCluster]:
-    return Answer(to_api(row), etag(row.id, row.revision), work_request_id)
+def _used(session: Session, row: ClusterRow) -> int:
+    return session.scalar(
+        select(func.count()).select_from(EndpointRow).where(EndpointRow.cluster_id == row.id, EndpointRow.lifecycle_state != "DELETED")
+    )
+
+
+def _answer(session: Session, row: ClusterRow, work_request_id: str | None = None) -> Answer[DedicatedAiCluster]:
+    return Answer(to_api(row, _used(session, row)), etag(row.id, row.revision), work_request_id)
 
 
 def _work_request(svc: Services, session: Session, row: ClusterRow, operation: str) -> str:
@@ -91,7 +97,7 @@ def create_cluster(svc: Services, caller: Caller, details: CreateDedicatedAiClus
     with svc.session() as session:
         earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest)
         if earlier is not None:
-            return _answer(session.get(ClusterRow, earlier.resource_id), earlier.work_request_id)
+            return _answer(session, session.get(ClusterRow, earlier.resource_id), earlier.work_request_id)
         row, wr_id = add_cluster(svc, session, caller, details)
         idempotency.record(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest, row.id, wr_id)
         try:
@@ -101,13 +107,13 @@ def create_cluster(svc: Services, caller: Caller, details: CreateDedicatedAiClus
             earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest)
             if earlier is None:
                 raise
-            return _answer(session.get(ClusterRow, earlier.resource_id), earlier.work_request_id)
-        return _answer(row, wr_id)
+            return _answer(session, session.get(ClusterRow, earlier.resource_id), earlier.work_request_id)
+        return _answer(session, row, wr_id)
 
 
 def get_cluster(svc: Services, caller: Caller, cluster_id: str) -> Answer[DedicatedAiCluster]:
     with svc.session() as session:
-        return _answer(owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster"))
+        return _answer(session, owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster"))
 
 
 def list_clusters(
@@ -132,7 +138,7 @@ def list_clusters(
     stmt = stmt.order_by(column.desc() if descending else column.asc(), ClusterRow.id)
     with svc.session() as session:
         rows = sql_page(session, stmt, page, limit)
-        return Page([to_api(r) for r in rows.items], rows.next_page)
+        return Page([to_api(r, _used(session, r)) for r in rows.items], rows.next_page)
 
 
 def update_cluster(svc: Services, caller: Caller, cluster_id: str, details: UpdateDedicatedAiClusterDetails,
@@ -149,7 +155,7 @@ def update_cluster(svc: Services, caller: Caller, cluster_id: str, details: Upda
         row.time_updated = utcnow()
         wr_id = _work_request(svc, session, row, "UPDATE_DEDICATED_AI_CLUSTER")
         commit_versioned(session, if_match)
-        return _answer(row, wr_id)
+        return _answer(session, row, wr_id)
 
 
 def change_compartment(svc: Services, caller: Caller, cluster_id: str, compartment_id: str, if_match: str | None = None) -> None:
@@ -173,6 +179,9 @@ def delete_cluster(svc: Services, caller: Caller, cluster_id: str, if_match: str
         busy = session.scalar(select(func.count()).select_from(JobRow).where(JobRow.cluster_id == row.id, JobRow.state != "DONE"))
         if busy:
             raise incorrect_state(f"dedicated AI cluster {row.id} has {busy} training job(s) queued or running; delete or wait for them")
+        hosted = _used(session, row)
+        if hosted:
+            raise incorrect_state(f"dedicated AI cluster {row.id} hosts {hosted} endpoint(s); delete them first")
         row.lifecycle_state, row.time_updated = "DELETED", utcnow()
         wr_id = _work_request(svc, session, row, "DELETE_DEDICATED_AI_CLUSTER")
         commit_versioned(session, if_match)

@@ -24,6 +24,9 @@ class Services:
     config: ServiceConfig
     sessions: sessionmaker[Session]
     wake_workers: Callable[[], None] = field(default=lambda: None)  # a job was queued: start it now
+    # An endpoint was created: load its model, then call endpoints.finish_creation (None: no serving
+    # engine here, so endpoints go ACTIVE at once and load on their first request).
+    warm_endpoint: Callable[[str], None] | None = None
 
     @contextmanager
     def session(self) -> Iterator[Session]:

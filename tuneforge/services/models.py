@@ -19,7 +19,7 @@ from tuneforge.errors import DatasetError, InvalidParameter
 from tuneforge.hyperparams import TrainingConfig, make_plan, resolve_training_config
 from tuneforge.jobs import lifecycle
 from tuneforge.jobs.command import run_folder
-from tuneforge.services import base_models, clusters, datasets, idempotency
+from tuneforge.services import base_models, clusters, datasets, endpoints, idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found, too_many_requests
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, page_of, rfc3339
@@ -302,6 +302,36 @@ def run_dir(svc: Services, caller: Caller, model_id: str) -> Path | None:
     return folder.path if folder is not None and folder.is_finished() else None
 
 
+def models_on_cluster(svc: Services, caller: Caller, cluster_id: str, limit: int = 100) -> list[Model]:
+    """The tenancy's custom models trained (or queued, or training) on a fine-tuning cluster, newest
+    first; DELETED ones are left out, as in list_models."""
+    with svc.session() as session:
+        on_cluster = select(JobRow.model_id).where(JobRow.cluster_id == cluster_id)
+        stmt = (
+            select(ModelRow)
+            .where(ModelRow.tenancy_id == caller.tenancy_id, ModelRow.id.in_(on_cluster), ModelRow.lifecycle_state != "DELETED")
+            .order_by(ModelRow.time_created.desc(), ModelRow.id)
+            .limit(limit)
+        )
+        return [to_api(row, svc.region) for row in session.scalars(stmt)]
+
+
+def export_adapter(svc: Services, caller: Caller, model_id: str, target_dir: Path) -> Path:
+    """The finished model's adapter as a self-contained PEFT folder at `target_dir` (which must not
+    exist): what `tuneforge export --format peft` writes (adapter, tokenizer, model.json, a README
+    naming the base weights; no path of this server). 404 until the model finished training; 409
+    when the base weights it needs the tokenizer from are no longer on this server."""
+    from tuneforge.serving.export import ExportError, export_peft
+
+    folder = run_dir(svc, caller, model_id)
+    if folder is None:
+        raise not_found("adapter (the model has not finished training)")
+    try:
+        return export_peft(folder, target_dir)
+    except ExportError:
+        raise incorrect_state("the adapter cannot be packaged: its base model's weights (and tokenizer) are no longer on this server") from None
+
+
 def activity_log(svc: Services, caller: Caller, model_id: str, after: int = 0) -> list[dict[str, Any]]:
     """Log lines and errors of every work request on the model (create, delete), oldest first.
     `after` is the last entry id the caller already has."""
@@ -362,6 +392,8 @@ def delete_model(svc: Services, caller: Caller, model_id: str, if_match: str | N
         pending = lifecycle.pending_delete_request(session, row.id)
         if pending is not None:  # already being deleted: same answer as the first delete
             return pending.id
+        if hosted := endpoints.hosting_endpoints(session, row.id):
+            raise incorrect_state(f"model {row.id} is hosted by {hosted} endpoint(s); delete them first")
         wr, remove = lifecycle.request_deletion(session, row, svc.region)
         commit_versioned(session, if_match)
     for path in remove:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, create_model, model_validator
 from pydantic.alias_generators import to_camel
 
 from tuneforge.hyperparams import FIELD_TYPES, SNAKE_NAMES
@@ -157,6 +157,40 @@ class UpdateDedicatedAiClusterDetails(Tagged):
     unit_count: UnitCount | None = None
 
 
+class ContentModerationConfig(OciModel):
+    is_enabled: StrictBool
+    mode: Literal["INFORM", "BLOCK"] | None = None
+    model_id: Name | None = None
+
+
+class GuardrailConfig(OciModel):
+    """promptInjectionConfig / piiDetectionConfig: recorded as sent (TuneForge applies no guardrail models)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    mode: Literal["INFORM", "BLOCK"] | None = None
+
+
+class CreateEndpointDetails(Tagged):
+    compartment_id: Name
+    model_id: Name
+    dedicated_ai_cluster_id: Name
+    display_name: Name | None = None
+    description: Text | None = None
+    generative_ai_private_endpoint_id: Name | None = None
+    content_moderation_config: ContentModerationConfig | None = None
+    prompt_injection_config: GuardrailConfig | None = None
+    pii_detection_config: GuardrailConfig | None = None
+
+
+class UpdateEndpointDetails(Tagged):
+    display_name: Name | None = None
+    description: Text | None = None
+    generative_ai_private_endpoint_id: Name | None = None
+    content_moderation_config: ContentModerationConfig | None = None
+    prompt_injection_config: GuardrailConfig | None = None
+    pii_detection_config: GuardrailConfig | None = None
+
+
 class CreateBucketDetails(OciModel):
     name: BucketName
     compartment_id: Name
@@ -223,6 +257,30 @@ class DedicatedAiCluster(OciModel):
     capacity: HostingCapacity | None = None
     freeform_tags: dict[str, str] | None = None
     defined_tags: dict[str, dict[str, Any]] | None = None
+
+
+class Endpoint(OciModel):
+    id: str
+    model_id: str
+    compartment_id: str
+    dedicated_ai_cluster_id: str
+    time_created: str
+    lifecycle_state: str
+    display_name: str | None = None
+    description: str | None = None
+    generative_ai_private_endpoint_id: str | None = None
+    time_updated: str | None = None
+    lifecycle_details: str | None = None
+    content_moderation_config: dict[str, Any] | None = None
+    prompt_injection_config: dict[str, Any] | None = None
+    pii_detection_config: dict[str, Any] | None = None
+    freeform_tags: dict[str, str] | None = None
+    defined_tags: dict[str, dict[str, Any]] | None = None
+    system_tags: dict[str, dict[str, Any]] | None = None
+
+
+class EndpointCollection(OciModel):
+    items: list[Endpoint]
 
 
 class DedicatedAiClusterCollection(OciModel):

@@ -16,4 +16,5 @@ def new_ocid(resource_type: str, region: str) -> str:
 
 MODEL = "generativeaimodel"
 CLUSTER = "generativeaidedicatedaicluster"
+ENDPOINT = "generativeaiendpoint"
 WORK_REQUEST = "generativeaiworkrequest"

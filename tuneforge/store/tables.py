@@ -101,6 +101,19 @@ class ClusterRow(OciResource, Base):
     capacity_reservation_id: Mapped[str | None] = mapped_column(String(255))
 
 
+class EndpointRow(OciResource, Base):
+    """An endpoint hosting a model (a custom model, or a catalog base model's own weights) on a
+    HOSTING cluster; the serving engine answers inference requests for it."""
+
+    __tablename__ = "endpoints"
+    model_id: Mapped[str] = mapped_column(String(255), index=True)  # as given: a custom model OCID or a base model's
+    base_model_id: Mapped[str] = mapped_column(String(255))  # the catalog id it runs on: one per hosting cluster
+    cluster_id: Mapped[str] = mapped_column(String(255), index=True)
+    private_endpoint_id: Mapped[str | None] = mapped_column(String(255))
+    guardrails: Mapped[dict[str, Any]] = mapped_column(default=dict)  # contentModeration/promptInjection/piiDetection configs, as sent
+    system_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class WorkRequestRow(Base):
     __tablename__ = "work_requests"
     id: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -9,7 +9,11 @@ from sqlalchemy.orm import Session
 from tuneforge.store import ids
 from tuneforge.store.tables import WorkRequestEntry, WorkRequestRow, utcnow
 
-ENTITY_URI = {"GenerativeAiModel": "/20231130/models/", "GenerativeAiDedicatedAiCluster": "/20231130/dedicatedAiClusters/"}
+ENTITY_URI = {
+    "GenerativeAiModel": "/20231130/models/",
+    "GenerativeAiDedicatedAiCluster": "/20231130/dedicatedAiClusters/",
+    "GenerativeAiEndpoint": "/20231130/endpoints/",
+}
 
 
 def new_work_request(
