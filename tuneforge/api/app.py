@@ -6,7 +6,16 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from tuneforge import __version__
-from tuneforge.api import clusters_routes, endpoints_routes, errors, models_routes, objectstorage, workrequests_routes
+from tuneforge.api import (
+    clusters_routes,
+    endpoints_routes,
+    errors,
+    inference_routes,
+    models_routes,
+    objectstorage,
+    openai_routes,
+    workrequests_routes,
+)
 from tuneforge.api.auth import SignatureAuthMiddleware
 from tuneforge.api.protocol import LimitsMiddleware, RequestIdMiddleware
 from tuneforge.services.context import Services
@@ -21,7 +30,8 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     app.state.config = services.config  # the console's session keys live in the data dir
-    for module in (models_routes, clusters_routes, endpoints_routes, workrequests_routes, objectstorage):
+    routers = (models_routes, clusters_routes, endpoints_routes, workrequests_routes, objectstorage, inference_routes, openai_routes)
+    for module in routers:
         app.include_router(module.router)
     console.install(app)  # the web console at / (tuneforge/web)
     errors.install(app)

@@ -4,7 +4,9 @@ read or parsed, and costs one bounded parse of its headers, one key lookup and a
 verification (a fraction of a millisecond).
 
 keyId = "<tenancy>/<user>/<fingerprint>" names a key registered with `tuneforge api-keys add`. The
-caller's tenancy is the access boundary for everything the request touches (services/tenancy.py).
+OpenAI API (/openai/v1) also takes `Authorization: Bearer <key>` with a key from `tuneforge api-keys
+create-bearer`. The caller's tenancy is the access boundary for everything the request touches
+(services/tenancy.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.services.context import Caller
 from tuneforge.services.errors import ServiceError, not_authenticated
+from tuneforge.services.keys import verify_bearer
 from tuneforge.store.tables import ApiKey
 
 MAX_CLOCK_SKEW_S = 300  # OCI rejects requests whose date is more than 5 minutes off
@@ -106,6 +109,24 @@ def _lookup_key(sessions: sessionmaker[Session], key_id: str) -> ApiKey | None:
         return session.get(ApiKey, key_id)
 
 
+def _lookup_bearer(sessions: sessionmaker[Session], token: str) -> Caller | None:
+    with sessions() as session:
+        row = verify_bearer(session, token)
+        return Caller(row.tenancy_id, row.user_id) if row is not None else None
+
+
+async def verify_bearer_token(headers: dict[str, str], sessions: sessionmaker[Session]) -> Caller | None:
+    """The caller of an `Authorization: Bearer <API key>` request (the OpenAI API's way), None when
+    the request carries no bearer token, 401 for a token that is not a live key."""
+    header = headers.get("authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    caller = await run_in_threadpool(_lookup_bearer, sessions, header[len("Bearer ") :].strip())
+    if caller is None:
+        raise not_authenticated("the bearer token is not an API key of this server (tuneforge api-keys create-bearer)")
+    return caller
+
+
 async def verify_signature(scope: Scope, headers: dict[str, str], sessions: sessionmaker[Session]) -> tuple[Caller, list[str]]:
     """The verified caller and the names of the signed headers, or ServiceError 401."""
     header = headers.get("authorization")
@@ -153,7 +174,10 @@ class SignatureAuthMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            caller, names = await verify_signature(scope, headers, self.sessions)
+            caller = await verify_bearer_token(headers, self.sessions) if scope["path"].startswith("/openai/") else None
+            names = []
+            if caller is None:
+                caller, names = await verify_signature(scope, headers, self.sessions)
             if "x-content-sha256" in names:
                 body = await _read_body(receive)
                 if base64.b64encode(hashlib.sha256(body).digest()).decode() != headers.get("x-content-sha256"):

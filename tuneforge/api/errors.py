@@ -21,8 +21,20 @@ log = logging.getLogger("tuneforge.api")
 STATUS_CODES = {404: "NotAuthorizedOrNotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge", 401: "NotAuthenticated"}
 
 
-def error_body(code: str, message: str) -> bytes:
-    return json.dumps({"code": code, "message": message}).encode()
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def error_json(path: str, status: int, code: str, message: str) -> dict:
+    """OCI's `{"code", "message"}`; on the OpenAI API (/openai/...) OpenAI's `{"error": {...}}`,
+    which the `openai` SDK reads into its exceptions."""
+    if path.startswith("/openai/"):
+        kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"code": code, "message": message}
+
+
+def error_body(code: str, message: str, path: str = "") -> bytes:
+    return json.dumps(error_json(path, 0, code, message)).encode()
 
 
 def error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -30,13 +42,13 @@ def error_response(request: Request, status: int, code: str, message: str, heade
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         headers["opc-request-id"] = request_id
-    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+    return JSONResponse(error_json(request.url.path, status, code, message), status_code=status, headers=headers)
 
 
 async def send_error(scope: Scope, send: Send, err: ServiceError) -> None:
     """The same answer from an ASGI middleware, before any route ran (the request id is added by
     the request-id middleware around it)."""
-    body = error_body(err.code, err.message)
+    body = json.dumps(error_json(scope["path"], err.status, err.code, err.message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -15,6 +15,7 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
     from tuneforge.data import DEFAULT_SEED
     from tuneforge.jobs.runner import RunSettings
     from tuneforge.jobs.worker import WorkerPool
+    from tuneforge.services import endpoints, inference
     from tuneforge.services.context import Services
     from tuneforge.store.db import open_store
 
@@ -27,8 +28,12 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
     threads = max(1, (os.cpu_count() or 1) // config.workers) if config.workers > 1 else None
     settings = RunSettings(weights=config.weights, max_attempts=config.max_attempts, seed=DEFAULT_SEED, threads=threads)
     pool = WorkerPool(sessions, settings, workers=config.workers, lease_seconds=config.lease_seconds)
-    app = create_app(Services(config, sessions, wake_workers=pool.wake))
+    services = Services(config, sessions, wake_workers=pool.wake)
+    services.warm_endpoint = lambda endpoint_id: inference.warm_endpoint(services, endpoint_id)
+    app = create_app(services)
     pool.start()
+    for endpoint_id in endpoints.creating(services):  # a restart while an endpoint was loading: load it again
+        services.warm_endpoint(endpoint_id)
     try:
         # uvicorn handles SIGINT/SIGTERM: it stops serving and returns here. h11 (not httptools): it
         # bounds the header block it buffers (64 KiB), so no client can make it hold more.
@@ -37,3 +42,5 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
         uvicorn.Server(server_config).run()
     finally:
         pool.stop()
+        if services.serving is not None:
+            services.serving.shutdown()

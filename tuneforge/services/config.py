@@ -18,6 +18,9 @@ class ServiceConfig:
     max_attempts: int = 3  # a job whose worker died this many times fails with the last reason
     lease_seconds: float = 30.0  # a RUNNING job without a heartbeat for this long is taken over
     max_pending_jobs_per_tenancy: int = 100  # more queued/running jobs than this: 429
+    serving_max_batch: int = 32  # rows one decode step of the serving engine carries
+    serving_max_queue: int = 256  # inference requests waiting for a row; more: 429
+    serving_max_adapters: int = 8  # adapters kept loaded per base model (least recently used go first)
 
     @property
     def url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +28,7 @@ class Services:
     # An endpoint was created: load its model, then call endpoints.finish_creation (None: no serving
     # engine here, so endpoints go ACTIVE at once and load on their first request).
     warm_endpoint: Callable[[str], None] | None = None
+    serving: Any = None  # the process's tuneforge.serving.EnginePool, created on first use (services/inference.py)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+import secrets
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidParameter
-from tuneforge.store.tables import ApiKey
+from tuneforge.store.tables import ApiKey, BearerKey
 
 # oci/config.py validate_config: what the SDK itself accepts as a tenancy or user OCID.
 OCID_PATTERN = re.compile(r"^([0-9a-zA-Z-_]+[.:])([0-9a-zA-Z-_]*[.:]){3,}([0-9a-zA-Z-_]+)$")
@@ -66,3 +69,64 @@ def remove_key(session: Session, key_id_or_fingerprint: str) -> int:
     for row in rows:
         session.delete(row)
     return len(rows)
+
+
+def get_key(session: Session, key_id: str) -> ApiKey | None:
+    """The registered key with this keyId (tenancy/user/fingerprint), or None once it was removed."""
+    return session.get(ApiKey, key_id)
+
+
+def find_signer(session: Session, message: bytes, signature: bytes) -> ApiKey | None:
+    """The registered key whose private half signed `message` (RSASSA-PKCS1-v1_5 with SHA-256, as
+    OCI signs requests), or None. Every key is tried: a browser cannot compute OCI's MD5
+    fingerprint to name its key, and an RSA verification costs microseconds."""
+    for row in session.scalars(select(ApiKey)):
+        public_key = serialization.load_pem_public_key(row.public_key_pem.encode())
+        try:
+            public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        except (InvalidSignature, ValueError):
+            continue
+        return row
+    return None
+
+
+# ---- bearer keys for the OpenAI-compatible API ----------------------------------------------
+
+BEARER_PREFIX = "tf-"
+
+
+def create_bearer(session: Session, tenancy: str, user: str) -> tuple[BearerKey, str]:
+    """A new bearer key for `tenancy`/`user`: (its row, the token, which is shown once and never stored)."""
+    for name, value in (("tenancy", tenancy), ("user", user)):
+        if not OCID_PATTERN.match(value):
+            raise InvalidParameter(name, value, "must be an OCID such as ocid1.tenancy.oc1..aaaaexample")
+    key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    row = BearerKey(key_id=key_id, tenancy_id=tenancy, user_id=user, secret_sha256=hashlib.sha256(secret.encode()).hexdigest())
+    session.add(row)
+    return row, f"{BEARER_PREFIX}{key_id}-{secret}"
+
+
+def verify_bearer(session: Session, token: str) -> BearerKey | None:
+    """The key a bearer token belongs to, or None (unknown, malformed or removed)."""
+    if not token.startswith(BEARER_PREFIX) or len(token) > 128:
+        return None
+    key_id, _, secret = token[len(BEARER_PREFIX) :].partition("-")
+    row = session.get(BearerKey, key_id) if key_id and secret else None
+    if row is None or not hmac.compare_digest(row.secret_sha256, hashlib.sha256(secret.encode()).hexdigest()):
+        return None
+    return row
+
+
+def list_bearers(session: Session, tenancy: str | None = None) -> list[BearerKey]:
+    stmt = select(BearerKey).order_by(BearerKey.tenancy_id, BearerKey.time_created)
+    if tenancy:
+        stmt = stmt.where(BearerKey.tenancy_id == tenancy)
+    return list(session.scalars(stmt))
+
+
+def remove_bearer(session: Session, key_id: str) -> int:
+    row = session.get(BearerKey, key_id.removeprefix(BEARER_PREFIX).partition("-")[0])
+    if row is None:
+        return 0
+    session.delete(row)
+    return 1

@@ -54,6 +54,18 @@ class ApiKey(Base):
     time_created: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class BearerKey(Base):
+    """An API key for the OpenAI-compatible API (`Authorization: Bearer tf-<key id>-<secret>`); only
+    the secret's SHA-256 is stored: the key is shown once, when it is created."""
+
+    __tablename__ = "bearer_keys"
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    time_created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class OciResource:
     """Columns every OCI resource row has: identity, owner, name, lifecycle, tags, times, revision."""
 
@@ -160,7 +172,9 @@ class JobRow(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     owner: Mapped[str | None] = mapped_column(String(255))  # "host:pid" of the claiming server
     heartbeat_at: Mapped[datetime | None]
-    child_pid: Mapped[int | None]
+    child_pid: Mapped[int | None]  # the local executor's trainer process
+    executor_job_id: Mapped[str | None] = mapped_column(String(255))  # the Ray executor's job (submission id) of this attempt
+    units: Mapped[int] = mapped_column(default=1, server_default="1")  # units of its cluster it holds while RUNNING
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(Text)  # why the previous attempt ended, if it crashed
     metrics_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of metrics.jsonl stored
