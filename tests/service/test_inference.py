@@ -53,8 +53,8 @@ def hosted(service, alice):
 
 def generic_chat(endpoint_id: str | None = None, model_id: str | None = None, stream: bool = False, **kw):
     mode = inf.DedicatedServingMode(endpoint_id=endpoint_id) if endpoint_id else inf.OnDemandServingMode(model_id=model_id)
-    request = inf.GenericChatRequest(messages=[inf.UserMessage(content=[inf.TextContent(text="Is 7 odd?")])], max_tokens=4,
-                                     temperature=0.0, is_stream=stream, **kw)  # fmt: skip
+    request = inf.GenericChatRequest(messages=[inf.UserMessage(content=[inf.TextContent(text="Is 7 odd?")])], is_stream=stream,
+                                     **{"max_tokens": 4, "temperature": 0.0, **kw})  # fmt: skip
     return inf.ChatDetails(compartment_id=COMPARTMENT, serving_mode=mode, chat_request=request)
 
 
