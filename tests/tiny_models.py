@@ -7,6 +7,8 @@ them exactly as on real weights.
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
 CHATML = (
@@ -39,9 +41,7 @@ def build_tokenizer(vocab_size: int = 320):
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>", bos_token=None
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>", bos_token=None)
     fast.chat_template = CHATML
     return fast
 
@@ -80,4 +80,14 @@ def save_tiny_checkpoint(path: Path, arch: str = "llama", vocab_size: int = 320,
     model = build_model(arch, vocab_size=max(vocab_size, len(tokenizer)), **kw)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+def write_parity_dataset(path: Path, n: int = 48, seed: int = 0) -> Path:
+    """A learnable toy task: is the number odd? Completions are one word."""
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for _ in range(n):
+            a = rng.randint(0, 99)
+            f.write(json.dumps({"prompt": f"Is {a} odd?", "completion": "yes" if a % 2 else "no"}) + "\n")
     return path

@@ -15,10 +15,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -51,8 +51,13 @@ class Identity:
     fingerprint: str
 
     def config(self) -> dict:
-        return {"user": self.user, "tenancy": self.tenancy, "fingerprint": self.fingerprint,
-                "key_content": self.private_pem, "region": "us-chicago-1"}  # fmt: skip
+        return {
+            "user": self.user,
+            "tenancy": self.tenancy,
+            "fingerprint": self.fingerprint,
+            "key_content": self.private_pem,
+            "region": "us-chicago-1",
+        }
 
 
 def new_identity(name: str) -> Identity:
@@ -120,6 +125,8 @@ class Service:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    args: list[str] = field(default_factory=list)  # more `tuneforge serve` options
+    prefix: list[str] = field(default_factory=list)  # a command that runs the server (e.g. in its own UTS namespace)
 
     @property
     def endpoint(self) -> str:
@@ -132,15 +139,30 @@ class Service:
     def register(self, identity: Identity) -> str:
         key_file = self.data_dir.parent / f"{identity.fingerprint.replace(':', '')}.pem"
         key_file.write_bytes(identity.public_pem)
-        done = self.cli("api-keys", "add", "--tenancy", identity.tenancy, "--user", identity.user, "--public-key-file", str(key_file))
+        done = self.cli(
+            "api-keys", "add", "--tenancy", identity.tenancy, "--user", identity.user, "--public-key-file", str(key_file)
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
     def start(self) -> None:
         self.log = self.data_dir.parent / f"server-{self.port}-{int(time.time() * 1000)}.log"
         store = ["--database-url", self.database_url] if self.database_url else []
-        cmd = [sys.executable, "-m", "tuneforge", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-               "--weights", str(self.weights), *store]  # fmt: skip
+        cmd = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "tuneforge",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--weights",
+            str(self.weights),
+            *store,
+            *self.args,
+        ]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_for(self._answers, 60, f"the server on port {self.port} (log: {self.log})")
@@ -230,8 +252,10 @@ def clients(svc: Service, identity: Identity):
     import oci
 
     config = identity.config()
-    return (oci.generative_ai.GenerativeAiClient(config, service_endpoint=svc.endpoint),
-            oci.object_storage.ObjectStorageClient(config, service_endpoint=svc.endpoint))  # fmt: skip
+    return (
+        oci.generative_ai.GenerativeAiClient(config, service_endpoint=svc.endpoint),
+        oci.object_storage.ObjectStorageClient(config, service_endpoint=svc.endpoint),
+    )
 
 
 def dataset_lines(n: int = 40, seed: int = 0, filler_digits: int = 0) -> bytes:
@@ -257,9 +281,13 @@ def create_cluster(ai, compartment: str, **kw):
     import oci
 
     details = oci.generative_ai.models.CreateDedicatedAiClusterDetails(
-        type="FINE_TUNING", compartment_id=compartment, unit_count=kw.pop("unit_count", 2), unit_shape="LARGE_GENERIC",
-        display_name=kw.pop("display_name", "ft-pool"), **kw,
-    )  # fmt: skip
+        type="FINE_TUNING",
+        compartment_id=compartment,
+        unit_count=kw.pop("unit_count", 2),
+        unit_shape="LARGE_GENERIC",
+        display_name=kw.pop("display_name", "ft-pool"),
+        **kw,
+    )
     return ai.create_dedicated_ai_cluster(details).data
 
 
@@ -269,12 +297,15 @@ def lora_model_details(compartment: str, cluster_id: str, dataset: dict, **confi
     m = oci.generative_ai.models
     training_config = m.LoraTrainingConfig(**{"total_training_epochs": 1, "training_batch_size": 8, **config})
     return m.CreateModelDetails(
-        compartment_id=compartment, base_model_id=LORA_MODEL, display_name="ft-test",
+        compartment_id=compartment,
+        base_model_id=LORA_MODEL,
+        display_name="ft-test",
         fine_tune_details=m.FineTuneDetails(
-            training_dataset=m.ObjectStorageDataset(**dataset), dedicated_ai_cluster_id=cluster_id,
+            training_dataset=m.ObjectStorageDataset(**dataset),
+            dedicated_ai_cluster_id=cluster_id,
             training_config=training_config,
         ),
-    )  # fmt: skip
+    )
 
 
 def wait_work_request(ai, wr_id: str, timeout: float = 120):

@@ -65,13 +65,42 @@ class ParamSpec:
         """Whether `value` (already of the right type) is accepted."""
         if not self.tunable:
             return value == self.default
-        if self.minimum is not None:
-            if value < self.minimum or (self.min_exclusive and value == self.minimum):
-                return False
-        if self.maximum is not None:
-            if value > self.maximum or (self.max_exclusive and value == self.maximum):
-                return False
+        if self.minimum is not None and (value < self.minimum or (self.min_exclusive and value == self.minimum)):
+            return False
+        if self.maximum is not None and (value > self.maximum or (self.max_exclusive and value == self.maximum)):
+            return False
         return True
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The architecture figures that size a fine-tune's memory and compute (`tuneforge.capacity`), from
+    the config.json of the model's Hugging Face weights (cited per model in models.toml)."""
+
+    layers: int
+    hidden_size: int
+    attention_heads: int
+    kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+    tied_embeddings: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.attention_heads
+
+    @classmethod
+    def from_hf_config(cls, config: dict) -> ModelShape:
+        """From a Hugging Face config.json's fields (e.g. of the weights a run will use)."""
+        return cls(
+            layers=config["num_hidden_layers"],
+            hidden_size=config["hidden_size"],
+            attention_heads=config["num_attention_heads"],
+            kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+            intermediate_size=config["intermediate_size"],
+            vocab_size=config["vocab_size"],
+            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,7 @@ class BaseModelSpec:
     max_prompt_tokens: int | None
     max_completion_tokens: int | None
     params: dict[str, ParamSpec]  # in the spec tables' row order
+    shape: ModelShape
 
 
 def _param(name: str, row: dict) -> ParamSpec:
@@ -126,6 +156,7 @@ def _model(row: dict, tables: dict) -> BaseModelSpec:
         max_prompt_tokens=row.get("max_prompt_tokens"),
         max_completion_tokens=row.get("max_completion_tokens"),
         params={name: _param(name, spec) for name, spec in table.items()},
+        shape=ModelShape(**row["shape"]),
     )
 
 
@@ -139,6 +170,38 @@ def _load() -> tuple[BaseModelSpec, ...]:
 def list_models() -> list[BaseModelSpec]:
     """All catalog models, in file order (the seed's order)."""
     return list(_load())
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One TrainingConfig field across the whole catalog: its type, its help text and the methods
+    it applies to (every per-model range lives in that model's ParamSpec)."""
+
+    name: str  # API camelCase name
+    type: str  # "int" | "float"
+    description: str
+    methods: tuple[str, ...]  # e.g. ("LORA",) for the LoRA fields
+
+    @property
+    def python_type(self) -> type:
+        return int if self.type == "int" else float
+
+
+@functools.cache
+def fields() -> dict[str, FieldSpec]:
+    """Every hyperparameter any catalog model accepts, in the tables' row order (OCI's wire order:
+    the common fields first, then the method's own)."""
+    found: dict[str, FieldSpec] = {}
+    for model in _load():
+        for name, param in model.params.items():
+            known = found.get(name)
+            if known is not None and known.type != param.type:
+                raise ValueError(f"{CATALOG_FILE}: {name} is {known.type} in one table and {param.type} in another")
+            methods = (known.methods if known else ()) + (
+                (model.method,) if not known or model.method not in known.methods else ()
+            )
+            found[name] = FieldSpec(name, param.type, known.description if known else param.description, methods)
+    return found
 
 
 def get_model(model_id: str) -> BaseModelSpec:

@@ -30,6 +30,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # (IA)^3: keys, values and the feed-forward intermediate activation (input of down_proj).
 IA3_TARGETS = ("k_proj", "v_proj", "down_proj")
 IA3_FEEDFORWARD = ("down_proj",)
+ADAPTER_TENSORS = ("lora_A", "lora_B", "ia3_l")  # the trained tensors' own names, in their wrapper modules
 
 
 def dropout_keep_mask(shape: torch.Size, p: float, device) -> tuple[torch.Tensor, float]:
@@ -89,16 +90,25 @@ class LoRALinear(nn.Module):
         self.base = base
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
         self.dropout = dropout
-        # fp32 masters whatever the base dtype; PEFT's default init (kaiming-uniform A, zero B).
+        # fp32 masters whatever the base dtype
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=torch.float32, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=torch.float32, device=base.weight.device))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, dtype=torch.float32, device=base.weight.device))
+        init_adapter(self)
+
+    def initial_values(self) -> dict[str, torch.Tensor]:
+        """PEFT's default init (kaiming-uniform A, zero B), drawn on the CPU from the global RNG."""
+        a = torch.empty(self.lora_A.shape)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        return {"lora_A": a, "lora_B": torch.zeros(self.lora_B.shape)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keep, s = None, self.scaling
         if self.training and self.dropout > 0:
             keep, scale = dropout_keep_mask(x.shape, self.dropout, x.device)
             s *= scale
+        if not self.base.weight.is_floating_point():  # a 4-bit base (quantize.py): its own kernel, autograd for the rest
+            dropped = x * keep if keep is not None else x
+            return self.base(x) + (dropped @ self.lora_A.t()) @ (self.lora_B.t() * s)
         return _LoRAFunction.apply(x, self.base.weight, self.base.bias, self.lora_A, self.lora_B, s, keep)
 
 
@@ -107,11 +117,34 @@ class IA3Linear(nn.Module):
         super().__init__()
         self.base, self.feedforward = base, feedforward
         shape = (1, base.in_features) if feedforward else (base.out_features, 1)
-        self.ia3_l = nn.Parameter(torch.ones(shape, dtype=torch.float32, device=base.weight.device))
+        self.ia3_l = nn.Parameter(torch.empty(shape, dtype=torch.float32, device=base.weight.device))
+        init_adapter(self)
+
+    def initial_values(self) -> dict[str, torch.Tensor]:
+        return {"ia3_l": torch.ones(self.ia3_l.shape)}  # the identity: training starts from the base model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.ia3_l.flatten().to(x.dtype)
         return self.base(x * scale) if self.feedforward else self.base(x) * scale
+
+
+def init_adapter(module: nn.Module) -> None:
+    """Give a new LoRALinear/IA3Linear its initial values; on the meta device (a model built before its
+    weights are read, weights.load_for_training) there is nothing to fill: `initial_adapter` does it later."""
+    if module.base.weight.device.type != "meta":
+        with torch.no_grad():
+            for name, value in module.initial_values().items():
+                getattr(module, name).copy_(value)
+
+
+def initial_adapter(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every adapter tensor's initial value, by parameter name, as whole fp32 CPU tensors drawn in module
+    order from the global RNG: the same values whether the adapter is then sharded over ranks or not."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (LoRALinear, IA3Linear)):
+            out |= {f"{name}.{key}": value for key, value in module.initial_values().items()}
+    return out
 
 
 def _replace_linears(model: nn.Module, targets: tuple[str, ...], wrap) -> list[str]:

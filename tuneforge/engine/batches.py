@@ -43,7 +43,7 @@ def completion_text(tokenizer, prompt: str, completion: str) -> str:
     eos = tokenizer.eos_token or ""
     if not full.startswith(head):  # a template that rewrites earlier turns: fall back to text + EOS
         return completion + eos
-    tail = full[len(head):]
+    tail = full[len(head) :]
     end = tail.rfind(eos) if eos else -1
     return tail[: end + len(eos)] if end >= 0 else tail + eos
 

@@ -65,8 +65,16 @@ def load_trained(model_dir: Path, device: str = "auto", precision: str = "auto")
 
 
 @torch.no_grad()
-def generate(loaded: Loaded, prompts: list[str], *, max_new_tokens: int = 64, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int = 0, batch_size: int = 16) -> list[str]:
+def generate(
+    loaded: Loaded,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[str]:
     """Greedy when temperature is 0, else nucleus sampling. Left-padded batches."""
     tok, model = loaded.tokenizer, loaded.model
     pad = tok.pad_token_id
@@ -78,8 +86,14 @@ def generate(loaded: Loaded, prompts: list[str], *, max_new_tokens: int = 64, te
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=loaded.device)
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=loaded.device)
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             eos_token_id=tok.eos_token_id, pad_token_id=pad, **sampling)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=pad,
+            **sampling,
+        )
         outputs += [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
     return outputs
 

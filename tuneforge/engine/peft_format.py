@@ -31,18 +31,25 @@ def peft_config(method: str, *, base_model: str, r: int | None = None, alpha: in
 
     if method == "LORA":
         return LoraConfig(
-            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(LORA_TARGETS),
-            task_type="CAUSAL_LM", base_model_name_or_path=base_model,
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=list(LORA_TARGETS),
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=base_model,
         )
     return IA3Config(
-        target_modules=list(IA3_TARGETS), feedforward_modules=list(IA3_FEEDFORWARD),
-        task_type="CAUSAL_LM", base_model_name_or_path=base_model,
+        target_modules=list(IA3_TARGETS),
+        feedforward_modules=list(IA3_FEEDFORWARD),
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model,
     )
 
 
-def save_adapter(model: nn.Module, directory: Path, config) -> None:
+def save_adapter(adapter: dict[str, torch.Tensor], directory: Path, config) -> None:
+    """`adapter`: the trainable tensors by parameter name (`adapter_parameters`), whole (not sharded)."""
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {_peft_key(n): p.detach().to("cpu", torch.float32).contiguous() for n, p in adapter_parameters(model).items()}
+    tensors = {_peft_key(n): p.detach().to("cpu", torch.float32).contiguous() for n, p in adapter.items()}
     save_file(tensors, directory / "adapter_model.safetensors", metadata={"format": "pt"})
     config.save_pretrained(str(directory))
 

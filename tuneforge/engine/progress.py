@@ -14,8 +14,14 @@ class ProgressBar:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=record["totalTrainingSteps"], initial=record["step"] - 1, unit="step",
-                            file=sys.stderr, dynamic_ncols=True, disable=None)
+            self.bar = tqdm(
+                total=record["totalTrainingSteps"],
+                initial=record["step"] - 1,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                disable=None,
+            )
         self.bar.update(record["step"] - self.bar.n)
         self.postfix["epoch"] = f"{record['epoch']:.2f}"
         if record["kind"] == "train":

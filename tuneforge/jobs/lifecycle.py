@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneforge.jobs.command import run_folder
 from tuneforge.run_folder import RunResult
 from tuneforge.store import workrequests
 from tuneforge.store.tables import JobRow, ModelRow, WorkRequestRow, utcnow
@@ -93,6 +94,42 @@ def request_deletion(session: Session, model: ModelRow, region: str) -> tuple[Wo
         workrequests.log(session, wr.id, "Stopping the running training job.")
         return wr, []
     return wr, finish_deletion(session, model, job)
+
+
+def request_stop(session: Session, model: ModelRow, reason: str) -> list[Path]:
+    """Stop a model's training and keep the model (e.g. a sweep pruned it): FAILED with `reason` as its
+    lifecycleDetails, its curves and logs kept. A queued job ends now; a running one when its worker has
+    stopped the trainer (it sees cancel_requested with a stop_reason and calls finish_canceled)."""
+    job = open_job(session, model.id)
+    if job is not None and job.state == "RUNNING":
+        job.cancel_requested, job.stop_reason = True, reason
+        workrequests.log(session, job.id, f"Stopping the training job: {reason}")
+        return []
+    if job is None:
+        touch(model, "FAILED", reason)
+        return []
+    job.stop_reason = reason
+    return finish_canceled(session, model, job)
+
+
+def finish_canceled(session: Session, model: ModelRow, job: JobRow) -> list[Path]:
+    """A job whose cancel was asked for has ended (or never started): the model is deleted, unless the
+    ask was to stop training (job.stop_reason), which ends it FAILED with that reason, its run folder
+    kept but for the checkpoint (it is never resumed). Returns the directories to remove after the commit."""
+    if job.stop_reason is None or model.lifecycle_state in ("DELETING", "DELETED"):
+        return finish_deletion(session, model, job)
+    folder = run_folder(Path(job.job_dir))
+    wr = session.get(WorkRequestRow, job.id)
+    result = folder.read_result() if folder.is_finished() else None
+    if result is not None and wr is not None:  # it finished before it could be stopped: finished is finished
+        succeed(session, job, model, wr, result)
+        return []
+    touch(model, "FAILED", job.stop_reason)
+    job.state = "DONE"
+    if wr is not None and wr.status not in ("SUCCEEDED", "FAILED", "CANCELED"):
+        workrequests.log(session, wr.id, f"Training stopped: {job.stop_reason}")
+        workrequests.finish(session, wr, "CANCELED")
+    return [folder.checkpoint_dir]
 
 
 def finish_deletion(session: Session, model: ModelRow, job: JobRow | None) -> list[Path]:

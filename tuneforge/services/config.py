@@ -17,6 +17,10 @@ class ServiceConfig:
     region: str = "local"  # appears in OCIDs
     max_attempts: int = 3  # a job whose worker died this many times fails with the last reason
     lease_seconds: float = 30.0  # a RUNNING job without a heartbeat for this long is taken over
+    executor: str = "local"  # where trainers run: "local" (subprocesses of the server) or "ray" (jobs on a Ray cluster)
+    ray_address: str | None = None  # the Ray cluster's job API (its dashboard), e.g. http://head:8265
+    ray_gpus_per_unit: int = 1  # GPUs a cluster unit stands for when its shape names no count (H100_X8 names 8)
+    ray_cpus_per_worker: float = 1.0  # CPUs (and torch threads) of each Ray Train worker
     max_pending_jobs_per_tenancy: int = 100  # more queued/running jobs than this: 429
     serving_max_batch: int = 32  # rows one decode step of the serving engine carries
     serving_max_queue: int = 256  # inference requests waiting for a row; more: 429

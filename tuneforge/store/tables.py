@@ -9,7 +9,7 @@ Every API resource records the tenancy that created it: that is the access bound
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
@@ -18,7 +18,7 @@ from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -29,14 +29,14 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value, dialect):
         if value is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
             if dialect.name == "sqlite":
                 value = value.replace(tzinfo=None)
         return value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -122,8 +122,29 @@ class EndpointRow(OciResource, Base):
     base_model_id: Mapped[str] = mapped_column(String(255))  # the catalog id it runs on: one per hosting cluster
     cluster_id: Mapped[str] = mapped_column(String(255), index=True)
     private_endpoint_id: Mapped[str | None] = mapped_column(String(255))
-    guardrails: Mapped[dict[str, Any]] = mapped_column(default=dict)  # contentModeration/promptInjection/piiDetection configs, as sent
+    guardrails: Mapped[dict[str, Any]] = mapped_column(
+        default=dict
+    )  # contentModeration/promptInjection/piiDetection configs, as sent
     system_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class SweepRow(OciResource, Base):
+    """A hyperparameter sweep (TuneForge's own resource): an Optuna study whose trials are custom models
+    trained on a FINE_TUNING cluster. One server coordinates it at a time (`owner`, renewing
+    `heartbeat_at` like a job's claim); the study itself lives in Optuna's tables (services/sweeps.py)."""
+
+    __tablename__ = "sweeps"
+    base_model_id: Mapped[str] = mapped_column(String(255))  # catalog id
+    cluster_id: Mapped[str] = mapped_column(String(255), index=True)
+    training_dataset: Mapped[dict[str, Any]]  # OCI's ObjectStorageDataset, camelCase, plus the object's etag when created
+    spec: Mapped[dict[str, Any]]  # what defines the study: fixed trainingConfig, searchSpace, trialCount, search, pruner, seed
+    results: Mapped[dict[str, Any] | None]  # the coordinator's latest summary of the study (the ranked trials)
+    learning_curve: Mapped[dict[str, Any] | None]  # "would more data help?": its state, models and result
+    kept_model_id: Mapped[str | None] = mapped_column(String(255))
+    work_request_id: Mapped[str] = mapped_column(String(255))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner: Mapped[str | None] = mapped_column(String(255))  # the coordinating server (tuneforge.jobs.queue.this_process)
+    heartbeat_at: Mapped[datetime | None]
 
 
 class WorkRequestRow(Base):
@@ -172,10 +193,11 @@ class JobRow(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     owner: Mapped[str | None] = mapped_column(String(255))  # "host:pid" of the claiming server
     heartbeat_at: Mapped[datetime | None]
-    child_pid: Mapped[int | None]  # the local executor's trainer process
-    executor_job_id: Mapped[str | None] = mapped_column(String(255))  # the Ray executor's job (submission id) of this attempt
+    # What finds the current attempt again: the trainer's pid (local executor), the Ray job's submission id (Ray).
+    executor_ref: Mapped[str | None] = mapped_column(String(255))
     units: Mapped[int] = mapped_column(default=1, server_default="1")  # units of its cluster it holds while RUNNING
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    stop_reason: Mapped[str | None] = mapped_column(Text)  # set with cancel_requested: stop training (FAILED), not delete
     last_error: Mapped[str | None] = mapped_column(Text)  # why the previous attempt ended, if it crashed
     metrics_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of metrics.jsonl stored
     metrics_lines: Mapped[int] = mapped_column(default=0)

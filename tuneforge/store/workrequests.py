@@ -13,6 +13,7 @@ ENTITY_URI = {
     "GenerativeAiModel": "/20231130/models/",
     "GenerativeAiDedicatedAiCluster": "/20231130/dedicatedAiClusters/",
     "GenerativeAiEndpoint": "/20231130/endpoints/",
+    "GenerativeAiSweep": "/20231130/sweeps/",
 }
 
 
