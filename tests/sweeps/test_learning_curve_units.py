@@ -13,7 +13,7 @@ def test_each_subset_is_a_valid_dataset_whose_own_split_is_the_chosen_examples(t
     dataset = write_threshold_dataset(tmp_path / "d.jsonl", 200)
     setup = prepare(SweepSpec(LLAMA, dataset, tmp_path / "out", weights=str(tiny_llama)))
     train, val = data.split_examples(data.read_examples(dataset), setup.spec.seed)
-    key = lambda e: (e.prompt, e.completion)  # noqa: E731
+    key = lambda e: (e.prompt, e.completion)
     points = plan(setup)
     assert [p.training_examples for p in points] == [40, 80, 160]
     previous: set = set()
@@ -31,7 +31,7 @@ def test_each_subset_is_a_valid_dataset_whose_own_split_is_the_chosen_examples(t
 
 def test_the_fit_recovers_a_saturating_power_law_and_its_extrapolation():
     ns = np.array([100.0, 200.0, 400.0])
-    truth = lambda n: 0.5 + 3.0 * n**-0.5  # noqa: E731
+    truth = lambda n: 0.5 + 3.0 * n**-0.5
     c, a, b = fit(ns, truth(ns))
     assert (c[0], a[0], b[0]) == pytest.approx((0.5, 3.0, 0.5), rel=0.02)
     assert c[0] + a[0] * 1600.0 ** -b[0] == pytest.approx(truth(1600.0), rel=0.01)

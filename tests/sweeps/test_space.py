@@ -74,7 +74,7 @@ def test_a_field_searched_twice_or_also_fixed_by_its_flag_is_an_error():
     model = get_model(LLAMA)
     with pytest.raises(TuneForgeError, match="already searched"):
         parse_params(["loraR=8,16", "loraR=4:8"], model)
-    with pytest.raises(TuneForgeError, match="also fixed to 0.001 by its flag"):
+    with pytest.raises(TuneForgeError, match=r"also fixed to 0\.001 by its flag"):
         parse_params(["learningRate=1e-5:1e-3"], model, fixed={"learningRate": 0.001})
 
 

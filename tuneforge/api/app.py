@@ -14,6 +14,7 @@ from tuneforge.api import (
     models_routes,
     objectstorage,
     openai_routes,
+    sweeps_routes,
     workrequests_routes,
 )
 from tuneforge.api.auth import SignatureAuthMiddleware
@@ -30,7 +31,16 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     app.state.config = services.config  # the console's session keys live in the data dir
-    routers = (models_routes, clusters_routes, endpoints_routes, workrequests_routes, objectstorage, inference_routes, openai_routes)
+    routers = (
+        models_routes,
+        clusters_routes,
+        endpoints_routes,
+        sweeps_routes,
+        workrequests_routes,
+        objectstorage,
+        inference_routes,
+        openai_routes,
+    )
     for module in routers:
         app.include_router(module.router)
     console.install(app)  # the web console at / (tuneforge/web)

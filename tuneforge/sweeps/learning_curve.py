@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import subprocess
 import sys
@@ -186,8 +187,8 @@ def run_learning_curve(
     if stopped:
         return None
     best = _best_trial(setup)
-    extra = [(RunFolder(setup.folder.trial_dir(best)), _best_scores(setup, best))] if best else []
-    _score(setup, [(p.folder, p.scores) for p in points] + extra, on_event)
+    extra = [(RunFolder(setup.folder.trial_dir(best)), best_scores(setup, best))] if best else []
+    score_runs(setup, [(p.folder, p.scores) for p in points] + extra, on_event)
     return _save(setup, analyse(setup, points))
 
 
@@ -198,7 +199,7 @@ def _best_trial(setup: Setup) -> int | None:
     return best or None
 
 
-def _best_scores(setup: Setup, number: int) -> Path:
+def best_scores(setup: Setup, number: int) -> Path:
     return setup.folder.curve_dir / f"scores-trial-{number:03d}.json"
 
 
@@ -216,7 +217,7 @@ def _check_exit(proc: TrainProcess, failures: list[str], on_event: Callable[[dic
     failures.append(f"learning-curve run {proc.job.name}: " + (error.message if error else f"exited with status {code}"))
 
 
-def _score(setup: Setup, runs: list[tuple[RunFolder, Path]], on_event: Callable[[dict], None]) -> None:
+def score_runs(setup: Setup, runs: list[tuple[RunFolder, Path]], on_event: Callable[[dict], None]) -> None:
     """Per-example validation losses of each finished run, in one subprocess; runs scored since
     they last finished are skipped."""
     todo = [
@@ -312,7 +313,7 @@ def analyse(setup: Setup, points: list[Point]) -> dict[str, Any]:
                 "trainingExamples": p.training_examples,
                 "loss": float(measured[i]),
                 **dict(zip(("low", "high"), interval(boot[:, i]))),
-                "runFolder": str(p.folder.path.relative_to(setup.folder.path)),
+                "runFolder": os.path.relpath(p.folder.path, setup.folder.path),  # the service's runs live outside the folder
             }
             for i, p in enumerate(points)
         ],
@@ -351,7 +352,7 @@ def search_gain(setup: Setup, full: Point, picks: np.ndarray) -> dict[str, Any] 
     best = _best_trial(setup)
     if best is None:
         return out
-    base, tuned = _losses(full.scores)[0], _losses(_best_scores(setup, best))[0]
+    base, tuned = _losses(full.scores)[0], _losses(best_scores(setup, best))[0]
     gains = np.array([(base[idx].sum() - tuned[idx].sum()) / base[idx].sum() for idx in picks])
     lo, hi = np.percentile(gains, INTERVAL)
     return {**out, "gainInterval": (float(lo), float(hi))}

@@ -179,11 +179,8 @@ def parse_param(text: str, model: BaseModelSpec) -> Dimension:
     name, value = name.strip(), value.strip()
     if not sep or not name or not value:
         raise _syntax_error(text, model, "not of the form NAME=VALUES")
-    if name not in model.params:
-        if name in FIELD_TYPES:
-            method = METHOD_NAMES[model.method]
-            raise _syntax_error(text, model, f"{name} does not apply to {method} models ({model.id})")
-        raise _syntax_error(text, model, f"{name} is not a hyperparameter of {model.id}")
+    if (problem := field_problem(name, model)) is not None:
+        raise _syntax_error(text, model, problem)
     spec = model.params[name]
     try:
         if ":" in value:
@@ -201,12 +198,21 @@ def parse_param(text: str, model: BaseModelSpec) -> Dimension:
     return dim
 
 
-def range_problem(dim: Dimension) -> str | None:
+def field_problem(name: str, model: BaseModelSpec) -> str | None:
+    """Why `name` cannot be searched on `model`, or None when it can."""
+    if name in model.params:
+        return None
+    if name in FIELD_TYPES:
+        return f"{name} does not apply to {METHOD_NAMES[model.method]} models ({model.id})"
+    return f"{name} is not a hyperparameter of {model.id}"
+
+
+def range_problem(dim: Dimension, low: str = "LOW", high: str = "HIGH", one_value: str = "NAME=VALUE") -> str | None:
     if isinstance(dim, Range):
         if dim.low >= dim.high:
-            return "LOW must be below HIGH (one value: NAME=VALUE)"
+            return f"{low} must be below {high} (one value: {one_value})"
         if dim.log and dim.low <= 0:
-            return "a log range needs LOW above 0"
+            return f"a log range needs {low} above 0"
     return None
 
 
@@ -278,14 +284,20 @@ def space_to_json(space: SearchSpace) -> dict[str, Any]:
     }
 
 
-def space_from_json(data: Mapping[str, Any], model: BaseModelSpec) -> SearchSpace:
-    """The inverse of `space_to_json`, checked against the catalog (the service builds a space this way)."""
+def space_from_json(data: Mapping[str, Any], model: BaseModelSpec, where: str = "searchSpace") -> SearchSpace:
+    """The inverse of `space_to_json`, checked against the catalog exactly as `--param` is (the service
+    builds a space this way); errors name the field as `where`.NAME. Each dimension is {"values": [...]}
+    or {"low", "high", "log"}; the shapes themselves are the caller's to check (the service's schema does)."""
     space: SearchSpace = {}
     for name, d in data.items():
-        if name not in model.params:
-            raise InvalidParameter("searchSpace", name, f"not a hyperparameter of {model.id}")
+        if (problem := field_problem(name, model)) is not None:
+            raise TuneForgeError(f"{where}.{name}: {problem}")
         dim = Choices(name, tuple(d["values"])) if "values" in d else Range(name, d["low"], d["high"], bool(d.get("log")))
-        space[name] = check_dimension(model.params[name], dim)
-        if (problem := range_problem(space[name])) is not None:
-            raise InvalidParameter(name, space[name].describe(), problem)
-    return space
+        try:
+            dim = check_dimension(model.params[name], dim)
+        except InvalidParameter as err:
+            raise InvalidParameter(f"{where}.{name}", err.value, err.allowed) from None
+        if (problem := range_problem(dim, "low", "high", '{"values": [VALUE]}')) is not None:
+            raise TuneForgeError(f"{where}.{name}: {problem}")
+        space[name] = dim
+    return {name: space[name] for name in model.params if name in space}

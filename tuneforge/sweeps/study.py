@@ -199,18 +199,40 @@ def _on_records(sweep: _Sweep, proc: TrainProcess, records: list[dict[str, Any]]
     """Feed each evaluation cycle's validation loss to the pruner; stop the run when it says so."""
     state: _Trial = proc.job.tag
     for record in records:
-        if record.get("kind") != "eval" or proc.stop_reason is not None:
-            continue
-        resource = round(record["epoch"] * sweep.setup.n_train)  # training examples processed
-        state.trial.set_user_attr("lastValidationLoss", record["validationLoss"])
-        state.trial.set_user_attr("lastValidationAccuracy", record["validationAccuracy"])
-        if resource in state.reported:
-            continue
-        state.reported.add(resource)
-        state.trial.report(record["validationLoss"], resource)
-        # Past LAST_DECISION of its own run, stopping a trial would save little: let it finish.
-        if resource < LAST_DECISION * state.planned_examples and state.trial.should_prune():
+        if proc.stop_reason is None and report_evaluation(
+            state.trial, record, sweep.setup.n_train, state.planned_examples, state.reported
+        ):
             proc.stop("pruned")
+
+
+def report_evaluation(
+    trial: optuna.Trial, record: dict[str, Any], n_train: int, planned_examples: int, reported: set[int]
+) -> bool:
+    """Feed one metric record of a trial's run to the pruner (only evaluation records count); whether
+    the trial should be stopped now. Its unit of progress is the training examples processed
+    (epoch x `n_train`); `reported` holds the ones already reported (a resumed run, or a coordinator
+    that took over, replays records) and gains this one. The CLI and the service both call this."""
+    if record.get("kind") != "eval" or record.get("validationLoss") is None:  # a NaN loss is written as null
+        return False
+    resource = round(record["epoch"] * n_train)
+    trial.set_user_attr("lastValidationLoss", record["validationLoss"])
+    trial.set_user_attr("lastValidationAccuracy", record["validationAccuracy"])
+    if resource in reported:
+        return False
+    reported.add(resource)
+    trial.report(record["validationLoss"], resource)
+    # Past LAST_DECISION of its own run, stopping a trial would save little: let it finish.
+    return resource < LAST_DECISION * planned_examples and trial.should_prune()
+
+
+def tell_complete(
+    study: optuna.Study, trial: optuna.Trial, *, final_loss: float, final_accuracy: float, steps_run: int, early_stopped: bool
+) -> None:
+    """A trial that finished: its objective is the run's finalLoss (the kept adapter on the whole validation split)."""
+    trial.set_user_attr("finalAccuracy", final_accuracy)
+    trial.set_user_attr("stepsRun", steps_run)
+    trial.set_user_attr("earlyStopped", early_stopped)
+    study.tell(trial, final_loss)
 
 
 def _on_exit(sweep: _Sweep, proc: TrainProcess) -> None:
@@ -222,10 +244,14 @@ def _on_exit(sweep: _Sweep, proc: TrainProcess) -> None:
     # Finished is finished, whatever the exit status (a prune decision can cross the run's own end).
     result = folder.read_result() if folder.is_finished() else None
     if result is not None:
-        trial.set_user_attr("finalAccuracy", result.final_accuracy)
-        trial.set_user_attr("stepsRun", result.steps_run)
-        trial.set_user_attr("earlyStopped", result.early_stopped)
-        sweep.study.tell(trial, result.final_loss)
+        tell_complete(
+            sweep.study,
+            trial,
+            final_loss=result.final_loss,
+            final_accuracy=result.final_accuracy,
+            steps_run=result.steps_run,
+            early_stopped=result.early_stopped,
+        )
     elif code == ExitCode.STOPPED and proc.stop_reason == "pruned":
         sweep.study.tell(trial, state=TrialState.PRUNED)
         shutil.rmtree(folder.checkpoint_dir, ignore_errors=True)  # never resumed: free the disk

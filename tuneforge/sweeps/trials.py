@@ -9,6 +9,7 @@ through `tuneforge.run_folder.RunFolder`; its stdout and stderr go to a log file
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -138,10 +139,8 @@ class TrainProcess:
             self._signal(signal.SIGKILL)
 
     def _signal(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it has already exited
             self.proc.send_signal(signum)
-        except ProcessLookupError:
-            pass
 
     def poll(self) -> int | None:
         if self.stop_reason is not None:
