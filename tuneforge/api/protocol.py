@@ -29,7 +29,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 MAX_HEADER_BYTES = 8 * 1024
 MAX_HEADERS_BYTES = 32 * 1024
 MAX_BODY_BYTES = 1024 * 1024
-STREAMED_UPLOADS = ("/console/models/new",)  # POST routes that check the session before reading their (large) body
+# POST routes that check the session before reading their (large) body
+STREAMED_UPLOADS = ("/console/models/new", "/console/api/dataset-check")
 
 
 def send_answer(response: Response, answer: Answer[T]) -> T:
@@ -102,7 +103,9 @@ class LimitsMiddleware:
         limit = MAX_PUT_BYTES if streamed else MAX_BODY_BYTES
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_json(send, 413, "PayloadTooLarge", f"the request body is larger than this service accepts ({limit:,} bytes at most)")
+            await send_json(
+                send, 413, "PayloadTooLarge", f"the request body is larger than this service accepts ({limit:,} bytes at most)"
+            )
             return
         await self.app(scope, _counting(receive, limit), send)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tuneforge.services.schemas import (
 )
 from tuneforge.services.tenancy import find_owned, owned
 from tuneforge.services.transactions import commit_versioned
+from tuneforge.serving.export import ExportError, export_peft
 from tuneforge.store import ids, objects, workrequests
 from tuneforge.store.tables import ClusterRow, JobRow, MetricRecord, ModelRow, WorkRequestEntry, WorkRequestRow
 
@@ -103,7 +104,9 @@ def _dataset(svc: Services, session, caller: Caller, details: CreateModelDetails
     if ds.namespace_name == objects.namespace_for(caller.tenancy_id):
         found = objects.find(session, ds.namespace_name, ds.bucket_name, ds.object_name)
     if found is None:
-        raise invalid(f"fineTuneDetails.trainingDataset: object {where} not found in your namespace; upload it with put_object first")
+        raise invalid(
+            f"fineTuneDetails.trainingDataset: object {where} not found in your namespace; upload it with put_object first"
+        )
     path = objects.blob_path(svc.config.objects_dir, found.storage_key)
     try:
         return path, datasets.check(path, where, spec, svc.config.weights)
@@ -134,9 +137,13 @@ def _link_dataset(source: Path, job_dir: Path) -> None:
 
 
 def create_model(
-    svc: Services, caller: Caller, details: CreateModelDetails, retry_token: str | None = None,
-    *, new_cluster: CreateDedicatedAiClusterDetails | None = None,
-) -> Answer[Model]:  # fmt: skip
+    svc: Services,
+    caller: Caller,
+    details: CreateModelDetails,
+    retry_token: str | None = None,
+    *,
+    new_cluster: CreateDedicatedAiClusterDetails | None = None,
+) -> Answer[Model]:
     """Validate everything, then queue the training job; the Model starts CREATING. With
     `new_cluster` (the console's "a new fine-tuning cluster") the cluster is created in the same
     transaction, only once everything else passed, so a refused create leaves nothing behind."""
@@ -158,7 +165,7 @@ def create_model(
         cluster_id = details.fine_tune_details.dedicated_ai_cluster_id
         if new_cluster is not None:
             cluster_id = clusters.add_cluster(svc, session, caller, new_cluster)[0].id
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         model_id = ids.new_ocid(ids.MODEL, svc.region)
         ft = details.fine_tune_details
         row = ModelRow(
@@ -185,9 +192,14 @@ def create_model(
         session.add(row)
         session.flush()
         wr = workrequests.new_work_request(
-            session, region=svc.region, tenancy_id=caller.tenancy_id, compartment_id=details.compartment_id,
-            operation_type="CREATE_MODEL", entity_type="GenerativeAiModel", resource_id=model_id,
-        )  # fmt: skip
+            session,
+            region=svc.region,
+            tenancy_id=caller.tenancy_id,
+            compartment_id=details.compartment_id,
+            operation_type="CREATE_MODEL",
+            entity_type="GenerativeAiModel",
+            resource_id=model_id,
+        )
         session.flush()
         job_dir = svc.config.jobs_dir / model_id
         session.add(JobRow(id=wr.id, model_id=model_id, cluster_id=cluster_id, state="QUEUED", job_dir=str(job_dir)))
@@ -221,11 +233,22 @@ def get_model(svc: Services, caller: Caller, model_id: str) -> Answer[Model]:
 
 
 def list_models(
-    svc: Services, caller: Caller, compartment_id: str | None, *, vendor: str | None = None, capability: list[str] | None = None,
-    lifecycle_state: str | None = None, display_name: str | None = None, model_id: str | None = None, base_model: str | None = None,
-    include_base: bool = True, page: str | None = None, limit: int | None = None, sort_by: str | None = None,
+    svc: Services,
+    caller: Caller,
+    compartment_id: str | None,
+    *,
+    vendor: str | None = None,
+    capability: list[str] | None = None,
+    lifecycle_state: str | None = None,
+    display_name: str | None = None,
+    model_id: str | None = None,
+    base_model: str | None = None,
+    include_base: bool = True,
+    page: str | None = None,
+    limit: int | None = None,
+    sort_by: str | None = None,
     sort_order: str | None = None,
-) -> Page[Model]:  # fmt: skip
+) -> Page[Model]:
     """Catalog base models (in every compartment) and the tenancy's custom models. DELETED models are
     listed only when asked for with lifecycle_state="DELETED". compartment_id None: every compartment
     (the console's view; OCI's API always names one)."""
@@ -233,8 +256,16 @@ def list_models(
         stmt = select(ModelRow).where(ModelRow.tenancy_id == caller.tenancy_id)
         if compartment_id is not None:
             stmt = stmt.where(ModelRow.compartment_id == compartment_id)
-        stmt = stmt.where(ModelRow.lifecycle_state == lifecycle_state) if lifecycle_state else stmt.where(ModelRow.lifecycle_state != "DELETED")
-        for column, value in ((ModelRow.id, model_id), (ModelRow.display_name, display_name), (ModelRow.base_model_id, base_model)):
+        stmt = (
+            stmt.where(ModelRow.lifecycle_state == lifecycle_state)
+            if lifecycle_state
+            else stmt.where(ModelRow.lifecycle_state != "DELETED")
+        )
+        for column, value in (
+            (ModelRow.id, model_id),
+            (ModelRow.display_name, display_name),
+            (ModelRow.base_model_id, base_model),
+        ):
             if value:
                 stmt = stmt.where(column == value)
         models = [to_api(row, svc.region) for row in session.scalars(stmt)]
@@ -268,7 +299,10 @@ def training_metrics(svc: Services, caller: Caller, model_id: str, since: int = 
     with svc.session() as session:
         row = owned(session, caller, ModelRow, model_id, "model")
         records = session.scalars(
-            select(MetricRecord).where(MetricRecord.model_id == row.id, MetricRecord.seq >= since).order_by(MetricRecord.seq).limit(limit)
+            select(MetricRecord)
+            .where(MetricRecord.model_id == row.id, MetricRecord.seq >= since)
+            .order_by(MetricRecord.seq)
+            .limit(limit)
         ).all()
         job = _latest_job(session, row.id)
         return TrainingMetrics(
@@ -321,15 +355,14 @@ def export_adapter(svc: Services, caller: Caller, model_id: str, target_dir: Pat
     exist): what `tuneforge export --format peft` writes (adapter, tokenizer, model.json, a README
     naming the base weights; no path of this server). 404 until the model finished training; 409
     when the base weights it needs the tokenizer from are no longer on this server."""
-    from tuneforge.serving.export import ExportError, export_peft
-
     folder = run_dir(svc, caller, model_id)
     if folder is None:
         raise not_found("adapter (the model has not finished training)")
     try:
         return export_peft(folder, target_dir)
     except ExportError:
-        raise incorrect_state("the adapter cannot be packaged: its base model's weights (and tokenizer) are no longer on this server") from None
+        why = "the adapter cannot be packaged: its base model's weights (and tokenizer) are no longer on this server"
+        raise incorrect_state(why) from None
 
 
 def activity_log(svc: Services, caller: Caller, model_id: str, after: int = 0) -> list[dict[str, Any]]:
@@ -352,7 +385,9 @@ def activity_log(svc: Services, caller: Caller, model_id: str, after: int = 0) -
 # ---- update / delete / move -----------------------------------------------------------------
 
 
-def update_model(svc: Services, caller: Caller, model_id: str, details: UpdateModelDetails, if_match: str | None = None) -> Answer[Model]:
+def update_model(
+    svc: Services, caller: Caller, model_id: str, details: UpdateModelDetails, if_match: str | None = None
+) -> Answer[Model]:
     """Synchronous, as in OCI (update_model_and_wait_for_state polls the model, not a work request)."""
     with svc.session() as session:
         row = owned(session, caller, ModelRow, model_id, "model")
@@ -399,3 +434,18 @@ def delete_model(svc: Services, caller: Caller, model_id: str, if_match: str | N
     for path in remove:
         shutil.rmtree(path, ignore_errors=True)
     return wr.id
+
+
+def stop_training(svc: Services, caller: Caller, model_id: str, reason: str) -> None:
+    """End a model's training early and keep the model (a sweep pruned it, or its sweep was canceled):
+    FAILED with `reason` as lifecycleDetails, its curves and work request logs kept, its create work
+    request CANCELED. A queued job ends at once; a running trainer is stopped by its worker (SIGTERM:
+    it checkpoints and exits), which then ends the model. 409 unless the model is CREATING."""
+    with svc.session() as session:
+        row = owned(session, caller, ModelRow, model_id, "model")
+        if row.lifecycle_state != "CREATING":
+            raise incorrect_state(f"model {row.id} is {row.lifecycle_state}; only a model in training can be stopped")
+        remove = lifecycle.request_stop(session, row, reason)
+        commit_versioned(session, None)
+    for path in remove:
+        shutil.rmtree(path, ignore_errors=True)

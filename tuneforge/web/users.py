@@ -3,12 +3,18 @@ kept in DATA_DIR/console/users.json) or the holder of an API signing key registe
 `tuneforge api-keys add` (the browser signs a server challenge; the private key never leaves it).
 
 A file rather than a table: the console must not change the service's schema, and servers that
-share a database also share the data dir (docs/service.md).
+share a database also share the data dir (docs/service.md). users.json is rewritten under a lock
+(`fcntl.flock` on a lock file beside it) and published by rename, so two `console-users add` at
+once both land and a reader never sees half a file. Removing a user, or giving it a new password,
+ends its sessions (session.py). A challenge signs in once: its nonce is marked spent in
+DATA_DIR/console/challenges (a file created with O_EXCL, atomic across servers) and a replayed
+signature is refused.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -16,18 +22,17 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.services.keys import OCID_PATTERN
 from tuneforge.errors import InvalidParameter
-from tuneforge.store.tables import ApiKey
+from tuneforge.services import keys
+from tuneforge.services.keys import OCID_PATTERN
+from tuneforge.web import session as sessions
 
 USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 MIN_PASSWORD = 8
@@ -45,6 +50,19 @@ def _read(data_dir: Path) -> dict[str, dict]:
         return json.loads(users_file(data_dir).read_text())
     except FileNotFoundError:
         return {}
+
+
+@contextmanager
+def _locked(data_dir: Path) -> Iterator[None]:
+    """Read-modify-write of users.json by one process at a time (on this host or over NFS, where flock is lockf)."""
+    lock = users_file(data_dir).with_name(".users.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _write(data_dir: Path, users: dict[str, dict]) -> None:
@@ -69,17 +87,25 @@ def add_user(data_dir: Path, tenancy: str, username: str, password: str) -> None
         raise InvalidParameter("username", username, "1-128 letters, digits or . _ @ + -")
     if len(password) < MIN_PASSWORD:
         raise InvalidParameter("password", "<hidden>", f"must have at least {MIN_PASSWORD} characters")
-    users = _read(data_dir)
     salt = secrets.token_bytes(16)
-    users[username] = {"tenancy": tenancy, "salt": salt.hex(), "scrypt": _hash(password, salt), "created": int(time.time())}
-    _write(data_dir, users)
+    digest = _hash(password, salt)
+    with _locked(data_dir):
+        users = _read(data_dir)
+        replaced = username in users
+        users[username] = {"tenancy": tenancy, "salt": salt.hex(), "scrypt": digest, "created": int(time.time())}
+        _write(data_dir, users)
+    if replaced:  # a new password (or tenancy): sessions signed in with the old one end
+        sessions.end_sessions(data_dir, via="password", user=username)
 
 
 def remove_user(data_dir: Path, username: str) -> bool:
-    users = _read(data_dir)
-    if users.pop(username, None) is None:
-        return False
-    _write(data_dir, users)
+    """Remove a console user and end its sessions at once (on every server sharing the data dir)."""
+    with _locked(data_dir):
+        users = _read(data_dir)
+        if users.pop(username, None) is None:
+            return False
+        _write(data_dir, users)
+    sessions.end_sessions(data_dir, via="password", user=username)
     return True
 
 
@@ -111,7 +137,15 @@ def check_password(data_dir: Path, username: str, password: str) -> str | None:
 class KeyHolder:
     tenancy: str
     user: str
-    fingerprint: str
+    key_id: str
+
+
+class KeySignInRefused(Exception):
+    """Why a key sign-in was refused, as a code the login page maps to a fixed text."""
+
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
 
 
 def new_challenge(key: bytes) -> str:
@@ -121,32 +155,50 @@ def new_challenge(key: bytes) -> str:
     return f"{body}.{mac}"
 
 
-def _challenge_fresh(key: bytes, challenge: str) -> bool:
+def _check_challenge(key: bytes, challenge: str) -> None:
     body, _, mac = challenge.rpartition(".")
     if not hmac.compare_digest(mac, hmac.new(key, body.encode(), hashlib.sha256).hexdigest()[:32]):
-        return False
+        raise KeySignInRefused("key-page")
     try:
         issued = int(body.split(".")[1])
     except (IndexError, ValueError):
-        return False
-    return 0 <= time.time() - issued <= CHALLENGE_TTL_S
+        raise KeySignInRefused("key-page") from None
+    if not 0 <= time.time() - issued <= CHALLENGE_TTL_S:
+        raise KeySignInRefused("key-expired")
 
 
-def verify_key_signature(session: Session, key: bytes, challenge: str, signature_b64: str) -> KeyHolder | None:
-    """The registered key that signed `challenge` (RSASSA-PKCS1-v1_5 with SHA-256, as OCI signs
-    requests), or None. Every registered key is tried: the browser cannot compute OCI's MD5
-    fingerprint, and RSA verification costs microseconds."""
-    if not _challenge_fresh(key, challenge):
-        return None
+def _spend(data_dir: Path, challenge: str) -> None:
+    """Mark the challenge used; refuse it if it already was (O_EXCL: one winner across servers).
+    Markers older than the challenges' lifetime are swept: an expired challenge is refused anyway."""
+    folder = data_dir / "console" / "challenges"
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in folder.iterdir():
+        try:
+            if now - old.stat().st_mtime > 2 * CHALLENGE_TTL_S:
+                old.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue
+    marker = folder / hashlib.sha256(challenge.encode()).hexdigest()[:40]
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise KeySignInRefused("key-used") from None
+
+
+def check_key_sign_in(db: Session, data_dir: Path, key: bytes, challenge: str, signature_b64: str) -> KeyHolder:
+    """The registered key that signed this server's fresh, unused `challenge`; KeySignInRefused
+    (with the reason's code) otherwise. A challenge is spent only by a valid signature, so nobody
+    can burn another visitor's challenge with garbage."""
+    _check_challenge(key, challenge)
     try:
         signature = base64.b64decode(signature_b64, validate=True)
     except ValueError:
-        return None
-    for row in session.scalars(select(ApiKey)):
-        public_key = serialization.load_pem_public_key(row.public_key_pem.encode())
-        try:
-            public_key.verify(signature, challenge.encode(), padding.PKCS1v15(), hashes.SHA256())
-        except (InvalidSignature, ValueError):
-            continue
-        return KeyHolder(row.tenancy_id, row.user_id, row.fingerprint)
-    return None
+        raise KeySignInRefused("key-signature") from None
+    if not signature:
+        raise KeySignInRefused("key-signature")
+    row = keys.find_signer(db, challenge.encode(), signature)
+    if row is None:
+        raise KeySignInRefused("key-unknown")
+    _spend(data_dir, challenge)
+    return KeyHolder(row.tenancy_id, row.user_id, row.key_id)

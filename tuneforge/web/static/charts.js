@@ -285,15 +285,16 @@ const TuneCharts = (() => {
     }
   }
 
-  // Draw the four charts into `root`; returns {update(runs)} for new records (the details page polls).
-  function mount(root, runs) {
+  // Draw the four charts into `root` (or only the curves whose ids `only` lists: the sweep page draws
+  // its trials' validation loss); returns {update(runs)} for new records (the details page polls).
+  function mount(root, runs, only) {
     const help = "Hover a chart for values; drag across it to zoom into steps, double-click to zoom out.";
     root.replaceChildren(el("p", { class: "chart-help" }, help));
-    const charts = CURVES.map((curve) => new Chart(curve, root));
+    const charts = CURVES.filter((curve) => !only || only.includes(curve.id)).map((curve) => new Chart(curve, root));
     const update = (next) => charts.forEach((chart) => chart.update(next));
     update(runs);
     return { update };
   }
 
-  return { COLORS, mount };
+  return { COLORS, fmt, mount };
 })();

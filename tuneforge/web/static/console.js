@@ -1,27 +1,17 @@
-// TuneForge console: live progress, the create form's checks and sign-in with an API key. The charts
-// are charts.js (over the vendored uPlot), loaded by the pages that have them. Everything ships inside
-// the package: the console must work offline.
+// TuneForge console: live progress, the forms' checks (errors tied to their fields, a summary, the focus
+// on the first invalid field), the dataset check, the models list's refresh and sign-in with an API key.
+// The charts are charts.js (over the vendored uPlot), loaded by the pages that have them. Everything
+// ships inside the package: the console must work offline.
 "use strict";
 
 // ---- model details: poll while the model trains ---------------------------------------------
 
-function duration(seconds) {
-  const s = Math.max(0, Math.round(seconds));
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-  return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + `:${String(r).padStart(2, "0")}`;
-}
-
-function showProgress(progress, state) {
-  const bar = document.getElementById("progress-bar"), text = document.getElementById("progress-text");
-  if (!bar || !progress) return;
-  const total = progress.totalTrainingSteps;
-  if (total) { bar.max = total; bar.value = progress.step || 0; }
-  const parts = [total ? `step ${progress.step || 0} / ${total}` : "loading the model…"];
-  if (typeof progress.epoch === "number" && total) parts.push(`epoch ${progress.epoch.toFixed(2)}`);
-  if (progress.phase) parts.push(progress.phase);
-  if (typeof progress.etaSeconds === "number" && progress.phase === "training") parts.push(`ETA ${duration(progress.etaSeconds)}`);
-  if (state === "DELETING") parts.push("stopping…");
-  text.textContent = parts.join(" · ");
+function showProgress(progress, text) {
+  // The line itself is the server's (queries.progress_text): what the run does now, the step, the time left.
+  const bar = document.getElementById("progress-bar"), line = document.getElementById("progress-text");
+  if (!bar) return;
+  if (progress && progress.totalTrainingSteps) { bar.max = progress.totalTrainingSteps; bar.value = progress.step || 0; }
+  if (text && line.textContent !== text) line.textContent = text;
 }
 
 function appendLog(entries) {
@@ -44,7 +34,7 @@ function detailsPage(data, chartRoot) {
   const draw = () => charts.update([{ name: "", records }]);
   const log = (entries) => { appendLog(entries); if (entries.length) after = entries[entries.length - 1].id; };
   log(live.log);
-  showProgress(live.progress, live.state);
+  showProgress(live.progress, live.progressText);
   if (!live.live) return;
   const poll = async () => {
     try {
@@ -53,7 +43,7 @@ function detailsPage(data, chartRoot) {
         const update = await r.json();
         if (update.records.length) { records.push(...update.records); next = update.next; draw(); }
         log(update.log);
-        showProgress(update.progress, update.state);
+        showProgress(update.progress, update.progressText);
         if (update.state !== live.state) { location.reload(); return; }  // the server renders the outcome
       }
     } catch (err) { /* the server may be restarting: try again */ }
@@ -62,31 +52,72 @@ function detailsPage(data, chartRoot) {
   setTimeout(poll, 1000);
 }
 
-// ---- create form ----------------------------------------------------------------------------
+// ---- forms: errors tied to their fields, a summary at the top, focus on the first invalid field ----
+
+function showFieldError(input, errorBox, message) {
+  // The error paragraph is the one the input names in aria-describedby; aria-invalid follows it.
+  if (errorBox) errorBox.textContent = message || "";
+  if (!input) return;
+  if (message) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+  input.classList.toggle("invalid", !!message);
+}
+
+function showSummary(form, problems) {
+  // problems: [{message, input}], in the form's order. Screen readers hear the summary (role=alert).
+  const box = document.getElementById("error-summary");
+  if (!box) return;
+  box.hidden = problems.length === 0;
+  box.querySelector("h2").textContent = problems.length === 1 ? "There is a problem with this form" : `There are ${problems.length} problems with this form`;
+  const list = box.querySelector("ul");
+  list.replaceChildren(...problems.map(({ message, input }) => {
+    const li = document.createElement("li"), a = document.createElement("a");
+    a.textContent = message;
+    if (input && input.id) { a.href = `#${input.id}`; a.addEventListener("click", (e) => { e.preventDefault(); input.focus(); }); li.append(a); }
+    else li.textContent = message;
+    return li;
+  }));
+}
+
+function focusFirstInvalid(root) {
+  const first = [...root.querySelectorAll('[aria-invalid="true"]')].find((el) => !el.closest("[hidden]") && !el.disabled);
+  if (first) first.focus();
+  else { const box = document.getElementById("error-summary"); if (box && !box.hidden) box.focus(); }
+}
 
 function checkField(input) {
-  // The catalog's rule for this field (data-* attributes); the server checks again on submit.
+  // The catalog's rule for this field (data-* attributes), worded as the server words it; the server checks again on submit.
   const text = input.value.trim(), d = input.dataset;
   if (text === "") return "";
-  const value = Number(text);
-  const allowed = `allowed: ${d.allowed}`;
-  if (!Number.isFinite(value)) return `${d.field}: must be a number; ${allowed}`;
-  if (d.type === "int" && !/^[+-]?\d+$/.test(text)) return `${d.field}: must be an integer; ${allowed}`;
-  if (d.tunable === "false" && value !== Number(d.default)) return `${d.field}: ${allowed}`;
-  if (d.min !== undefined && (value < Number(d.min) || (d.minExclusive === "true" && value === Number(d.min)))) return `${d.field}: ${text} is not allowed; ${allowed}`;
-  if (d.max !== undefined && (value > Number(d.max) || (d.maxExclusive === "true" && value === Number(d.max)))) return `${d.field}: ${text} is not allowed; ${allowed}`;
+  const value = Number(text), allowed = `allowed: ${d.allowed}`;
+  if (d.type === "int" && !/^[+-]?\d+$/.test(text)) return `${d.field}: ${text} is not an integer; ${allowed}`;
+  if (!Number.isFinite(value)) return `${d.field}: ${text} is not a number; ${allowed}`;
+  const below = d.min !== undefined && (value < Number(d.min) || (d.minExclusive === "true" && value === Number(d.min)));
+  const above = d.max !== undefined && (value > Number(d.max) || (d.maxExclusive === "true" && value === Number(d.max)));
+  if ((d.tunable === "false" && value !== Number(d.default)) || below || above) return `${d.field}: ${text} is not allowed; ${allowed}`;
   return "";
+}
+
+function bytes(n) {
+  return n < 1024 ? `${n} bytes` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
 function createPage(form) {
   const base = form.querySelector("#baseModelId");
-  const planText = document.getElementById("plan-text");
-  let fileLines = null, planTimer = null;
+  const planText = document.getElementById("plan-text"), checkText = document.getElementById("dataset-check");
+  const datasetError = document.getElementById("err-dataset"), datasetProblems = document.getElementById("dataset-problems");
+  const fileInput = form.elements.datasetFile, kept = form.elements.keptUpload.value;
+  const csrf = form.elements.csrf.value, maxCheck = Number(form.dataset.maxCheckBytes);
+  let fileExamples = null, checkedFile = null, planTimer = null, planAsked = 0;
   const activeGroup = () => form.querySelector(`fieldset.hyperparameters[data-group="${base.selectedOptions[0].dataset.group}"]`);
   const source = () => form.querySelector('input[name="datasetSource"]:checked').value;
-  const errorFor = (name, scope) => (scope || form).querySelector(`[data-error-for="${name}"]`);
-  const setError = (name, message, scope) => { const p = errorFor(name, scope); if (p) p.textContent = message || ""; };
+  const datasetInput = () => (source() === "upload" ? fileInput : form.elements.objectName);
 
+  function showDataset(summary, problems) {
+    datasetError.textContent = summary || "";
+    datasetProblems.replaceChildren(...(problems || []).map((p) => { const li = document.createElement("li"); li.textContent = p; return li; }));
+    for (const input of [fileInput, form.elements.objectName]) showFieldError(input, null, "");
+    showFieldError(datasetInput(), null, summary);
+  }
   function showGroup() {
     // Only the chosen model's fieldset is enabled, so only its fields are submitted.
     for (const fs of form.querySelectorAll("fieldset.hyperparameters")) {
@@ -97,32 +128,57 @@ function createPage(form) {
   function showSource() {
     for (const div of form.querySelectorAll("[data-source]")) div.hidden = div.dataset.source !== source();
   }
+  function hyperInputs() { return [...activeGroup().querySelectorAll("input[data-field]")]; }
+  function errorBox(input) { return document.getElementById(`err-${input.id}`); }
   function checkAll() {
-    let ok = true;
-    for (const input of activeGroup().querySelectorAll("input[data-field]")) {
+    const problems = [];
+    for (const input of hyperInputs()) {
       const message = checkField(input);
-      setError(input.dataset.field, message, activeGroup());
-      input.classList.toggle("invalid", !!message);
-      if (message) ok = false;
+      showFieldError(input, errorBox(input), message);
+      if (message) problems.push({ message, input });
     }
-    return ok;
+    return problems;
+  }
+  async function checkFile(file) {
+    // The server's own validator on the chosen file (nothing is kept): counts and problems with line and column.
+    fileExamples = null; checkedFile = file;
+    showDataset("", []);
+    if (!file) { checkText.textContent = ""; schedulePlan(); return; }
+    if (file.size > maxCheck) { checkText.textContent = `${file.name}: ${bytes(file.size)}, too large to check here; the server checks it when you create the model.`; schedulePlan(); return; }
+    checkText.textContent = `checking ${file.name}…`;
+    try {
+      const params = new URLSearchParams({ baseModelId: base.value, name: file.name });
+      const r = await fetch(`/console/api/dataset-check?${params}`, { method: "POST", body: file, credentials: "same-origin",
+        headers: { "content-type": "application/octet-stream", "x-csrf-token": csrf } });
+      const answer = await r.json();
+      if (checkedFile !== file) return;  // another file was chosen meanwhile
+      if (answer.n !== undefined) { fileExamples = answer.n; checkText.textContent = `${file.name}: ${answer.n} examples, checked by the server.`; }
+      else if (answer.problems) { checkText.textContent = ""; showDataset(answer.summary, answer.problems); }
+      else checkText.textContent = `${file.name}: ${answer.message}`;
+    } catch (err) {
+      checkText.textContent = `${file.name} could not be checked now (${err.message || err}); the server checks it when you create the model.`;
+    }
+    schedulePlan();
   }
   async function refreshPlan() {
     const params = new URLSearchParams({ baseModelId: base.value });
-    for (const input of activeGroup().querySelectorAll("input[data-field]")) params.set(input.dataset.field, input.value);
-    if (source() === "upload") {
-      if (fileLines === null) { planText.textContent = "choose a dataset to see the figure."; return; }
-      params.set("n", fileLines);
+    for (const input of hyperInputs()) params.set(input.dataset.field, input.value);
+    const chosen = fileInput.files[0];
+    if (source() === "upload" && chosen) {
+      if (fileExamples === null) { planText.textContent = "choose a valid dataset to see the figure."; return; }
+      params.set("n", fileExamples);
     } else {
-      const bucket = form.elements.bucketName.value.trim(), object = form.elements.objectName.value.trim();
-      if (!bucket || !object) { planText.textContent = "name the dataset object to see the figure."; return; }
+      const bucket = source() === "upload" ? "datasets" : form.elements.bucketName.value.trim();
+      const object = source() === "upload" ? kept : form.elements.objectName.value.trim();
+      if (!bucket || !object) { planText.textContent = source() === "upload" ? "choose a dataset to see the figure." : "name the dataset object to see the figure."; return; }
       params.set("bucketName", bucket); params.set("objectName", object);
     }
+    const asked = ++planAsked;
     const r = await fetch(`/console/api/plan?${params}`, { credentials: "same-origin" });
-    if (!r.ok) return;
+    if (!r.ok || asked !== planAsked) return;  // a later edit asked again: this answer is stale
     const plan = await r.json();
-    setError("dataset", plan.errors.dataset || "");
-    for (const [field, message] of Object.entries(plan.errors)) if (field !== "dataset") setError(field, message, activeGroup());
+    if (!(source() === "upload" && chosen)) showDataset(plan.errors.dataset || "", plan.datasetProblems || []);
+    for (const input of hyperInputs()) showFieldError(input, errorBox(input), plan.errors[input.dataset.field] || checkField(input));
     planText.textContent = plan.totalTrainingSteps === undefined
       ? "fix the fields marked above to see the figure."
       : `${plan.n} examples → ${plan.nTrain} training + ${plan.nVal} validation; ${plan.stepsPerEpoch} steps per epoch; totalTrainingSteps = ${plan.totalTrainingSteps}`;
@@ -130,18 +186,51 @@ function createPage(form) {
   }
   const schedulePlan = () => { clearTimeout(planTimer); planTimer = setTimeout(refreshPlan, 250); };
 
-  base.addEventListener("change", () => { showGroup(); checkAll(); schedulePlan(); });
-  for (const radio of form.querySelectorAll('input[name="datasetSource"]')) radio.addEventListener("change", () => { showSource(); schedulePlan(); });
+  base.addEventListener("change", () => { showGroup(); checkAll(); if (fileInput.files[0]) checkFile(fileInput.files[0]); else schedulePlan(); });
+  for (const radio of form.querySelectorAll('input[name="datasetSource"]')) radio.addEventListener("change", () => { showSource(); showDataset("", []); schedulePlan(); });
   for (const name of ["bucketName", "objectName"]) form.elements[name].addEventListener("input", schedulePlan);
   for (const input of form.querySelectorAll("input[data-field]")) input.addEventListener("input", () => { checkAll(); schedulePlan(); });
-  form.elements.datasetFile.addEventListener("change", async (event) => {
-    const file = event.target.files[0];
-    // Examples = non-blank lines, as the server counts them (bad lines are named when it reads the file).
-    fileLines = file ? (await file.text()).split("\n").filter((line) => line.trim() !== "").length : null;
-    schedulePlan();
+  fileInput.addEventListener("change", () => checkFile(fileInput.files[0]));
+  form.addEventListener("submit", (event) => {
+    // Fields the page can rule out block the submit; a dataset's problems do not (the server decides).
+    const problems = checkAll();
+    const missing = source() === "upload" && !fileInput.files[0] && !kept;
+    if (!problems.length && !missing) return;
+    event.preventDefault();
+    if (missing) {
+      const message = "Choose a JSONL file to upload (or name an object in Object Storage).";
+      showFieldError(fileInput, datasetError, message);
+      problems.unshift({ message, input: fileInput });
+    } else if (datasetError.textContent) {
+      const first = datasetProblems.querySelector("li");
+      problems.unshift({ message: datasetError.textContent + (first ? ` ${first.textContent}` : ""), input: datasetInput() });
+    }
+    showSummary(form, problems);
+    focusFirstInvalid(form);
   });
-  form.addEventListener("submit", (event) => { if (!checkAll()) event.preventDefault(); });
   showGroup(); showSource(); checkAll(); schedulePlan();
+}
+
+// ---- the models list refreshes itself while a model trains (the server renders the rows) ----------
+
+function refreshingList(table) {
+  const poll = async () => {
+    try {
+      const r = await fetch(location.href, { credentials: "same-origin" });
+      if (r.ok) {
+        const fresh = new DOMParser().parseFromString(await r.text(), "text/html").getElementById("custom-models");
+        if (fresh) {
+          // Keep what the user ticked for comparing.
+          const ticked = new Set([...table.querySelectorAll('input[name="id"]:checked')].map((box) => box.value));
+          table.tBodies[0].replaceWith(fresh.tBodies[0]);
+          for (const box of table.querySelectorAll('input[name="id"]')) box.checked = ticked.has(box.value);
+          if (fresh.dataset.live !== "true") { delete table.dataset.live; return; }
+        }
+      }
+    } catch (err) { /* the server may be restarting: try again */ }
+    setTimeout(poll, 2000);
+  };
+  setTimeout(poll, 2000);
 }
 
 // ---- sign in with an API key ----------------------------------------------------------------
@@ -166,23 +255,39 @@ function pkcs1ToPkcs8(pkcs1) {
   return new Uint8Array([0x30, ...derLength(body.length), ...body]);
 }
 
+// What can be wrong with a chosen key file, in words (a failed import alone says only "DataError").
+function keyProblem(pem) {
+  if (/BEGIN (RSA )?PUBLIC KEY/.test(pem)) return "this is a public key: choose the private half (the file without _public in its name)";
+  if (/ENCRYPTED/.test(pem)) return "this key is protected by a passphrase, which the browser cannot use: make an unencrypted copy with openssl rsa -in KEY -out PLAIN";
+  if (!/-----BEGIN (RSA )?PRIVATE KEY-----/.test(pem)) return "this is not a PEM private key (it should start with -----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----)";
+  return "";
+}
+
 function keyLoginPage(form) {
+  const fileInput = form.elements.keyFile, error = document.getElementById("err-keyFile");
+  const fail = (message) => { showFieldError(fileInput, error, message); fileInput.focus(); };
+  fileInput.addEventListener("change", () => showFieldError(fileInput, error, ""));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const fileInput = form.elements.keyFile, error = form.querySelector('[data-error-for="keyFile"]');
+    const file = fileInput.files[0];
+    if (!file) return fail("Choose your private key file first.");
+    if (!window.isSecureContext || !window.crypto || !crypto.subtle) return fail("Signing in with a key needs this page on https:// (or http://localhost): the browser offers its signing only there.");
+    if (file.size > 64 * 1024) return fail(`${file.name} is ${bytes(file.size)}: too large to be a PEM private key.`);
+    const pem = await file.text();
+    const problem = keyProblem(pem);
+    if (problem) return fail(`${file.name}: ${problem}.`);
+    let key;
     try {
-      const pem = await fileInput.files[0].text();
-      if (/ENCRYPTED/.test(pem)) throw new Error("encrypted keys are not supported here; use an unencrypted copy");
       let der = pemBody(pem);
       if (/BEGIN RSA PRIVATE KEY/.test(pem)) der = pkcs1ToPkcs8(der);
-      const key = await crypto.subtle.importKey("pkcs8", der, { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, false, ["sign"]);
-      const signature = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", key, new TextEncoder().encode(form.dataset.challenge));
-      form.elements.signature.value = btoa(String.fromCharCode(...new Uint8Array(signature)));
-      fileInput.disabled = true;  // never sent: only the signature leaves the browser
-      form.submit();
+      key = await crypto.subtle.importKey("pkcs8", der, { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, false, ["sign"]);
     } catch (err) {
-      error.textContent = `Could not sign with this file: ${err.message || err}` + (window.isSecureContext ? "" : " (signing needs https or localhost)");
+      return fail(`${file.name}: the browser could not read this key; it must be an RSA private key in PEM (PKCS#8 or PKCS#1), as openssl genrsa writes it.`);
     }
+    const signature = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", key, new TextEncoder().encode(form.dataset.challenge));
+    form.elements.signature.value = btoa(String.fromCharCode(...new Uint8Array(signature)));
+    fileInput.disabled = true;  // never sent: only the signature leaves the browser
+    form.submit();
   });
 }
 
@@ -214,6 +319,11 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const createForm = document.getElementById("create-form");
   if (createForm) createPage(createForm);
+  const list = document.querySelector('#custom-models[data-live="true"]');
+  if (list) refreshingList(list);
+  // A form the server sent back with errors: the focus goes to the first invalid field.
+  const summary = document.getElementById("error-summary");
+  if (summary && !summary.hidden) focusFirstInvalid(document);
   const keyForm = document.getElementById("key-login");
   if (keyForm) keyLoginPage(keyForm);
 });
