@@ -32,6 +32,7 @@ model with transformers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -95,7 +96,7 @@ class Timeline:
 
 def summary(timeline: Timeline, wall: float) -> dict:
     ttft = [t[0] - s for s, t in zip(timeline.submitted, timeline.tokens) if t]
-    itl = [b - a for t in timeline.tokens for a, b in zip(t, t[1:])]
+    itl = [b - a for t in timeline.tokens for a, b in itertools.pairwise(t)]
     total = sum(len(t) for t in timeline.tokens)
     return {
         "tokens": total,

@@ -51,7 +51,7 @@ def base_dir(arch: str, tiny_llama: Path, tiny_cohere: Path) -> Path:
     return tiny_llama if arch == "llama" else tiny_cohere
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_model(base: Path, adapter: Path | None):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -189,3 +189,19 @@ def test_pool_shares_one_engine_per_base_and_finds_a_runs_base(tiny_llama, train
     with pytest.raises(AdapterUnavailable):
         pool.for_run(tmp_path / "no-run")
     pool.shutdown()
+
+
+def test_rows_finishing_while_others_wait_for_their_prefill_keep_every_request(tiny_llama, adapters):
+    """A decoding row that ends moves the last row into its cache slot; that last row may be one
+    admitted since the last forward (its prefill not yet run, its slot past the cache's storage).
+    Found by the loopback load test: IndexError in the decode thread, every request in flight failed."""
+    engine = serving_engine(tiny_llama, start=False, max_batch=32, prefill_tokens=16)
+    refs = [AdapterRef(name, adapters["llama"][name]) for name in ("lora-a", "ia3")]
+    streams = []
+    for wave in range(4):  # new rows keep arriving while earlier ones decode and end at different steps
+        streams += [engine.submit(chat(f"is {wave * 8 + i} odd?", adapter=refs[i % 2], max_tokens=1 + i % 4)) for i in range(8)]
+        for _ in range(3):
+            engine.step()
+    run_until_done(engine, streams)
+    assert all(s.result().finish_reason in ("length", "stop") for s in streams)
+    engine.shutdown()

@@ -37,11 +37,17 @@ async def completions(request: Request, generation: inference.Generation) -> lis
                 waiting.cancel()
                 raise ServiceError(499, "ClientClosedRequest", "the client went away")
     except serving.ServingError:
-        raise ServiceError(500, "InternalServerError", "the model failed while generating; the server's log has the details") from None
+        raise ServiceError(
+            500, "InternalServerError", "the model failed while generating; the server's log has the details"
+        ) from None
 
 
-def event_stream(generation: inference.Generation, delta: Callable[[str], dict], end: Callable[[object], dict | list[dict]],
-                 done_marker: bool = False) -> StreamingResponse:  # fmt: skip
+def event_stream(
+    generation: inference.Generation,
+    delta: Callable[[str], dict],
+    end: Callable[[object], dict | list[dict]],
+    done_marker: bool = False,
+) -> StreamingResponse:
     """Server-sent events: one per text delta, then the closing one(s) made from the Completion.
     Leaving early (the client went away) cancels the generation."""
     stream = generation.streams[0]
@@ -69,7 +75,9 @@ async def chat(details: ChatDetails, request: Request, caller: CallerDep, svc: S
     requests = inference.chat_requests(details, target)
     generation = await asyncio.to_thread(inference.start, svc, target, requests, "chatRequest.")
     if details.chat_request.is_stream:
-        return event_stream(generation, lambda text: inference.chat_delta(details, text), lambda c: inference.chat_end(details, c))
+        return event_stream(
+            generation, lambda text: inference.chat_delta(details, text), lambda c: inference.chat_end(details, c)
+        )
     return JSONResponse(inference.chat_result(details, generation, await completions(request, generation)))
 
 
@@ -79,5 +87,7 @@ async def generate_text(details: GenerateTextDetails, request: Request, caller: 
     requests = inference.text_requests(details, target)
     generation = await asyncio.to_thread(inference.start, svc, target, requests, "inferenceRequest.")
     if details.inference_request.is_stream:
-        return event_stream(generation, lambda text: inference.text_delta(details, text), lambda c: inference.text_end(details, c))
+        return event_stream(
+            generation, lambda text: inference.text_delta(details, text), lambda c: inference.text_end(details, c)
+        )
     return JSONResponse(inference.text_result(details, generation, await completions(request, generation)))

@@ -69,7 +69,12 @@ async def text_completions(body: CompletionRequest, request: Request, caller: Ca
     def chunk(text: str, finish: str | None = None) -> dict:
         nonlocal pending_echo
         text, pending_echo = pending_echo + text, ""
-        return {"id": chunk_id, "object": "text_completion", "created": created, "model": body.model,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}  # fmt: skip
+        return {
+            "id": chunk_id,
+            "object": "text_completion",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+        }
 
     return event_stream(generation, chunk, lambda completion: chunk("", completion.finish_reason), done_marker=True)

@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC
 from typing import Any
 
 from tuneforge import serving
@@ -56,8 +57,11 @@ def pool(svc: Services):
             from tuneforge.serving import EngineConfig, EnginePool
 
             cfg = svc.config
-            svc.serving = EnginePool(EngineConfig(max_batch=cfg.serving_max_batch, max_queue=cfg.serving_max_queue,
-                                                  max_adapters=cfg.serving_max_adapters))  # fmt: skip
+            svc.serving = EnginePool(
+                EngineConfig(
+                    max_batch=cfg.serving_max_batch, max_queue=cfg.serving_max_queue, max_adapters=cfg.serving_max_adapters
+                )
+            )
         return svc.serving
 
 
@@ -70,8 +74,9 @@ def _engine(svc: Services, target: Target):
     try:
         weights = resolve_weights(svc.config.weights, model_id=target.spec.id, weights_repo=target.spec.weights_repo)
     except WeightsError:
-        raise invalid(f"modelId: this server has no weights for {target.spec.id}; its operator configures them "
-                      "(tuneforge serve --weights)") from None  # fmt: skip
+        raise invalid(
+            f"modelId: this server has no weights for {target.spec.id}; its operator configures them (tuneforge serve --weights)"
+        ) from None
     return pool(svc).get(weights), None
 
 
@@ -92,7 +97,7 @@ def warm_endpoint(svc: Services, endpoint_id: str) -> None:
             endpoints.finish_creation(svc, endpoint_id)
         except (ServiceError, serving.ServingError, InvalidParameter) as err:
             endpoints.finish_creation(svc, endpoint_id, error=getattr(err, "message", None) or str(err))
-        except Exception:  # noqa: BLE001 - the endpoint must not stay CREATING forever; the log has the traceback
+        except Exception:
             import logging
 
             logging.getLogger("tuneforge.hosting").exception("loading endpoint %s failed", endpoint_id)
@@ -179,16 +184,28 @@ def chat_requests(details: ChatDetails, target: Target) -> list[serving.Request]
         n = chat.num_generations or 1
         if chat.is_stream and n > 1:
             raise invalid("chatRequest.numGenerations: above 1 cannot be streamed; set isStream false")
-        common = dict(messages=messages, max_tokens=chat.max_completion_tokens or chat.max_tokens or DEFAULT_MAX_TOKENS,
-                      temperature=_number(chat.temperature, 1.0), top_p=_number(chat.top_p, 1.0), top_k=max(0, chat.top_k or 0),
-                      frequency_penalty=_number(chat.frequency_penalty, 0.0), presence_penalty=_number(chat.presence_penalty, 0.0),
-                      stop=tuple(chat.stop or ()))  # fmt: skip
+        common = dict(
+            messages=messages,
+            max_tokens=chat.max_completion_tokens or chat.max_tokens or DEFAULT_MAX_TOKENS,
+            temperature=_number(chat.temperature, 1.0),
+            top_p=_number(chat.top_p, 1.0),
+            top_k=max(0, chat.top_k or 0),
+            frequency_penalty=_number(chat.frequency_penalty, 0.0),
+            presence_penalty=_number(chat.presence_penalty, 0.0),
+            stop=tuple(chat.stop or ()),
+        )
         return [serving.Request(**common, seed=seed) for seed in _seeds(chat.seed, n)]
     assert isinstance(chat, CohereChatRequest)
-    common = dict(max_tokens=chat.max_tokens or DEFAULT_MAX_TOKENS, temperature=_number(chat.temperature, 0.3),
-                  top_p=_number(chat.top_p, 0.75), top_k=chat.top_k or 0,
-                  frequency_penalty=_number(chat.frequency_penalty, 0.0), presence_penalty=_number(chat.presence_penalty, 0.0),
-                  stop=tuple(chat.stop_sequences or ()), seed=chat.seed)  # fmt: skip
+    common = dict(
+        max_tokens=chat.max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=_number(chat.temperature, 0.3),
+        top_p=_number(chat.top_p, 0.75),
+        top_k=chat.top_k or 0,
+        frequency_penalty=_number(chat.frequency_penalty, 0.0),
+        presence_penalty=_number(chat.presence_penalty, 0.0),
+        stop=tuple(chat.stop_sequences or ()),
+        seed=chat.seed,
+    )
     if chat.is_raw_prompting:
         return [serving.Request(prompt=chat.message, **common)]
     roles = {"USER": "user", "CHATBOT": "assistant", "SYSTEM": "system"}
@@ -213,16 +230,30 @@ def chat_result(details: ChatDetails, generation: Generation, completions) -> di
         response = {
             "apiFormat": "GENERIC",
             "timeCreated": rfc3339(utcnow()),
-            "choices": [{"index": i, "message": {"role": "ASSISTANT", "content": [{"type": "TEXT", "text": c.text}]},
-                         "finishReason": c.finish_reason} for i, c in enumerate(completions)],  # fmt: skip
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "ASSISTANT", "content": [{"type": "TEXT", "text": c.text}]},
+                    "finishReason": c.finish_reason,
+                }
+                for i, c in enumerate(completions)
+            ],
             "usage": _usage(completions),
         }
     else:
         completion = completions[0]
-        history = [*[{"role": m.role, "message": m.message} for m in chat.chat_history or []], {"role": "USER", "message": chat.message},
-                   {"role": "CHATBOT", "message": completion.text}]  # fmt: skip
-        response = {"apiFormat": "COHERE", "text": completion.text, "finishReason": _COHERE_FINISH[completion.finish_reason],
-                    "chatHistory": history, "usage": _usage(completions)}  # fmt: skip
+        history = [
+            *[{"role": m.role, "message": m.message} for m in chat.chat_history or []],
+            {"role": "USER", "message": chat.message},
+            {"role": "CHATBOT", "message": completion.text},
+        ]
+        response = {
+            "apiFormat": "COHERE",
+            "text": completion.text,
+            "finishReason": _COHERE_FINISH[completion.finish_reason],
+            "chatHistory": history,
+            "usage": _usage(completions),
+        }
     return {"modelId": generation.target.model_id, "modelVersion": MODEL_VERSION, "chatResponse": response}
 
 
@@ -253,10 +284,16 @@ def text_requests(details: GenerateTextDetails, target: Target) -> list[serving.
     if req.is_stream and n > 1:
         raise invalid("inferenceRequest.numGenerations: above 1 cannot be streamed; set isStream false")
     stop = req.stop if isinstance(req, LlamaLlmInferenceRequest) else req.stop_sequences
-    common = dict(messages=[{"role": "user", "content": req.prompt}], max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS,
-                  temperature=_number(req.temperature, 1.0), top_p=_number(req.top_p, 1.0), top_k=max(0, req.top_k or 0),
-                  frequency_penalty=_number(req.frequency_penalty, 0.0), presence_penalty=_number(req.presence_penalty, 0.0),
-                  stop=tuple(stop or ()))  # fmt: skip
+    common = dict(
+        messages=[{"role": "user", "content": req.prompt}],
+        max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=_number(req.temperature, 1.0),
+        top_p=_number(req.top_p, 1.0),
+        top_k=max(0, req.top_k or 0),
+        frequency_penalty=_number(req.frequency_penalty, 0.0),
+        presence_penalty=_number(req.presence_penalty, 0.0),
+        stop=tuple(stop or ()),
+    )
     return [serving.Request(**common) for _ in range(n)]
 
 
@@ -264,12 +301,21 @@ def text_result(details: GenerateTextDetails, generation: Generation, completion
     req = details.inference_request
     echo = req.prompt if req.is_echo else ""
     if isinstance(req, LlamaLlmInferenceRequest):
-        response = {"runtimeType": "LLAMA", "created": rfc3339(utcnow()),
-                    "choices": [{"index": i, "text": echo + c.text, "finishReason": c.finish_reason} for i, c in enumerate(completions)]}  # fmt: skip
+        response = {
+            "runtimeType": "LLAMA",
+            "created": rfc3339(utcnow()),
+            "choices": [{"index": i, "text": echo + c.text, "finishReason": c.finish_reason} for i, c in enumerate(completions)],
+        }
     else:
-        response = {"runtimeType": "COHERE", "timeCreated": rfc3339(utcnow()), "prompt": req.prompt if req.is_echo else None,
-                    "generatedTexts": [{"id": secrets.token_hex(8), "text": echo + c.text, "finishReason": _COHERE_FINISH[c.finish_reason]}
-                                       for c in completions]}  # fmt: skip
+        response = {
+            "runtimeType": "COHERE",
+            "timeCreated": rfc3339(utcnow()),
+            "prompt": req.prompt if req.is_echo else None,
+            "generatedTexts": [
+                {"id": secrets.token_hex(8), "text": echo + c.text, "finishReason": _COHERE_FINISH[c.finish_reason]}
+                for c in completions
+            ],
+        }
         response = {k: v for k, v in response.items() if v is not None}
     return {"modelId": generation.target.model_id, "modelVersion": MODEL_VERSION, "inferenceResponse": response}
 
@@ -299,9 +345,15 @@ def openai_chat_requests(body: ChatCompletionRequest) -> list[serving.Request]:
         raise invalid("n: above 1 cannot be streamed; set stream false")
     roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
     messages = [{"role": roles[m.role], "content": content_text(m.content)} for m in body.messages]
-    common = dict(messages=messages, max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
-                  temperature=_number(body.temperature, 1.0), top_p=_number(body.top_p, 1.0), stop=_stops(body.stop),
-                  frequency_penalty=_number(body.frequency_penalty, 0.0), presence_penalty=_number(body.presence_penalty, 0.0))  # fmt: skip
+    common = dict(
+        messages=messages,
+        max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=_number(body.temperature, 1.0),
+        top_p=_number(body.top_p, 1.0),
+        stop=_stops(body.stop),
+        frequency_penalty=_number(body.frequency_penalty, 0.0),
+        presence_penalty=_number(body.presence_penalty, 0.0),
+    )
     return [serving.Request(**common, seed=seed) for seed in _seeds(body.seed, n)]
 
 
@@ -310,9 +362,14 @@ def openai_completion_requests(body: CompletionRequest) -> list[serving.Request]
     n = body.n or 1
     if body.stream and (n > 1 or len(prompts) > 1):
         raise invalid("n: one prompt and one choice can be streamed; set stream false")
-    common = dict(max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, temperature=_number(body.temperature, 1.0), top_p=_number(body.top_p, 1.0),
-                  stop=_stops(body.stop), frequency_penalty=_number(body.frequency_penalty, 0.0),
-                  presence_penalty=_number(body.presence_penalty, 0.0))  # fmt: skip
+    common = dict(
+        max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=_number(body.temperature, 1.0),
+        top_p=_number(body.top_p, 1.0),
+        stop=_stops(body.stop),
+        frequency_penalty=_number(body.frequency_penalty, 0.0),
+        presence_penalty=_number(body.presence_penalty, 0.0),
+    )
     # A completion continues raw text: no chat template (what OpenAI's completions API means).
     return [serving.Request(prompt=p, **common, seed=seed) for p in prompts for seed in _seeds(body.seed, n)]
 
@@ -327,21 +384,31 @@ def openai_usage(completions, choices_per_prompt: int = 0) -> dict[str, int]:
 
 def openai_chat_result(model: str, generation: Generation, completions) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion", "created": int(generation.created), "model": model,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason,
-                     "logprobs": None} for i, c in enumerate(completions)],
+        "id": f"chatcmpl-{secrets.token_hex(12)}",
+        "object": "chat.completion",
+        "created": int(generation.created),
+        "model": model,
+        "choices": [
+            {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason, "logprobs": None}
+            for i, c in enumerate(completions)
+        ],
         "usage": openai_usage(completions),
-    }  # fmt: skip
+    }
 
 
 def openai_completion_result(model: str, generation: Generation, completions, echo: list[str], n: int) -> dict[str, Any]:
     """`echo`: the text put before each choice (its prompt when echo was asked for); `n` choices per prompt."""
     return {
-        "id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(generation.created), "model": model,
-        "choices": [{"index": i, "text": e + c.text, "finish_reason": c.finish_reason, "logprobs": None}
-                    for i, (c, e) in enumerate(zip(completions, echo))],
+        "id": f"cmpl-{secrets.token_hex(12)}",
+        "object": "text_completion",
+        "created": int(generation.created),
+        "model": model,
+        "choices": [
+            {"index": i, "text": e + c.text, "finish_reason": c.finish_reason, "logprobs": None}
+            for i, (c, e) in enumerate(zip(completions, echo))
+        ],
         "usage": openai_usage(completions, n),
-    }  # fmt: skip
+    }
 
 
 def openai_models(svc: Services, caller: Caller) -> dict[str, Any]:
@@ -352,13 +419,15 @@ def openai_models(svc: Services, caller: Caller) -> dict[str, Any]:
     for model in models.list_models(svc, caller, None, lifecycle_state="ACTIVE", include_base=False, limit=1000).items:
         found.append({"id": model.id, "object": "model", "created": _epoch(model.time_created), "owned_by": caller.tenancy_id})
     for endpoint in endpoints.list_endpoints(svc, caller, None, lifecycle_state="ACTIVE", limit=1000).items:
-        found.append({"id": endpoint.id, "object": "model", "created": _epoch(endpoint.time_created), "owned_by": caller.tenancy_id})
+        found.append(
+            {"id": endpoint.id, "object": "model", "created": _epoch(endpoint.time_created), "owned_by": caller.tenancy_id}
+        )
     for spec in base_models.catalog.list_models():
         found.append({"id": spec.id, "object": "model", "created": _epoch(base_models.CATALOG_TIME), "owned_by": spec.vendor})
     return {"object": "list", "data": found}
 
 
 def _epoch(rfc: str) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return int(datetime.strptime(rfc, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp())
+    return int(datetime.strptime(rfc, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp())

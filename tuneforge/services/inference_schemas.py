@@ -6,7 +6,7 @@ documents, images, log-probs) are refused by name rather than silently ignored."
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
@@ -16,8 +16,19 @@ MAX_TEXT = 1_000_000  # characters in one message; the context limit refuses lon
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Number = StrictFloat | StrictInt
 Stops = Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]], Field(max_length=16)]
-UNSUPPORTED = ("tools", "toolResults", "toolChoice", "documents", "responseFormat", "logProbs", "logitBias", "prediction",
-               "webSearchOptions", "isSearchQueriesOnly", "citationQuality")  # fmt: skip
+UNSUPPORTED = (
+    "tools",
+    "toolResults",
+    "toolChoice",
+    "documents",
+    "responseFormat",
+    "logProbs",
+    "logitBias",
+    "prediction",
+    "webSearchOptions",
+    "isSearchQueriesOnly",
+    "citationQuality",
+)
 
 
 class _Request(OciModel):
@@ -46,7 +57,7 @@ class OnDemandServingMode(OciModel):
     model_id: Name
 
 
-ServingMode = Annotated[Union[DedicatedServingMode, OnDemandServingMode], Field(discriminator="serving_type")]
+ServingMode = Annotated[DedicatedServingMode | OnDemandServingMode, Field(discriminator="serving_type")]
 
 
 # ---- OCI chat -------------------------------------------------------------------------------
@@ -108,7 +119,7 @@ class CohereChatRequest(_Request):
     is_raw_prompting: StrictBool | None = None
 
 
-ChatRequest = Annotated[Union[GenericChatRequest, CohereChatRequest], Field(discriminator="api_format")]
+ChatRequest = Annotated[GenericChatRequest | CohereChatRequest, Field(discriminator="api_format")]
 
 
 class ChatDetails(OciModel):
@@ -150,7 +161,7 @@ class LlamaLlmInferenceRequest(_Request):
     max_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
 
 
-InferenceRequest = Annotated[Union[CohereLlmInferenceRequest, LlamaLlmInferenceRequest], Field(discriminator="runtime_type")]
+InferenceRequest = Annotated[CohereLlmInferenceRequest | LlamaLlmInferenceRequest, Field(discriminator="runtime_type")]
 
 
 class GenerateTextDetails(OciModel):
@@ -167,7 +178,16 @@ class _OpenAIRequest(BaseModel):
 
     @model_validator(mode="after")
     def _refuse_unsupported(self):
-        for name in ("tools", "tool_choice", "functions", "function_call", "logprobs", "logit_bias", "response_format", "prediction"):
+        for name in (
+            "tools",
+            "tool_choice",
+            "functions",
+            "function_call",
+            "logprobs",
+            "logit_bias",
+            "response_format",
+            "prediction",
+        ):
             value = (self.model_extra or {}).get(name)
             if value not in (None, False, [], {}):
                 raise ValueError(f"{name} is not supported by TuneForge's serving engine")

@@ -10,17 +10,17 @@ the batch uses. Then, for x of shape [rows, tokens, in] (s: LoRA's alpha/r, fold
   (IA)^3 on the output (keys, values): y <- y * l_out[slot[row]]
   LoRA:                                y += s B[slot[row]] A[slot[row]] x
 
-so nothing is merged into W and nothing is switched between requests: rows of different
-adapters, of both methods, and of the base decode together (S-LoRA, Punica). Two ways to compute
-the LoRA term, both a fixed handful of tensor ops per layer whatever the rows:
+so nothing is merged into W and nothing is switched between requests: tokens of different
+adapters, of both methods, and of the base go through one forward (S-LoRA, Punica). The engine's
+forward is one flattened sequence x [1, tokens, in] (tuneforge/serving/kv_cache.py), so the slot
+is per token. Two ways to compute the LoRA term:
 
-  dense     h = x A_all^T over all S slots at once ([tokens, S*r]), zeroed except the row's own
-            slot, then y += h B_all. Extra work S*r*(in+out) per token: with S*r small against the
-            layer's width (8 adapters of rank 8 at 8192 wide: under 2 %) it is one well-shaped matmul
-            where a per-row gather would copy the adapter weights once per row.
-  gathered  A[slot[row]], B[slot[row]] gathered per row and applied with a batched matmul (Punica's
-            BGMV written with torch ops): work r*(in+out) per token plus the gather, independent
-            of how many adapters are resident. Used when many slots are resident (`DENSE_MAX_SLOTS`).
+  dense      h = x A_all^T over all S slots at once ([tokens, S*r]), zeroed except the token's own
+             slot, then y += h B_all. Extra work S*r*(in+out) per token, in two well-shaped matmuls
+             whatever the mix; used while few slots are resident (`DENSE_MAX_SLOTS`).
+  segmented  per LoRA adapter present in the forward, its tokens gathered, y[tokens] += (x A^T) B
+             (Punica's SGMV written with torch ops): work r*(in+out) per token plus a handful of ops
+             per adapter present, independent of how many adapters are resident.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from torch import nn
 
 from tuneforge.engine.adapters import LORA_TARGETS
 
-# Slot 0 (the base) + 8 adapters. Dense costs S*r*(in+out) per token, gathered r*(in+out) plus a copy of every
-# row's A and B: with few slots the one larger matmul wins (an estimate: the two paths were not timed against each other).
+# Slot 0 (the base) + 8 adapters. Dense costs S*r*(in+out) per token, segmented r*(in+out) plus ~4 ops per adapter
+# present: with few slots the two larger matmuls win (an estimate: the two paths were not timed against each other).
 DENSE_MAX_SLOTS = 9
 
 
@@ -49,20 +49,26 @@ class LayerTensors:
 
 
 class AdapterRows:
-    """Which adapter slot each row of the next forward uses; shared by every MultiAdapterLinear."""
+    """Which adapter slot each token of the next forward uses; shared by every MultiAdapterLinear."""
 
     def __init__(self):
         self.clear()
 
     def clear(self) -> None:
-        self.slots: torch.Tensor | None = None  # [rows] long
-        self.lora_mask: torch.Tensor | None = None  # [rows, 1, S, 1] one-hot, dense path only
+        self.slots: torch.Tensor | None = None  # [tokens] long
+        self.lora_mask: torch.Tensor | None = None  # [tokens, S, 1] one-hot, dense path only
+        self.segments: list[tuple[int, torch.Tensor]] = []  # (slot, its tokens), segmented path only
         self.has_lora = self.has_ia3 = False
 
-    def set(self, slots: torch.Tensor, lora_slots: int, has_lora: bool, has_ia3: bool) -> None:
-        self.slots, self.has_lora, self.has_ia3 = slots, has_lora, has_ia3
-        dense = has_lora and lora_slots <= DENSE_MAX_SLOTS
-        self.lora_mask = F.one_hot(slots, lora_slots).float()[:, None, :, None] if dense else None
+    def set(self, slots: torch.Tensor, stack_slots: int, lora_slots: set[int], has_ia3: bool) -> None:
+        """`stack_slots`: slots allocated in the stacks; `lora_slots`: the LoRA adapters' slots among `slots`."""
+        self.slots, self.has_lora, self.has_ia3 = slots, bool(lora_slots), has_ia3
+        if not lora_slots:
+            return
+        if stack_slots <= DENSE_MAX_SLOTS:
+            self.lora_mask = F.one_hot(slots, stack_slots).float()[:, :, None]
+        else:
+            self.segments = [(s, (slots == s).nonzero()[:, 0]) for s in sorted(lora_slots)]
 
 
 class MultiAdapterLinear(nn.Module):
@@ -81,24 +87,26 @@ class MultiAdapterLinear(nn.Module):
         if rows.slots is None:
             return self.base(x)
         if rows.has_ia3 and self.ia3_in is not None:
-            x = x * self.ia3_in[rows.slots].unsqueeze(1).to(x.dtype)
+            x = x * self.ia3_in[rows.slots].to(x.dtype)
         y = self.base(x)
         if rows.has_ia3 and self.ia3_out is not None:
-            y = y * self.ia3_out[rows.slots].unsqueeze(1).to(y.dtype)
+            y = y * self.ia3_out[rows.slots].to(y.dtype)
         if rows.has_lora and self.lora_a is not None:
-            y = y + self._lora(x.to(self.lora_a.dtype)).to(y.dtype)
+            y = self._add_lora(x, y)
         return y
 
-    def _lora(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.rows.lora_mask
-        if mask is not None:  # dense over every slot, the row's own slot kept
+    def _add_lora(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        mask, dtype = self.rows.lora_mask, self.lora_a.dtype
+        if mask is not None:  # dense over every slot, the token's own slot kept
             s, r = self.lora_a.shape[:2]
-            h = F.linear(x, self.lora_a.view(s * r, -1))
+            h = F.linear(x.to(dtype), self.lora_a.view(s * r, -1))
             h = (h.view(*h.shape[:-1], s, r) * mask).view(*h.shape)
-            return h @ self.lora_b.view(s * r, -1)
-        slots = self.rows.slots  # gathered per row
-        h = torch.bmm(x, self.lora_a[slots].transpose(1, 2))
-        return torch.bmm(h, self.lora_b[slots])
+            return y + (h @ self.lora_b.view(s * r, -1)).to(y.dtype)
+        x2, y2 = x.reshape(-1, x.shape[-1]), y.view(-1, y.shape[-1])  # segmented: y is this forward's own tensor
+        for slot, tokens in self.rows.segments:
+            h = x2.index_select(0, tokens).to(dtype) @ self.lora_a[slot].t() @ self.lora_b[slot]
+            y2.index_add_(0, tokens, h.to(y.dtype))
+        return y
 
     # -- slot storage (the decode thread only) -----------------------------------------------------
 

@@ -1,22 +1,27 @@
-"""The serving engine: one base model, many adapters, continuous batching on one decode thread.
+"""The serving engine: one base model, many adapters, continuous batching with chunked prefill on one decode thread.
 
 `Engine.submit` (any thread) checks and tokenizes a request, reads its adapter if it is not
 resident, and queues it; a full queue is `QueueFull`. The decode thread runs `step` while there
 is work:
 
   1. drop cancelled requests;
-  2. admit waiting requests, oldest first, while rows are free (`max_batch`), the prompts fit the
-     step's prefill budget (`prefill_tokens`) and their adapter has (or gets) a slot;
-  3. prefill the newcomers: prompts of similar length go together, left-padded, into the free
-     rows of the KV cache, each starting from the longest prefix the prefix cache holds for its
-     adapter (only the rest is computed); their first token is sampled;
-  4. decode one token for every running row, whatever its adapter and its length, in one forward;
-  5. hand each row's new text to its stream; finished rows leave, the last row takes their place.
+  2. admit waiting requests, oldest first, while rows are free (`max_batch`) and their adapter has
+     (or gets) a slot; an admitted request is prefilling;
+  3. plan one forward: the next token of every decoding row, then chunks of the prefilling prompts,
+     oldest first, within the step's prompt-token budget (`prefill_tokens`). A prompt starts from
+     the longest prefix the prefix cache holds for its adapter (only the rest is computed); a prompt
+     that shares more with one being prefilled right now waits for that one's blocks instead of
+     computing them twice;
+  4. run it: every token of the step in one forward (kv_cache.py), whatever its row, adapter, length
+     or phase;
+  5. sample the next token of every decoding row and of every prompt whose last chunk was in this
+     step, hand each row's new text to its stream, retire finished rows.
 
-So requests join and leave between decode steps, and no row waits for another to finish. The
-model is transformers' own forward; the engine only supplies the cache (`SlotCache`), per-row
-positions, a 4-D attention mask that says which cache columns each row sees, and which adapter
-each row uses (`AdapterRows`).
+So requests join and leave between steps, no row waits for another to finish, and a long prompt
+costs the running rows a few chunk-sized steps instead of one step as long as the whole prompt
+(Sarathi-Serve's chunked prefill, vLLM's default scheduler). The model is transformers' own
+forward; the engine supplies the cache (`SlotCache`), the step plan its attention reads
+(`StepPlan`), per-token positions, and which adapter each token uses (`AdapterRows`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from tuneforge.engine.weights import Weights, load_model_and_tokenizer
 from tuneforge.errors import InvalidParameter
 from tuneforge.serving import adapter_layers
 from tuneforge.serving.adapter_store import AdapterSlots, ServedAdapter, read_adapter
-from tuneforge.serving.kv_cache import BLOCK, PrefixCache, SlotCache
+from tuneforge.serving.kv_cache import ATTENTION, BLOCK, Chunk, PrefixCache, SlotCache, StepPlan, shared_prefix
 from tuneforge.serving.requests import Completion, EngineClosed, FinishReason, PromptTooLong, QueueFull, Request, ServingError
 from tuneforge.serving.sampling import RowParams, Uniforms, next_tokens
 from tuneforge.serving.stream import Stream
@@ -41,36 +46,40 @@ from tuneforge.serving.text import TextAssembler
 
 log = logging.getLogger(__name__)
 
-PAD_WASTE = 1.25  # a prefill group's padded tokens stay within this factor of its real tokens
+# Prompt tokens per step when EngineConfig.prefill_tokens is None. Each step's time is its decode rows
+# plus this many prompt tokens, so it bounds the inter-token latency the running rows see while prompts
+# are prefilled; larger is fewer passes over the weights per prompt. A CPU computes a few hundred
+# tokens a second where a GPU computes tens of thousands (bench/RESULTS.md has the measured trade-off).
+DEFAULT_PREFILL_TOKENS = {"cpu": 64, "cuda": 2048}
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
     precision: str = "auto"  # auto | bf16 | fp32: the base's matrix products (tuneforge.engine.precision)
-    max_batch: int = 64  # rows decoded together
+    max_batch: int = 64  # rows (requests) in flight together, prefilling or decoding
     max_queue: int = 256  # requests waiting for a row; one more is QueueFull
     max_adapters: int = 8  # adapters resident at once (LRU)
     max_context: int | None = None  # prompt + completion tokens; None: the model's max_position_embeddings
-    prefill_tokens: int = 1024  # prompt tokens prefilled per step (a longer prompt goes alone)
+    prefill_tokens: int | None = None  # prompt tokens computed per step, in chunks; None: DEFAULT_PREFILL_TOKENS
     prefix_cache_mb: int = 256  # keys/values of prompt prefixes kept for reuse; 0 disables
     threads: int | None = None  # torch intra-op threads (process-wide); None: torch's default
 
 
 @dataclass(frozen=True)
 class EngineStats:
-    running: int
+    running: int  # requests holding a row (prefilling or decoding)
     waiting: int
     adapters: tuple[str, ...]  # resident, least recently used first
     steps: int
     generated_tokens: int
-    peak_running: int  # most rows decoded together so far
+    peak_running: int  # most rows in one forward so far
     kv_cache_bytes: int
     prefix_cache_bytes: int
     prefix_hit_tokens: int  # prompt tokens taken from the prefix cache instead of computed
 
 
-@dataclass
+@dataclass(eq=False)
 class _Row:
     request: Request
     prompt_ids: list[int]
@@ -79,18 +88,25 @@ class _Row:
     max_new: int
     adapter: ServedAdapter | None = None  # read at submit when not resident
     uniforms: Uniforms | None = None
-    prefix_keys: list[bytes] = field(default_factory=list)  # PrefixCache keys of the prompt's whole blocks
-    cached: list[torch.Tensor] = field(default_factory=list)  # the blocks found in the prefix cache at admission
+    chain: list[bytes] = field(default_factory=list)  # PrefixCache.chain of the prompt; empty: no prefix caching
     slot: int = 0  # adapter slot (0: the base)
-    start: int = 0  # first KV-cache column (left padding before it)
-    pos: int = 0  # position of `last`, the token the next decode step feeds
-    last: int = 0
+    cache_slot: int = 0  # its row of the KV cache
+    computed: int = 0  # prompt tokens whose keys/values are in its cache row
+    started: bool = False  # has computed prompt tokens itself (no more prefix-cache lookups)
+    stored: int = 0  # prompt blocks offered to the prefix cache
+    producer: _Row | None = None  # a row being prefilled whose blocks this one waits for
+    wait_until: int = 0  # ... until that row has computed this many prompt tokens
     generated: list[int] = field(default_factory=list)
+    counts: torch.Tensor | None = None  # [vocab] generated-token counts, penalized requests only
 
     @property
-    def to_compute(self) -> int:
-        """Prompt tokens the prefill has to compute."""
-        return len(self.prompt_ids) - BLOCK * len(self.cached)
+    def prefilling(self) -> bool:
+        return self.computed < len(self.prompt_ids)
+
+    @property
+    def pos(self) -> int:
+        """Position (and cache column) of the token the next decode step feeds: the last one generated."""
+        return len(self.prompt_ids) + len(self.generated) - 1
 
     @property
     def penalized(self) -> bool:
@@ -106,17 +122,19 @@ class Engine:
         model, tokenizer = load_model_and_tokenizer(weights, pick_dtype(config.precision, self.device), self.device)
         model.requires_grad_(False)
         model.eval()
-        model.set_attn_implementation("sdpa")  # the boolean 4-D masks below are SDPA's
+        model.set_attn_implementation(ATTENTION)  # kv_cache.attention: every row's tokens in one flattened forward
         self.model, self.tokenizer = model, tokenizer
         self._rows_ctx, self._layers = adapter_layers.attach(model)
         self._slots = AdapterSlots(self._layers, config.max_adapters)
         self._cache = SlotCache(model.config.num_hidden_layers)
         self._prefixes = PrefixCache(config.prefix_cache_mb * 2**20)
         self.max_context = min(model.config.max_position_embeddings, config.max_context or 1 << 62)
+        self.prefill_tokens = config.prefill_tokens or DEFAULT_PREFILL_TOKENS[torch.device(self.device).type]
         self._eos = _eos_ids(model, tokenizer)
-        self._pad = tokenizer.pad_token_id
-        self._counts: torch.Tensor | None = None  # [rows, vocab] generated-token counts, for penalties
-        self._running: list[_Row] = []
+        # Rows by KV-cache slot: the `_decoding` decoding ones first, then the prefilling ones (any order).
+        self._rows: list[_Row] = []
+        self._decoding = 0
+        self._prefilling: list[_Row] = []  # oldest first: the order their chunks are computed in
         self._waiting: deque[_Row] = deque()
         self._cond = threading.Condition()
         self._tokenizer_lock = threading.Lock()
@@ -146,7 +164,7 @@ class Engine:
         assembler = TextAssembler(self.tokenizer.backend_tokenizer, tuple(request.stop))
         row = _Row(request, ids, stream, assembler, max_new, adapter, None if request.greedy else Uniforms(request.seed))
         if self.config.prefix_cache_mb:
-            row.prefix_keys = PrefixCache.block_keys(request.adapter and request.adapter.id, ids)
+            row.chain = PrefixCache.chain(request.adapter and request.adapter.id, ids)
         with self._cond:
             if self._closed:
                 raise EngineClosed(self._closed)
@@ -170,8 +188,14 @@ class Engine:
             waiting = len(self._waiting)
         adapters = tuple(self._slots.ids())
         return EngineStats(
-            running=len(self._running), waiting=waiting, adapters=adapters, steps=self._steps, generated_tokens=self._generated,
-            peak_running=self._peak_running, kv_cache_bytes=self._cache.nbytes(), prefix_cache_bytes=self._prefixes.bytes,
+            running=len(self._rows),
+            waiting=waiting,
+            adapters=adapters,
+            steps=self._steps,
+            generated_tokens=self._generated,
+            peak_running=self._peak_running,
+            kv_cache_bytes=self._cache.nbytes(),
+            prefix_cache_bytes=self._prefixes.bytes,
             prefix_hit_tokens=self._prefix_hits,
         )
 
@@ -208,7 +232,7 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._closed or self._waiting or self._running)
+                    self._cond.wait_for(lambda: self._closed or self._waiting or self._rows)
                     if self._closed:
                         break
                 try:
@@ -219,20 +243,18 @@ class Engine:
         self._end_all()
 
     def step(self) -> None:
-        """One scheduling step (the decode thread's; public for benchmarks that drive it by hand)."""
+        """One scheduling step (the decode thread's; public for tests and benchmarks that drive it by hand)."""
         self._drop_cancelled()
-        joiners = self._admit()
-        for group in _prefill_groups(joiners):
-            self._prefill(group)
-        if self._running:
-            self._peak_running = max(self._peak_running, len(self._running))
-            self._decode()
+        self._admit()
+        chunks = self._chunks()
+        if self._decoding or chunks:
+            self._peak_running = max(self._peak_running, self._decoding + len(chunks))
+            self._run(chunks)
         self._steps += 1
 
     def _drop_cancelled(self) -> None:
-        for i in reversed(range(len(self._running))):
-            if self._running[i].stream.cancelled:
-                self._finish(i, "cancelled")
+        for row in [r for r in self._rows if r.stream.cancelled]:
+            self._finish(row, "cancelled")
         with self._cond:
             cancelled = [r for r in self._waiting if r.stream.cancelled]
             for row in cancelled:
@@ -240,17 +262,12 @@ class Engine:
         for row in cancelled:
             row.stream.finish(self._completion(row, "cancelled"))
 
-    def _admit(self) -> list[_Row]:
-        room, budget = self.config.max_batch - len(self._running), self.config.prefill_tokens
+    def _admit(self) -> None:
+        room = self.config.max_batch - len(self._rows)
         with self._cond:
             candidates = list(self._waiting)
-        joiners: list[_Row] = []
         for row in candidates:
-            if len(joiners) == room:
-                break
-            row.cached = self._prefixes.match(row.prefix_keys)
-            if joiners and row.to_compute > budget:
-                row.cached = []
+            if room == 0:
                 break
             try:
                 slot = 0 if row.request.adapter is None else self._slots.acquire(row.request.adapter, row.adapter)
@@ -262,88 +279,148 @@ class Engine:
                 continue
             row.slot, row.adapter = slot, None
             self._unqueue(row)
-            joiners.append(row)
-            budget -= row.to_compute
-        return joiners
+            row.cache_slot = len(self._rows)
+            self._rows.append(row)
+            self._pick_producer(row)
+            self._prefilling.append(row)
+            room -= 1
 
     def _unqueue(self, row: _Row) -> None:
         with self._cond:
             self._waiting.remove(row)
 
-    def _prefill(self, group: list[_Row]) -> None:
-        """Left-padded prompts end at column `width` - 1; the cached prefixes are copied in, and only the
-        last `todo` columns (the longest uncached part in the group) go through the model."""
-        first, dev = len(self._running), self.device
-        width, todo = max(len(r.prompt_ids) for r in group), max(r.to_compute for r in group)
-        for i, r in enumerate(group):
-            r.start, r.pos = width - len(r.prompt_ids), len(r.prompt_ids)
-            if r.cached:
-                self._cache.write_prefix(first + i, r.start, r.cached)
-                self._prefix_hits += BLOCK * len(r.cached)
-        ids = torch.tensor([([self._pad] * r.start + r.prompt_ids)[width - todo :] for r in group], device=dev)
-        start = torch.tensor([r.start for r in group], device=dev)
-        key, query = torch.arange(width, device=dev), torch.arange(width - todo, width, device=dev)
-        positions = (query[None, :] - start[:, None]).clamp(min=0)
-        # row b's query column q sees key column k when start_b <= k <= q; padding sees itself (no empty softmax rows)
-        mask = (key[None, None, :] >= start[:, None, None]) & (key[None, None, :] <= query[None, :, None])
-        mask |= key[None, None, :] == query[None, :, None]
-        self._running.extend(group)
-        self._cache.plan_prefill(first, len(group), width, offset=width - todo)
-        logits = self._forward(group, ids, positions, mask[:, None], logits_to_keep=1)
-        self._remember_prefixes(first, group)
-        self._advance(first, logits, joining=True)
+    def _pick_producer(self, row: _Row) -> None:
+        """The prompt being prefilled that shares the most with this one, if the shared part is at least a
+        block: this row takes those keys/values from the prefix cache once that prompt has stored them."""
+        if not row.chain:
+            return
+        limit = len(row.prompt_ids) - 1  # the last prompt token is always computed (its logits)
+        for other in self._prefilling:
+            storable = BLOCK * (len(other.chain) - 1)  # the blocks `other` will offer the prefix cache
+            shared = min(shared_prefix(row.chain, row.prompt_ids, other.chain, other.prompt_ids), storable, limit)
+            if shared >= BLOCK and shared > row.wait_until:
+                row.producer, row.wait_until = other, min(-(-shared // BLOCK) * BLOCK, storable)
 
-    def _remember_prefixes(self, first: int, group: list[_Row]) -> None:
-        for i, r in enumerate(group):
-            for j, key in enumerate(r.prefix_keys[len(r.cached) :], start=len(r.cached)):
-                if self._prefixes.wants(key):
-                    self._prefixes.add(key, self._cache.read_block(first + i, r.start + j * BLOCK))
-            r.cached = []
+    def _chunks(self) -> list[tuple[_Row, int]]:
+        """(row, prompt tokens) computed this step: the prefilling rows, oldest first, within the budget."""
+        budget, chunks = self.prefill_tokens, []
+        for row in self._prefilling:
+            if budget == 0:
+                break
+            if not row.started:
+                if self._waits(row):
+                    continue
+                self._take_cached_prefix(row)
+                row.started = True
+            n = min(budget, len(row.prompt_ids) - row.computed)
+            chunks.append((row, n))
+            budget -= n
+        return chunks
 
-    def _decode(self) -> None:
-        rows, dev = self._running, self.device
-        ids = torch.tensor([[r.last] for r in rows], device=dev)
-        pos = torch.tensor([r.pos for r in rows], device=dev)
-        start = torch.tensor([r.start for r in rows], device=dev)
-        kv_len = max(r.start + r.pos for r in rows) + 1
-        col = torch.arange(kv_len, device=dev)
-        mask = (col[None, :] >= start[:, None]) & (col[None, :] <= (start + pos)[:, None])
-        self._cache.plan_decode(len(rows), start + pos, kv_len)
-        logits = self._forward(rows, ids, pos[:, None], mask[:, None, None], logits_to_keep=0)
-        for r in rows:
-            r.pos += 1
-        self._advance(0, logits, joining=False)
+    def _waits(self, row: _Row) -> bool:
+        p = row.producer
+        if p is not None and not p.stream.done and p.computed < row.wait_until:
+            return True
+        row.producer = None
+        return False
 
-    def _forward(self, rows: list[_Row], ids, positions, mask, logits_to_keep: int) -> torch.Tensor:
-        slots = [r.slot for r in rows]
-        methods = {self._slots.method_of(s) for s in slots}
-        self._rows_ctx.set(torch.tensor(slots, device=self.device), self._slots.slots, "LORA" in methods, "IA3" in methods)
+    def _take_cached_prefix(self, row: _Row) -> None:
+        if not row.chain:
+            return
+        pieces = self._prefixes.match(row.chain, row.prompt_ids, row.computed, len(row.prompt_ids) - 1)
+        if pieces:
+            self._cache.write_prefix(row.cache_slot, row.computed, pieces)
+            n = sum(p.shape[3] for p in pieces)
+            row.computed += n
+            row.stored = row.computed // BLOCK
+            self._prefix_hits += n
+
+    # -- one forward ---------------------------------------------------------------------------------
+
+    def _run(self, chunks: list[tuple[_Row, int]]) -> None:
+        decoding = self._rows[: self._decoding]
+        plan, ids, positions, slots, keep = self._plan(decoding, chunks)
+        logits = self._forward(plan, ids, positions, slots, keep)
+        completed = []
+        for row, n in chunks:
+            row.computed += n
+            self._remember_prefixes(row)
+            if not row.prefilling:
+                completed.append(row)
+        for row in completed:
+            self._promote(row)
+        self._advance([*decoding, *completed], logits)
+
+    def _plan(self, decoding: list[_Row], chunks: list[tuple[_Row, int]]):
+        """The flattened step: decode tokens first (row i at cache slot i), then the chunks."""
+        dev = self.device
+        ids, positions, cache_slots, slots = [], [], [], []
+        for i, row in enumerate(decoding):
+            ids.append(row.generated[-1])
+            positions.append(row.pos)
+            cache_slots.append(i)
+            slots.append(row.slot)
+        planned, keep = [], list(range(len(decoding)))
+        for row, n in chunks:
+            start, offset = row.computed, len(ids)
+            ids += row.prompt_ids[start : start + n]
+            positions += range(start, start + n)
+            cache_slots += [row.cache_slot] * n
+            slots += [row.slot] * n
+            cols = torch.arange(start + n, device=dev)
+            mask = cols[None, :] <= torch.arange(start, start + n, device=dev)[:, None]
+            planned.append(Chunk(row.cache_slot, start, n, offset, mask))
+            if start + n == len(row.prompt_ids):
+                keep.append(len(ids) - 1)  # the prompt's last token: its logits give the first generated token
+        positions_t = torch.tensor(positions, device=dev)
+        plan = StepPlan(torch.tensor(cache_slots, device=dev), positions_t, chunks=planned)
+        if decoding:
+            plan.decode = len(decoding)
+            plan.decode_cols = max(r.pos for r in decoding) + 1
+            cols = torch.arange(plan.decode_cols, device=dev)
+            plan.decode_mask = (cols[None, :] <= positions_t[: plan.decode, None])[:, None, None]
+        ids_t = torch.tensor([ids], device=dev)
+        return plan, ids_t, positions_t[None], torch.tensor(slots, device=dev), torch.tensor(keep, dtype=torch.long, device=dev)
+
+    def _forward(self, plan: StepPlan, ids, positions, slots, keep) -> torch.Tensor:
+        present = set(slots.tolist())
+        lora = {s for s in present if self._slots.method_of(s) == "LORA"}
+        has_ia3 = any(self._slots.method_of(s) == "IA3" for s in present)
+        self._cache.plan = plan
+        self._rows_ctx.set(slots, self._slots.slots, lora, has_ia3)
         try:
-            out = self.model(
-                input_ids=ids, position_ids=positions, attention_mask=mask, cache=self._cache, logits_to_keep=logits_to_keep
-            )
+            out = self.model(input_ids=ids, position_ids=positions, cache=self._cache, logits_to_keep=keep, serving_plan=plan)
         finally:
             self._rows_ctx.clear()
-        return out.logits[:, -1]
+        return out.logits[0]
 
-    def _advance(self, first: int, logits: torch.Tensor, joining: bool) -> None:
-        """Sample rows first.. of the running batch from their logits, stream the text, retire finished rows."""
-        rows = self._running[first : first + logits.shape[0]]
-        counts = self._penalty_counts(first, rows, logits.shape[-1], joining)
-        tokens = next_tokens(logits, self._row_params(rows), counts)
-        if counts is not None:
-            counts[torch.arange(len(rows), device=self.device), tokens] += 1
-        finished: list[tuple[int, FinishReason]] = []
-        for i, (row, token) in enumerate(zip(rows, tokens.tolist())):
+    def _remember_prefixes(self, row: _Row) -> None:
+        """Offer the prefix cache the prompt's blocks computed so far (a row waiting for them may take them next step)."""
+        whole = min(row.computed // BLOCK, len(row.chain) - 1)
+        for j in range(row.stored, whole):
+            key = row.chain[j + 1]
+            if self._prefixes.wants(key):
+                tokens = row.prompt_ids[j * BLOCK : (j + 1) * BLOCK]
+                self._prefixes.add(key, row.chain[j], tokens, self._cache.read_block(row.cache_slot, j * BLOCK))
+        row.stored = max(row.stored, whole)
+
+    def _advance(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        """Sample each row's next token from its logits, stream the text, retire finished rows."""
+        if not rows:
+            return
+        tokens = next_tokens(logits, self._row_params(rows), self._penalty_counts(rows, logits.shape[-1]))
+        finished: list[tuple[_Row, FinishReason]] = []
+        for row, token in zip(rows, tokens.tolist()):
             row.generated.append(token)
-            row.last = token
+            if row.counts is not None:
+                row.counts[token] += 1
             row.stream.completion_tokens = len(row.generated)
             reason = self._consume(row, token)
             if reason is not None:
-                finished.append((first + i, reason))
+                finished.append((row, reason))
         self._generated += len(rows)
-        for index, reason in reversed(finished):
-            self._finish(index, reason)
+        for row, reason in finished:
+            self._finish(row, reason)
 
     def _consume(self, row: _Row, token: int) -> FinishReason | None:
         if token in self._eos:
@@ -370,35 +447,56 @@ class Engine:
             params.presence_penalty = torch.tensor([q.presence_penalty for q in reqs], device=dev)
         return params
 
-    def _penalty_counts(self, first: int, rows: list[_Row], vocab: int, joining: bool) -> torch.Tensor | None:
-        """The counts of rows first..; allocated for the whole batch once a penalized row runs, zero for newcomers."""
-        if self._counts is None and not any(r.penalized for r in rows):
+    def _penalty_counts(self, rows: list[_Row], vocab: int) -> torch.Tensor | None:
+        """[rows, vocab] counts of the tokens each row generated so far; None when no row is penalized."""
+        if not any(r.penalized for r in rows):
             return None
-        need = len(self._running)
-        if self._counts is None or self._counts.shape[0] < need:
-            grown = torch.zeros(max(need, 2 * (0 if self._counts is None else self._counts.shape[0])), vocab, device=self.device)
-            if self._counts is not None:
-                grown[: self._counts.shape[0]] = self._counts
-            self._counts = grown
-        if joining:
-            self._counts[first : first + len(rows)].zero_()
-        return self._counts[first : first + len(rows)]
+        for row in rows:
+            if row.penalized and row.counts is None:
+                row.counts = torch.zeros(vocab, device=self.device)
+        zeros = torch.zeros(vocab, device=self.device)
+        return torch.stack([zeros if r.counts is None else r.counts for r in rows])
 
-    def _finish(self, index: int, reason: FinishReason) -> None:
-        row = self._running[index]
+    # -- rows and their cache slots --------------------------------------------------------------------
+
+    def _move(self, row: _Row, slot: int) -> None:
+        self._cache.move(row.cache_slot, slot)
+        self._rows[slot], row.cache_slot = row, slot
+
+    def _promote(self, row: _Row) -> None:
+        """A prompt is prefilled: its row joins the decoding ones (slots 0..decoding-1)."""
+        first = self._decoding  # the first prefilling slot
+        if row.cache_slot != first:
+            other = self._rows[first]
+            self._cache.swap(row.cache_slot, first)
+            self._rows[row.cache_slot], other.cache_slot = other, row.cache_slot
+            self._rows[first], row.cache_slot = row, first
+        self._decoding += 1
+        self._prefilling.remove(row)
+
+    def _remove(self, row: _Row) -> None:
+        """Free the row's cache slot and keep the slots packed: decoding rows first, then prefilling ones."""
+        hole = row.cache_slot
+        if hole < self._decoding:
+            last_decoding = self._rows[self._decoding - 1]
+            if last_decoding is not row:
+                self._move(last_decoding, hole)
+            self._decoding -= 1
+            hole = self._decoding
+        else:
+            self._prefilling.remove(row)
+        last = self._rows[-1]
+        if last is not row and hole != len(self._rows) - 1:
+            self._move(last, hole)
+        self._rows.pop()
+        if not self._rows:
+            self._cache.release()
+
+    def _finish(self, row: _Row, reason: FinishReason) -> None:
         tail = row.assembler.flush()  # text held back as a possible stop sequence: it cannot become one now
         if tail:
             row.stream.put(tail)
-        last = len(self._running) - 1
-        if index != last:  # keep the running rows packed at the front of the cache
-            self._running[index] = self._running[last]
-            self._cache.move_row(last, index)
-            if self._counts is not None:
-                self._counts[index] = self._counts[last]
-        self._running.pop()
-        if not self._running:
-            self._cache.release()
-            self._counts = None
+        self._remove(row)
         if row.request.adapter is not None:
             self._slots.release(row.request.adapter.id)
         row.stream.finish(self._completion(row, reason))
@@ -408,36 +506,23 @@ class Engine:
 
     def _end_all(self, fail: ServingError | None = None) -> None:
         """End every request in flight: cancelled at shutdown, or failed after an error."""
-        for i in reversed(range(len(self._running))):
+        for row in list(self._rows):
             if fail is None:
-                self._finish(i, "cancelled")
+                self._finish(row, "cancelled")
                 continue
-            row = self._running[i]
             row.stream.fail(fail)
             if row.request.adapter is not None:
                 self._slots.release(row.request.adapter.id)
         if fail is not None:
-            self._running.clear()
+            self._rows.clear()
+            self._prefilling.clear()
+            self._decoding = 0
             self._cache.release()
-            self._counts = None
             return
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()
         for row in waiting:
             row.stream.finish(self._completion(row, "cancelled"))
-
-
-def _prefill_groups(rows: list[_Row]) -> list[list[_Row]]:
-    """Newcomers by the prompt tokens they need computed, cut into groups whose padding stays within PAD_WASTE."""
-    groups: list[list[_Row]] = []
-    for row in sorted(rows, key=lambda r: r.to_compute):
-        group = groups[-1] if groups else None
-        real = row.to_compute + (sum(r.to_compute for r in group) if group else 0)
-        if group and row.to_compute * (len(group) + 1) <= PAD_WASTE * real:
-            group.append(row)
-        else:
-            groups.append([row])
-    return groups
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

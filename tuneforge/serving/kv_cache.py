@@ -1,25 +1,37 @@
-"""The KV cache of continuous batching: one row ("slot") per running sequence, each at its own length.
+"""The KV cache of continuous batching, the attention that reads it, and the prefix cache.
+
+One forward per scheduling step carries every token the step computes, flattened into one
+sequence (`input_ids` [1, N]): the next token of each decoding row, then chunks of the prompts
+being prefilled. The linear layers see N tokens whatever rows they belong to (no padding, one pass
+over the weights); only attention needs to know which row each token belongs to, and that is what
+`StepPlan` tells `SlotCache` (where each token's key and value go) and `attention` (what each token
+attends to).
 
 Why not transformers' own caches: `DynamicCache` and `StaticCache` keep every row of a batch at
-one shared length (one `cumulative_length`, one write position), so a request could only join a
-batch by re-padding everybody's cache, and leave it by copying the whole cache. This cache is a
-`transformers.Cache` (the models' forward calls its `update` exactly as it calls theirs), with
-one tensor [slots, kv_heads, columns, head_dim] per layer and a write plan set before each forward:
+one shared length, so a request could only join a batch by re-padding everybody's cache. This cache
+is a `transformers.Cache` (the models' forward calls its `update` as it calls theirs) holding one
+tensor [slots, kv_heads, columns, head_dim] per layer; a token at position p of a row is written
+at column p of that row's slot. The engine keeps the decoding rows in slots 0..D-1, so their
+attention reads a view of the cache, not a gathered copy; rows still prefilling sit after them.
+Capacity grows on demand and `release` frees it when the batch empties.
 
-  decode   rows 0..n-1 each write one new column at their own position `cols[row]`;
-  prefill  rows first..first+count-1 write columns 0..width-1 (left-padded prompts).
+`attention` is registered with transformers' `AttentionInterface` (as vLLM/TGI backends register
+theirs); the model's own forward calls it in every layer with the queries after RoPE and the
+storage `update` returned:
 
-`update` then returns views of rows [first, first+n) and columns [0, kv_len): no copy, because
-the engine keeps its running rows packed at the front (a row that leaves is replaced by the last
-one, `move_row`). Which columns a row may attend to is the engine's 4-D attention mask; memory
-never read by a mask is zeros, so masked-out attention weights (exact zeros) never meet a NaN.
-Capacity grows on demand (slots and columns), and `release` frees it when the batch empties.
+  decode   the D decoding rows' queries [D, kv_heads, group, head_dim] (query heads grouped by
+           their key/value head, as transformers' own SDPA path does for one query) against slots
+           0..D-1, each row masked to its own length: one SDPA call;
+  chunks   each prompt chunk (row, first position s, length c) against its row's columns 0..s+c-1,
+           causal inside the chunk: one SDPA call per chunk.
 
-`PrefixCache` keeps the keys and values of prompt prefixes already computed, in blocks of
-`BLOCK` tokens, keyed by the adapter and every token up to the block's end (a block's keys depend on
-all tokens before it, and on the adapter). A prompt that starts like an earlier one of the same
-adapter (the chat template's system prompt, a shared instruction) has those blocks copied into its
-row and only the rest prefilled: vLLM's automatic prefix caching, in whole blocks, bounded in bytes,
+`PrefixCache` keeps the keys and values of prompt prefixes already computed, in blocks of `BLOCK`
+tokens, keyed by a digest of the adapter and every token up to the block's end (a block's keys
+depend on all tokens before it, and on the adapter), and indexed by their parent block, so a prompt
+can also take the first tokens of a block that continues its own prefix differently (a radix tree
+with block-sized edges, matched to the token as SGLang's RadixAttention does). A prompt that starts
+like an earlier one of the same adapter (the chat template's system prompt, a shared instruction)
+gets those keys/values copied into its row, and only the rest is computed. Bounded in bytes,
 least recently used evicted first.
 """
 
@@ -28,46 +40,88 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-
 BLOCK = 16  # tokens per prefix-cache block
+ATTENTION = "tuneforge_serving"  # the attention implementation name the engine sets on its model
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Prompt tokens start..start+length-1 of the row in cache slot `slot`, at `offset` in the step's sequence."""
+
+    slot: int
+    start: int
+    length: int
+    offset: int
+    mask: torch.Tensor  # [length, start + length] bool: query i sees columns 0..start+i
 
 
 @dataclass
-class _Plan:
-    first: int = 0  # first row the forward touches
-    count: int = 0  # rows in the forward
-    kv_len: int = 0  # columns returned to attention
-    cols: torch.Tensor | None = None  # decode: the column each row writes; None: prefill writes offset..kv_len-1
-    offset: int = 0  # prefill: first column written (the columns before it hold cached prefixes)
+class StepPlan:
+    """Where each token of one forward goes and what it sees."""
+
+    slots: torch.Tensor  # [N] cache slot of each token
+    cols: torch.Tensor  # [N] its column (= its position in its sequence)
+    decode: int = 0  # tokens 0..decode-1 are one per slot 0..decode-1
+    decode_cols: int = 0  # columns the decoding rows attend over (their longest length)
+    decode_mask: torch.Tensor | None = None  # [decode, 1, 1, decode_cols] bool
+    chunks: list[Chunk] = field(default_factory=list)
+
+    @property
+    def slots_needed(self) -> int:
+        return max([self.decode, *(c.slot + 1 for c in self.chunks)])
+
+    @property
+    def cols_needed(self) -> int:
+        return max([self.decode_cols, *(c.start + c.length for c in self.chunks)])
+
+
+def attention(module, query, key, value, attention_mask, scaling=None, serving_plan: StepPlan | None = None, **kwargs):
+    """transformers' attention-function signature: query [1, heads, N, head_dim]; key/value the whole
+    storage `SlotLayer.update` returned. Returns [1, N, heads, head_dim]."""
+    plan = serving_plan
+    heads, head_dim = query.shape[1], query.shape[3]
+    kv_heads = key.shape[1]
+    out = []
+    if plan.decode:
+        d, n = plan.decode, plan.decode_cols
+        q = query[0, :, :d].transpose(0, 1).reshape(d, kv_heads, heads // kv_heads, head_dim)
+        o = F.scaled_dot_product_attention(q, key[:d, :, :n], value[:d, :, :n], attn_mask=plan.decode_mask, scale=scaling)
+        out.append(o.reshape(d, heads, head_dim))
+    for c in plan.chunks:
+        end = c.start + c.length
+        q = query[:, :, c.offset : c.offset + c.length]
+        k, v = key[c.slot : c.slot + 1, :, :end], value[c.slot : c.slot + 1, :, :end]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=c.mask, scale=scaling, enable_gqa=kv_heads != heads)
+        out.append(o[0].transpose(0, 1))
+    return torch.cat(out)[None], None
+
+
+AttentionInterface.register(ATTENTION, attention)
 
 
 class _SlotLayer(CacheLayerMixin):
     is_sliding = False
 
-    def __init__(self, plan: _Plan):
+    def __init__(self, cache: SlotCache):
         super().__init__()
-        self.plan = plan
+        self.cache = cache
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.is_initialized = True  # storage is (re)allocated by `_reserve`, sized to the plan
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        p = self.plan
-        end = p.first + p.count
-        self._reserve(key_states, value_states, end, p.kv_len)
-        if p.cols is None:
-            self.keys[p.first : end, :, p.offset : p.kv_len] = key_states
-            self.values[p.first : end, :, p.offset : p.kv_len] = value_states
-        else:
-            rows = torch.arange(p.first, end, device=key_states.device)
-            self.keys[rows, :, p.cols] = key_states[:, :, 0]
-            self.values[rows, :, p.cols] = value_states[:, :, 0]
-        return self.keys[p.first : end, :, : p.kv_len], self.values[p.first : end, :, : p.kv_len]
+        p = self.cache.plan
+        self._reserve(key_states, value_states, p.slots_needed, p.cols_needed)
+        self.keys[p.slots, :, p.cols] = key_states[0].transpose(0, 1)
+        self.values[p.slots, :, p.cols] = value_states[0].transpose(0, 1)
+        return self.keys, self.values
 
     def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor, slots: int, cols: int) -> None:
         have = (0, 0) if self.keys is None else (self.keys.shape[0], self.keys.shape[2])
@@ -77,8 +131,9 @@ class _SlotLayer(CacheLayerMixin):
         new_slots = have[0] if slots <= have[0] else max(slots, have[0] * 2, 4)
         new_cols = have[1] if cols <= have[1] else -(-max(cols, have[1] + have[1] // 2) // 64) * 64
         old = (self.keys, self.values)
+        # [1, kv_heads, tokens, head_dim] (a forward's) or [kv_heads, tokens, head_dim] (a prefix block's)
         self.keys, self.values = (
-            torch.zeros(new_slots, s.shape[1], new_cols, s.shape[3], dtype=s.dtype, device=s.device)
+            torch.zeros(new_slots, s.shape[-3], new_cols, s.shape[-1], dtype=s.dtype, device=s.device)
             for s in (key_states, value_states)
         )
         if old[0] is not None:
@@ -86,25 +141,33 @@ class _SlotLayer(CacheLayerMixin):
             self.values[: have[0], :, : have[1]] = old[1]
         self.is_initialized = True
 
-    def move_row(self, src: int, dst: int) -> None:
-        if self.keys is not None:
+    def move(self, src: int, dst: int) -> None:
+        # A slot past the storage belongs to a row admitted since the last forward: nothing of it is
+        # stored yet, so there is nothing to copy (its prefill writes it wherever it then sits).
+        if self.keys is not None and src < self.keys.shape[0]:
             self.keys[dst] = self.keys[src]
             self.values[dst] = self.values[src]
 
-    def write(self, row: int, col: int, kv: torch.Tensor) -> None:
-        """Put kv [2, heads, n, head_dim] in row `row`, columns col..col+n-1."""
-        self._reserve(kv[0][None], kv[1][None], row + 1, col + kv.shape[2])
-        self.keys[row, :, col : col + kv.shape[2]] = kv[0]
-        self.values[row, :, col : col + kv.shape[2]] = kv[1]
+    def swap(self, a: int, b: int) -> None:
+        if self.keys is not None:
+            self._reserve(self.keys, self.values, max(a, b) + 1, self.keys.shape[2])
+            self.keys[[a, b]] = self.keys[[b, a]]
+            self.values[[a, b]] = self.values[[b, a]]
 
-    def read(self, row: int, col: int, n: int) -> torch.Tensor:
-        return torch.stack((self.keys[row, :, col : col + n], self.values[row, :, col : col + n]))
+    def write(self, slot: int, col: int, kv: torch.Tensor) -> None:
+        """Put kv [2, heads, n, head_dim] in slot `slot`, columns col..col+n-1."""
+        self._reserve(kv[0], kv[1], slot + 1, col + kv.shape[2])
+        self.keys[slot, :, col : col + kv.shape[2]] = kv[0]
+        self.values[slot, :, col : col + kv.shape[2]] = kv[1]
+
+    def read(self, slot: int, col: int, n: int) -> torch.Tensor:
+        return torch.stack((self.keys[slot, :, col : col + n], self.values[slot, :, col : col + n]))
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.plan.kv_len, 0
+        return self.cache.plan.cols_needed, 0
 
     def get_seq_length(self) -> int:
-        return self.plan.kv_len
+        return self.cache.plan.cols_needed
 
     def get_max_length(self) -> int:
         return -1
@@ -116,28 +179,26 @@ class _SlotLayer(CacheLayerMixin):
 
 class SlotCache(Cache):
     def __init__(self, num_layers: int):
-        self.plan = _Plan()
-        super().__init__(layers=[_SlotLayer(self.plan) for _ in range(num_layers)])
+        self.plan = StepPlan(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+        super().__init__(layers=[_SlotLayer(self) for _ in range(num_layers)])
 
-    def plan_prefill(self, first: int, count: int, width: int, offset: int = 0) -> None:
-        p = self.plan
-        p.first, p.count, p.kv_len, p.cols, p.offset = first, count, width, None, offset
-
-    def plan_decode(self, count: int, cols: torch.Tensor, kv_len: int) -> None:
-        self.plan.first, self.plan.count, self.plan.kv_len, self.plan.cols = 0, count, kv_len, cols
-
-    def move_row(self, src: int, dst: int) -> None:
+    def move(self, src: int, dst: int) -> None:
+        """Copy slot `src` over slot `dst` (the row in src takes dst's place)."""
         for layer in self.layers:
-            layer.move_row(src, dst)
+            layer.move(src, dst)
 
-    def write_prefix(self, row: int, col: int, blocks: list[torch.Tensor]) -> None:
-        """Copy prefix-cache blocks ([layers, 2, heads, BLOCK, head_dim] each) into a row from column `col` on."""
-        kv = torch.cat(blocks, dim=3)
+    def swap(self, a: int, b: int) -> None:
+        for layer in self.layers:
+            layer.swap(a, b)
+
+    def write_prefix(self, slot: int, col: int, pieces: list[torch.Tensor]) -> None:
+        """Copy prefix-cache pieces ([layers, 2, heads, n, head_dim] each) into a slot from column `col` on."""
+        kv = torch.cat(pieces, dim=3)
         for layer, layer_kv in zip(self.layers, kv):
-            layer.write(row, col, layer_kv)
+            layer.write(slot, col, layer_kv)
 
-    def read_block(self, row: int, col: int) -> torch.Tensor:
-        return torch.stack([layer.read(row, col, BLOCK) for layer in self.layers])
+    def read_block(self, slot: int, col: int) -> torch.Tensor:
+        return torch.stack([layer.read(slot, col, BLOCK) for layer in self.layers])
 
     def release(self) -> None:
         """Free the memory (the batch is empty)."""
@@ -149,44 +210,95 @@ class SlotCache(Cache):
         return sum(t.numel() * t.element_size() for layer in live for t in (layer.keys, layer.values))
 
 
+@dataclass
+class _Block:
+    kv: torch.Tensor  # [layers, 2, kv_heads, BLOCK, head_dim]
+    parent: bytes
+    tokens: tuple[int, ...]
+
+
 class PrefixCache:
-    """Blocks of prompt keys/values, by a digest of (adapter id, every token up to the block's end); LRU
-    within `max_bytes`. Only the decode thread uses it."""
+    """Blocks of prompt keys/values by a digest of (adapter id, every token up to the block's end), each
+    also listed under its parent block's digest; LRU within `max_bytes`. Only the decode thread uses it."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes, self.bytes = max_bytes, 0
-        self._blocks: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._blocks: OrderedDict[bytes, _Block] = OrderedDict()
+        self._children: dict[bytes, set[bytes]] = {}
 
     @staticmethod
-    def block_keys(adapter: str | None, prompt: list[int]) -> list[bytes]:
-        """One key per whole block of the prompt, short of its last token (whose logits are always computed)."""
-        keys, digest = [], hashlib.blake2b((adapter or "").encode(), digest_size=16).digest()
+    def chain(adapter: str | None, prompt: list[int]) -> list[bytes]:
+        """[root, key of block 0, key of block 1, ...]: the adapter's root digest, then one key per whole
+        block of the prompt short of its last token (whose logits are always computed). Block j's parent
+        is chain[j]."""
+        chain = [hashlib.blake2b((adapter or "").encode(), digest_size=16).digest()]
         for end in range(BLOCK, len(prompt), BLOCK):
             tokens = array("q", prompt[end - BLOCK : end]).tobytes()
-            digest = hashlib.blake2b(digest + tokens, digest_size=16).digest()
-            keys.append(digest)
-        return keys
+            chain.append(hashlib.blake2b(chain[-1] + tokens, digest_size=16).digest())
+        return chain
 
-    def match(self, keys: list[bytes]) -> list[torch.Tensor]:
-        """The cached blocks a prompt starts with."""
-        blocks = []
-        for key in keys:
-            block = self._blocks.get(key)
-            if block is None:
+    def match(self, chain: list[bytes], prompt: list[int], first: int, limit: int) -> list[torch.Tensor]:
+        """The cached keys/values of prompt tokens first.. (a block boundary) up to at most `limit`:
+        whole blocks while they are cached, then the longest run of tokens that a cached sibling of the
+        first missing block shares with the prompt. Pieces [layers, 2, kv_heads, n, head_dim]."""
+        pieces = []
+        for j in range(first // BLOCK, len(chain) - 1):
+            room = min(BLOCK, limit - j * BLOCK)
+            if room <= 0:
                 break
-            self._blocks.move_to_end(key)
-            blocks.append(block)
-        return blocks
+            block = self._blocks.get(chain[j + 1])
+            if block is not None and room == BLOCK:
+                self._blocks.move_to_end(chain[j + 1])
+                pieces.append(block.kv)
+                continue
+            key, shared = self._best_sibling(chain[j], prompt[j * BLOCK : j * BLOCK + room])
+            if shared:
+                self._blocks.move_to_end(key)
+                pieces.append(self._blocks[key].kv[:, :, :, :shared])
+            break
+        return pieces
+
+    def _best_sibling(self, parent: bytes, tokens: list[int]) -> tuple[bytes | None, int]:
+        best, shared = None, 0
+        for key in self._children.get(parent, ()):
+            n = _common_prefix(self._blocks[key].tokens, tokens)
+            if n > shared:
+                best, shared = key, n
+        return best, shared
 
     def wants(self, key: bytes) -> bool:
         return self.max_bytes > 0 and key not in self._blocks
 
-    def add(self, key: bytes, block: torch.Tensor) -> None:
-        size = block.numel() * block.element_size()
+    def add(self, key: bytes, parent: bytes, tokens: list[int], kv: torch.Tensor) -> None:
+        size = kv.numel() * kv.element_size()
         if size > self.max_bytes:
             return
         while self.bytes + size > self.max_bytes:
-            _, old = self._blocks.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
-        self._blocks[key] = block
+            old_key, old = self._blocks.popitem(last=False)
+            self._children[old.parent].discard(old_key)
+            if not self._children[old.parent]:
+                del self._children[old.parent]
+            self.bytes -= old.kv.numel() * old.kv.element_size()
+        self._blocks[key] = _Block(kv, parent, tuple(tokens))
+        self._children.setdefault(parent, set()).add(key)
         self.bytes += size
+
+
+def shared_prefix(chain_a: list[bytes], prompt_a: list[int], chain_b: list[bytes], prompt_b: list[int]) -> int:
+    """How many first tokens two prompts of one adapter share (their chains are compared block by block first)."""
+    if chain_a[0] != chain_b[0]:
+        return 0
+    blocks = 0
+    while blocks + 1 < min(len(chain_a), len(chain_b)) and chain_a[blocks + 1] == chain_b[blocks + 1]:
+        blocks += 1
+    start = blocks * BLOCK
+    return start + _common_prefix(prompt_a[start : start + BLOCK], prompt_b[start : start + BLOCK])
+
+
+def _common_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

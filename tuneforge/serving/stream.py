@@ -10,6 +10,7 @@ Deltas that pile up while a reader is busy come out joined, as one string.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -57,7 +58,7 @@ class Stream:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: len(self._deltas) > seen or self.done)
+                    self._cond.wait_for(lambda: len(self._deltas) > seen or self.done)  # noqa: B023 (called before `seen` changes)
                     chunk, seen, ended = self._deltas[seen:], len(self._deltas), self.done
                 if chunk:
                     yield "".join(chunk)
@@ -114,10 +115,8 @@ class Stream:
 
     def _waker_for(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
         def wake():
-            try:
+            with contextlib.suppress(RuntimeError):  # the reader's loop is closed: nobody is listening any more
                 loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the reader's loop is closed: nobody is listening any more
-                pass
 
         with self._cond:
             self._wakers.add(wake)
