@@ -6,7 +6,8 @@ EPOCHS  ?= 3
 OUT     ?= runs/demo
 DATA    := tuneforge/examples/dates.jsonl
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup bench clean format
+
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -29,11 +30,17 @@ demo: setup
 	.venv/bin/tuneforge eval --model $(OUT) --dataset $(DATA) --split validation --compare-base
 
 test: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	$(PY) -m pytest
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/vs_peers.py
+
+format: setup
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
 
 clean:
 	rm -rf runs .venv

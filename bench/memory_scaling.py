@@ -44,13 +44,12 @@ def peak_mib() -> float:
 
 def measure(vocab: int, seq: int, chunked: bool) -> dict:
     import torch
-
     from tiny_models import build_model
+
     from tuneforge.engine import loss
     from tuneforge.engine.adapters import apply_lora
     from tuneforge.engine.batches import IGNORE
-    from tuneforge.engine.precision import use_bf16_matmuls
-    from tuneforge.engine.precision import pick_dtype
+    from tuneforge.engine.precision import pick_dtype, use_bf16_matmuls
 
     if not chunked:
         loss.CHUNK_LOGITS = 10**15
@@ -78,9 +77,17 @@ def measure(vocab: int, seq: int, chunked: bool) -> dict:
     (stats.loss_sum / stats.tokens).backward()
     seconds = time.time() - t0
     peak = peak_mib()
-    return {"vocab": vocab, "seq": seq, "chunked": chunked, "completion_tokens": stats.tokens,
-            "before_mib": before, "peak_mib": peak, "step_mib": peak - before, "seconds": seconds,
-            "loss": float(stats.loss_sum) / stats.tokens}
+    return {
+        "vocab": vocab,
+        "seq": seq,
+        "chunked": chunked,
+        "completion_tokens": stats.tokens,
+        "before_mib": before,
+        "peak_mib": peak,
+        "step_mib": peak - before,
+        "seconds": seconds,
+        "loss": float(stats.loss_sum) / stats.tokens,
+    }
 
 
 def main() -> None:
@@ -95,29 +102,41 @@ def main() -> None:
     for vocab in VOCABS:
         for seq in seqs:
             for chunked in (True, False):
-                proc = subprocess.run([sys.executable, __file__, "_child", str(vocab), str(seq), "1" if chunked else "0"],
-                                      capture_output=True, text=True, cwd=ROOT)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "_child", str(vocab), str(seq), "1" if chunked else "0"],
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                )
                 if proc.returncode != 0:
                     raise SystemExit(proc.stderr[-3000:])
                 rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 r = rows[-1]
-                print(f"vocab {vocab:>7,}  seq {seq:>5}  {'chunked  ' if chunked else 'unchunked'}  "
-                      f"completion tokens {r['completion_tokens']:>5}  step +{r['step_mib']:7.0f} MiB  "
-                      f"peak {r['peak_mib']:7.0f} MiB  {r['seconds']:.2f} s", flush=True)
+                print(
+                    f"vocab {vocab:>7,}  seq {seq:>5}  {'chunked  ' if chunked else 'unchunked'}  "
+                    f"completion tokens {r['completion_tokens']:>5}  step +{r['step_mib']:7.0f} MiB  "
+                    f"peak {r['peak_mib']:7.0f} MiB  {r['seconds']:.2f} s",
+                    flush=True,
+                )
     print()
     print(markdown(rows))
 
 
 def markdown(rows: list[dict]) -> str:
     """One line per (vocab, seq): the step's added MiB chunked vs unchunked, and the fp32 logits size."""
-    out = ["| vocab | seq (batch 2) | completion tokens | fp32 logits MiB | step MiB chunked | step MiB unchunked "
-           "| peak MiB chunked | peak MiB unchunked |", "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| vocab | seq (batch 2) | completion tokens | fp32 logits MiB | step MiB chunked | step MiB unchunked "
+        "| peak MiB chunked | peak MiB unchunked |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     by_key = {(r["vocab"], r["seq"], r["chunked"]): r for r in rows}
     for vocab, seq in sorted({(r["vocab"], r["seq"]) for r in rows}):
         c, u = by_key[(vocab, seq, True)], by_key[(vocab, seq, False)]
         logits = c["completion_tokens"] * vocab * 4 / 2**20
-        out.append(f"| {vocab:,} | {seq} | {c['completion_tokens']} | {logits:.0f} | {c['step_mib']:.0f} | "
-                   f"{u['step_mib']:.0f} | {c['peak_mib']:.0f} | {u['peak_mib']:.0f} |")
+        out.append(
+            f"| {vocab:,} | {seq} | {c['completion_tokens']} | {logits:.0f} | {c['step_mib']:.0f} | "
+            f"{u['step_mib']:.0f} | {c['peak_mib']:.0f} | {u['peak_mib']:.0f} |"
+        )
     return "\n".join(out)
 
 

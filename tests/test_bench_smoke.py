@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 
 def test_bench_score_matches_the_engine_evaluation(tiny_llama, parity_dataset):
     import torch
+    import vs_peers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import vs_peers
     from tuneforge import data
     from tuneforge.engine.batches import encode_example
     from tuneforge.engine.train import evaluate
@@ -31,10 +31,21 @@ def test_report_tables_render():
     import memory_scaling
     import vs_peers
 
-    run = dict(tokens=1000, train_seconds=10.0, wall_seconds=20.0, rss_mib=1000.0, steps=3, precision="bfloat16",
-               own_loss=0.5, own_acc=0.9)
-    results = {"lora-tuneforge": run, "lora-trl-fast": {**run, "train_seconds": 40.0, "rss_mib": 2000.0},
-               "lora-trl-default": {**run, "train_seconds": 80.0}}
+    run = dict(
+        tokens=1000,
+        train_seconds=10.0,
+        wall_seconds=20.0,
+        rss_mib=1000.0,
+        steps=3,
+        precision="bfloat16",
+        own_loss=0.5,
+        own_acc=0.9,
+    )
+    results = {
+        "lora-tuneforge": run,
+        "lora-trl-fast": {**run, "train_seconds": 40.0, "rss_mib": 2000.0},
+        "lora-trl-default": {**run, "train_seconds": 80.0},
+    }
     scores = {label: (0.5, 0.9) for label in results}
     runs_md, ratios_md = vs_peers.report(results, scores, peak=500.0, n_params=100_000_000)
     assert "| lora-tuneforge " in runs_md and "| 100 " in runs_md  # 1000 tokens / 10 s

@@ -32,16 +32,61 @@ TFEW_TABLE = {
 
 # id: (vendor, method, trainingConfigType, deprecated, architecture, weights_repo, context, prompt, completion)
 MODELS = {
-    "meta.llama-3.3-70b-instruct": ("meta", "LORA", "LORA_TRAINING_CONFIG", False, "llama",
-                                    "meta-llama/Llama-3.3-70B-Instruct", 128000, None, None),
-    "meta.llama-3.1-70b-instruct": ("meta", "LORA", "LORA_TRAINING_CONFIG", False, "llama",
-                                    "meta-llama/Llama-3.1-70B-Instruct", 128000, None, None),
-    "meta.llama-3-70b-instruct": ("meta", "LORA", "LORA_TRAINING_CONFIG", True, "llama",
-                                  "meta-llama/Meta-Llama-3-70B-Instruct", 8192, None, None),
-    "cohere.command-r-16k": ("cohere", "TFEW", "TFEW_TRAINING_CONFIG", True, "cohere",
-                             "CohereForAI/c4ai-command-r-v01", 16000, None, None),
-    "cohere.command-r-08-2024": ("cohere", "TFEW", "TFEW_TRAINING_CONFIG", False, "cohere",
-                                 "CohereForAI/c4ai-command-r-08-2024", 128000, 16000, 4000),
+    "meta.llama-3.3-70b-instruct": (
+        "meta",
+        "LORA",
+        "LORA_TRAINING_CONFIG",
+        False,
+        "llama",
+        "meta-llama/Llama-3.3-70B-Instruct",
+        128000,
+        None,
+        None,
+    ),
+    "meta.llama-3.1-70b-instruct": (
+        "meta",
+        "LORA",
+        "LORA_TRAINING_CONFIG",
+        False,
+        "llama",
+        "meta-llama/Llama-3.1-70B-Instruct",
+        128000,
+        None,
+        None,
+    ),
+    "meta.llama-3-70b-instruct": (
+        "meta",
+        "LORA",
+        "LORA_TRAINING_CONFIG",
+        True,
+        "llama",
+        "meta-llama/Meta-Llama-3-70B-Instruct",
+        8192,
+        None,
+        None,
+    ),
+    "cohere.command-r-16k": (
+        "cohere",
+        "TFEW",
+        "TFEW_TRAINING_CONFIG",
+        True,
+        "cohere",
+        "CohereForAI/c4ai-command-r-v01",
+        16000,
+        None,
+        None,
+    ),
+    "cohere.command-r-08-2024": (
+        "cohere",
+        "TFEW",
+        "TFEW_TRAINING_CONFIG",
+        False,
+        "cohere",
+        "CohereForAI/c4ai-command-r-08-2024",
+        128000,
+        16000,
+        4000,
+    ),
 }
 
 
@@ -52,8 +97,17 @@ def test_five_models_in_seed_order():
 @pytest.mark.parametrize("model_id", list(MODELS))
 def test_model_record(model_id):
     m = get_model(model_id)
-    got = (m.vendor, m.method, m.training_config_type, m.deprecated, m.architecture, m.weights_repo,
-           m.context_tokens, m.max_prompt_tokens, m.max_completion_tokens)
+    got = (
+        m.vendor,
+        m.method,
+        m.training_config_type,
+        m.deprecated,
+        m.architecture,
+        m.weights_repo,
+        m.context_tokens,
+        m.max_prompt_tokens,
+        m.max_completion_tokens,
+    )
     assert got == MODELS[model_id]
     assert m.display_name
 

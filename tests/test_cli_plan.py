@@ -7,16 +7,19 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from tuneforge.cli import main, overrides_from_flags, plan
-from tuneforge.errors import InvalidParameter
-
 # The seed defaults, hard-coded once (tests/ is on sys.path via conftest).
 from test_hyperparams import LORA_DEFAULTS as LORA_CONFIG
 from test_hyperparams import TFEW_DEFAULTS as TFEW_CONFIG
 
+from tuneforge.cli import main, overrides_from_flags, plan
+from tuneforge.errors import InvalidParameter
+
 MODEL_IDS = [
-    "meta.llama-3.3-70b-instruct", "meta.llama-3.1-70b-instruct", "meta.llama-3-70b-instruct",
-    "cohere.command-r-16k", "cohere.command-r-08-2024",
+    "meta.llama-3.3-70b-instruct",
+    "meta.llama-3.1-70b-instruct",
+    "meta.llama-3-70b-instruct",
+    "cohere.command-r-16k",
+    "cohere.command-r-08-2024",
 ]
 DEPRECATED = {"meta.llama-3-70b-instruct", "cohere.command-r-16k"}
 
@@ -62,15 +65,40 @@ def test_plan_json_defaults(model_id, dataset):
 
 def test_plan_applies_flags(dataset):
     got = plan_json(
-        "meta.llama-3.3-70b-instruct", dataset, "--total-training-epochs", 2, "--learning-rate", "1e-4",
-        "--training-batch-size", 16, "--early-stopping-patience", 0, "--early-stopping-threshold", 0,
-        "--log-model-metrics-interval-in-steps", 5, "--lora-r", 16, "--lora-alpha", 32, "--lora-dropout", 0.05,
-        "--seed", 7,
+        "meta.llama-3.3-70b-instruct",
+        dataset,
+        "--total-training-epochs",
+        2,
+        "--learning-rate",
+        "1e-4",
+        "--training-batch-size",
+        16,
+        "--early-stopping-patience",
+        0,
+        "--early-stopping-threshold",
+        0,
+        "--log-model-metrics-interval-in-steps",
+        5,
+        "--lora-r",
+        16,
+        "--lora-alpha",
+        32,
+        "--lora-dropout",
+        0.05,
+        "--seed",
+        7,
     )
     assert got["trainingConfig"] == {
-        "trainingConfigType": "LORA_TRAINING_CONFIG", "totalTrainingEpochs": 2, "learningRate": 0.0001,
-        "trainingBatchSize": 16, "earlyStoppingPatience": 0, "earlyStoppingThreshold": 0.0,
-        "logModelMetricsIntervalInSteps": 5, "loraR": 16, "loraAlpha": 32, "loraDropout": 0.05,
+        "trainingConfigType": "LORA_TRAINING_CONFIG",
+        "totalTrainingEpochs": 2,
+        "learningRate": 0.0001,
+        "trainingBatchSize": 16,
+        "earlyStoppingPatience": 0,
+        "earlyStoppingThreshold": 0.0,
+        "logModelMetricsIntervalInSteps": 5,
+        "loraR": 16,
+        "loraAlpha": 32,
+        "loraDropout": 0.05,
     }
     assert (got["stepsPerEpoch"], got["totalTrainingSteps"], got["seed"]) == (2, 4, 7)
 
@@ -144,6 +172,7 @@ def test_plan_text_summary(dataset):
 
 # --- token lengths with --weights -----------------------------------------------------------------
 
+
 def _word_tokenizer_dir(tmp_path):
     """A folder with a word-level tokenizer.json (one token per space-separated word)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -175,19 +204,18 @@ def test_plan_reports_over_long_prompts(tmp_path, dataset):
 
 
 def test_plan_weights_without_tokenizer_skips_the_check(tmp_path, dataset):
-    got = run("plan", "--base-model", "meta.llama-3.3-70b-instruct", "--dataset", dataset, "--json",
-              "--weights", tmp_path)
+    got = run("plan", "--base-model", "meta.llama-3.3-70b-instruct", "--dataset", dataset, "--json", "--weights", tmp_path)
     assert json.loads(got.stdout)["tokenLengthsChecked"] is False
     assert "no tokenizer.json" in got.stderr
 
 
 def test_plan_weights_must_exist(tmp_path, dataset):
-    result = run("plan", "--base-model", "meta.llama-3.3-70b-instruct", "--dataset", dataset,
-                 "--weights", tmp_path / "missing")
+    result = run("plan", "--base-model", "meta.llama-3.3-70b-instruct", "--dataset", dataset, "--weights", tmp_path / "missing")
     assert result.exit_code == 2
 
 
 # --- models ---------------------------------------------------------------------------------------
+
 
 def test_models_json():
     result = run("models", "--json")
@@ -195,17 +223,42 @@ def test_models_json():
     got = json.loads(result.stdout)
     assert [m["id"] for m in got] == MODEL_IDS
     r08 = got[4]
-    assert {k: r08[k] for k in ("vendor", "method", "trainingConfigType", "deprecated", "architecture",
-                                "weightsRepo", "contextTokens", "maxPromptTokens", "maxCompletionTokens")} == {
-        "vendor": "cohere", "method": "TFEW", "trainingConfigType": "TFEW_TRAINING_CONFIG", "deprecated": False,
-        "architecture": "cohere", "weightsRepo": "CohereForAI/c4ai-command-r-08-2024", "contextTokens": 128000,
-        "maxPromptTokens": 16000, "maxCompletionTokens": 4000,
+    assert {
+        k: r08[k]
+        for k in (
+            "vendor",
+            "method",
+            "trainingConfigType",
+            "deprecated",
+            "architecture",
+            "weightsRepo",
+            "contextTokens",
+            "maxPromptTokens",
+            "maxCompletionTokens",
+        )
+    } == {
+        "vendor": "cohere",
+        "method": "TFEW",
+        "trainingConfigType": "TFEW_TRAINING_CONFIG",
+        "deprecated": False,
+        "architecture": "cohere",
+        "weightsRepo": "CohereForAI/c4ai-command-r-08-2024",
+        "contextTokens": 128000,
+        "maxPromptTokens": 16000,
+        "maxCompletionTokens": 4000,
     }
     assert list(r08["hyperparameters"]) == list(TFEW_CONFIG)[1:]
     dropout = got[0]["hyperparameters"]["loraDropout"]
     assert dropout == {
-        "type": "float", "minimum": 0, "maximum": 1, "minExclusive": False, "maxExclusive": True, "default": 0.1,
-        "tunable": True, "allowed": "a decimal from 0 up to (not including) 1", "description": dropout["description"],
+        "type": "float",
+        "minimum": 0,
+        "maximum": 1,
+        "minExclusive": False,
+        "maxExclusive": True,
+        "default": 0.1,
+        "tunable": True,
+        "allowed": "a decimal from 0 up to (not including) 1",
+        "description": dropout["description"],
     }
     assert {m["id"]: m["hyperparameters"]["trainingBatchSize"]["default"] for m in got} == {
         i: (8 if i.startswith("meta.") else 16) for i in MODEL_IDS
@@ -223,11 +276,20 @@ def test_models_text():
 
 # --- shared helpers that `train` reuses -----------------------------------------------------------
 
+
 def test_plan_has_the_nine_hyperparameter_flags():
     flags = {opt for p in plan.params for opt in p.opts}
-    for flag in ("--total-training-epochs", "--learning-rate", "--training-batch-size", "--early-stopping-patience",
-                 "--early-stopping-threshold", "--log-model-metrics-interval-in-steps", "--lora-r", "--lora-alpha",
-                 "--lora-dropout"):
+    for flag in (
+        "--total-training-epochs",
+        "--learning-rate",
+        "--training-batch-size",
+        "--early-stopping-patience",
+        "--early-stopping-threshold",
+        "--log-model-metrics-interval-in-steps",
+        "--lora-r",
+        "--lora-alpha",
+        "--lora-dropout",
+    ):
         assert flag in flags
 
 

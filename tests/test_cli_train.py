@@ -20,8 +20,22 @@ def tuneforge(*args, **kw):
 
 def test_train_json_then_eval_and_generate(tiny_llama, parity_dataset, tmp_path):
     out = tmp_path / "m"
-    proc = tuneforge("train", "--base-model", LLAMA, "--dataset", parity_dataset, "--weights", tiny_llama,
-                     "--output", out, "--total-training-epochs", 2, "--learning-rate", 0.05, "--json")
+    proc = tuneforge(
+        "train",
+        "--base-model",
+        LLAMA,
+        "--dataset",
+        parity_dataset,
+        "--weights",
+        tiny_llama,
+        "--output",
+        out,
+        "--total-training-epochs",
+        2,
+        "--learning-rate",
+        0.05,
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result == json.loads((out / "model.json").read_text())
@@ -47,9 +61,25 @@ def test_train_json_then_eval_and_generate(tiny_llama, parity_dataset, tmp_path)
 
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(tiny_llama, parity_dataset, tmp_path):
     out = tmp_path / "m"
-    args = ["train", "--base-model", LLAMA, "--dataset", parity_dataset, "--weights", tiny_llama, "--output", out,
-            "--total-training-epochs", 40, "--early-stopping-patience", 0, "--json"]
-    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        "train",
+        "--base-model",
+        LLAMA,
+        "--dataset",
+        parity_dataset,
+        "--weights",
+        tiny_llama,
+        "--output",
+        out,
+        "--total-training-epochs",
+        40,
+        "--early-stopping-patience",
+        0,
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # poll progress.json until training is under way
         progress = out / "progress.json"
@@ -57,7 +87,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tiny_llama, parity_datas
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
+    _stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 3, stderr
     assert "checkpoint" in stderr and (out / "checkpoint" / "state.pt").is_file()
     assert not (out / "model.json").exists() and not (out / "adapter").exists()
@@ -69,11 +99,14 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tiny_llama, parity_datas
     assert json.loads(proc.stdout)["stepsRun"] == 200
 
 
-@pytest.mark.parametrize("args,message,code,field", [
-    (["--weights", "/nonexistent"], "not a Hugging Face model folder", "WeightsUnavailable", None),
-    (["--lora-r", "0"], "loraR: 0 is not allowed", "InvalidParameter", "loraR"),
-    (["--learning-rate", "fast"], "learningRate: 'fast' is not allowed", "InvalidParameter", "learningRate"),
-])
+@pytest.mark.parametrize(
+    "args,message,code,field",
+    [
+        (["--weights", "/nonexistent"], "not a Hugging Face model folder", "WeightsUnavailable", None),
+        (["--lora-r", "0"], "loraR: 0 is not allowed", "InvalidParameter", "loraR"),
+        (["--learning-rate", "fast"], "learningRate: 'fast' is not allowed", "InvalidParameter", "learningRate"),
+    ],
+)
 def test_bad_input_exits_2_with_a_message_naming_it(args, message, code, field, parity_dataset, tmp_path, tiny_llama):
     base = ["train", "--base-model", LLAMA, "--dataset", parity_dataset, "--output", tmp_path / "m"]
     if "--weights" not in args:
@@ -97,8 +130,16 @@ def test_bad_dataset_error_report_names_lines_but_not_the_servers_path(tmp_path,
 
 
 def test_catalog_model_without_weights_says_how_to_provide_them(parity_dataset, tmp_path):
-    proc = tuneforge("train", "--base-model", "cohere.command-r-08-2024", "--dataset", parity_dataset, "--output", tmp_path / "m",
-                     env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    proc = tuneforge(
+        "train",
+        "--base-model",
+        "cohere.command-r-08-2024",
+        "--dataset",
+        parity_dataset,
+        "--output",
+        tmp_path / "m",
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 2
     assert "TUNEFORGE_WEIGHTS_COHERE_COMMAND_R_08_2024" in proc.stderr and "--weights stand-in" in proc.stderr
 

@@ -151,6 +151,7 @@ def test_iter_examples_streams(tmp_path):
 
 # --- robustness -----------------------------------------------------------------------------------
 
+
 def _scan_bytes(content: bytes):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "d.jsonl")
@@ -197,6 +198,7 @@ def test_no_whole_file_crashes_the_reader(content):
 
 # --- split ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "n, n_val",
     [(32, 6), (33, 7), (34, 7), (35, 7), (36, 7), (37, 7), (38, 8), (40, 8), (100, 20), (101, 20), (103, 21), (1, 0)],
@@ -231,8 +233,9 @@ def test_split_does_not_depend_on_hash_seed():
 
     code = "from tuneforge.data import split_indices; print(split_indices(50, 7))"
     outs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed}, check=True
+        ).stdout
         for seed in ("1", "2")
     }
     assert len(outs) == 1
@@ -247,6 +250,7 @@ def test_split_examples(tmp_path):
 
 
 # --- token lengths --------------------------------------------------------------------------------
+
 
 def _words(text):
     return len(text.split())
@@ -266,8 +270,7 @@ def test_token_lengths_over_limits_are_listed_by_line():
         Example("a", "x", 10),
     ]
     with pytest.raises(DatasetError) as e:
-        check_token_lengths(examples, _words, max_prompt_tokens=3, max_completion_tokens=2, context_tokens=4,
-                            path="data.jsonl")
+        check_token_lengths(examples, _words, max_prompt_tokens=3, max_completion_tokens=2, context_tokens=4, path="data.jsonl")
     err = e.value
     assert [p.line for p in err.problems] == [3, 3, 7, 9]
     assert "line 3: prompt is 4 tokens; this model allows at most 3" in str(err)
@@ -279,6 +282,7 @@ def test_token_lengths_over_limits_are_listed_by_line():
 def test_token_length_problems_are_capped():
     examples = [Example("a b", "c", i) for i in range(1, 101)]
     with pytest.raises(DatasetError) as e:
-        check_token_lengths(examples, _words, max_prompt_tokens=1, max_completion_tokens=None, context_tokens=None,
-                            max_problems=5)
+        check_token_lengths(
+            examples, _words, max_prompt_tokens=1, max_completion_tokens=None, context_tokens=None, max_problems=5
+        )
     assert len(e.value.problems) == 5 and e.value.total == 100

@@ -35,11 +35,14 @@ def records(output: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
-@pytest.mark.parametrize("model_id,arch,lr", [(LLAMA, "tiny_llama", 0.05), (COHERE, "tiny_cohere", 0.1), (LLAMA, "tiny_cohere", 0.05)])
+@pytest.mark.parametrize(
+    "model_id,arch,lr", [(LLAMA, "tiny_llama", 0.05), (COHERE, "tiny_cohere", 0.1), (LLAMA, "tiny_cohere", 0.05)]
+)
 def test_both_methods_learn_and_run_exact_steps(model_id, arch, lr, request, parity_dataset, tmp_path):
     weights = request.getfixturevalue(arch)
-    run = make_run(weights, parity_dataset, tmp_path / "out", model_id, totalTrainingEpochs=10,
-                   learningRate=lr, earlyStoppingPatience=0)
+    run = make_run(
+        weights, parity_dataset, tmp_path / "out", model_id, totalTrainingEpochs=10, learningRate=lr, earlyStoppingPatience=0
+    )
     result = fine_tune(run)
     # 48 examples -> 38 train / 10 validation; batch 8 (LoRA) or 16 (T-Few)
     batch = 8 if model_id == LLAMA else 16
@@ -65,8 +68,17 @@ def test_training_records_follow_ocis_logging_schedule(tiny_llama, parity_datase
 
 def test_early_stopping_fires_and_keeps_the_best_adapter(tiny_llama, parity_dataset, tmp_path):
     # no evaluation can improve by more than 10: the counter grows from the second one, patience 2 stops at the third
-    result = fine_tune(make_run(tiny_llama, parity_dataset, tmp_path, totalTrainingEpochs=10, learningRate=0.05,
-                                earlyStoppingPatience=2, earlyStoppingThreshold=10.0))
+    result = fine_tune(
+        make_run(
+            tiny_llama,
+            parity_dataset,
+            tmp_path,
+            totalTrainingEpochs=10,
+            learningRate=0.05,
+            earlyStoppingPatience=2,
+            earlyStoppingThreshold=10.0,
+        )
+    )
     evals = records(tmp_path, "eval")
     assert result.early_stopped and result.steps_run < result.total_training_steps
     assert [e["patienceCounter"] for e in evals] == [0, 1, 2]
@@ -105,7 +117,8 @@ def test_resume_after_stop_reaches_the_same_adapter(stop_at, tiny_llama, parity_
     for kind in ("train", "eval"):
         assert [r["step"] for r in records(tmp_path / "split", kind)] == [r["step"] for r in records(tmp_path / "full", kind)]
     assert [r["validationLoss"] for r in records(tmp_path / "split", "eval")] == pytest.approx(
-        [r["validationLoss"] for r in records(tmp_path / "full", "eval")], rel=1e-6)
+        [r["validationLoss"] for r in records(tmp_path / "full", "eval")], rel=1e-6
+    )
     assert resumed.best_step == full.best_step
     # resuming a run that already finished returns its result instead of training again
     assert fine_tune(resumed_run) == resumed
@@ -118,8 +131,11 @@ def test_adapter_loads_in_plain_peft_with_identical_logits(model_id, tiny_llama,
 
     from tuneforge.engine.generate import load_trained
 
-    fine_tune(make_run(tiny_llama, parity_dataset, tmp_path, model_id, totalTrainingEpochs=2, learningRate=0.05,
-                       earlyStoppingPatience=0))
+    fine_tune(
+        make_run(
+            tiny_llama, parity_dataset, tmp_path, model_id, totalTrainingEpochs=2, learningRate=0.05, earlyStoppingPatience=0
+        )
+    )
     ours = load_trained(tmp_path, device="cpu", precision="fp32").model
     peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32), tmp_path / "adapter")
     peft.eval()
@@ -132,7 +148,7 @@ def test_adapter_loads_in_plain_peft_with_identical_logits(model_id, tiny_llama,
 
 
 def test_bad_weights_fail_with_clear_messages(tmp_path, parity_dataset):
-    with pytest.raises(WeightsError, match="no weights configured for meta.llama-3.3-70b-instruct.*--weights stand-in"):
+    with pytest.raises(WeightsError, match=r"no weights configured for meta\.llama-3\.3-70b-instruct.*--weights stand-in"):
         resolve_weights(None, model_id=LLAMA, weights_repo="meta-llama/Llama-3.3-70B-Instruct")
     with pytest.raises(WeightsError, match="not a Hugging Face model folder"):
         resolve_weights(str(tmp_path), model_id=LLAMA, weights_repo="x/y")

@@ -16,13 +16,24 @@ from tuneforge.hyperparams import (
 
 # Hard-coded from spec/hyperparameters.md, in OCI's wire order.
 LORA_DEFAULTS = {
-    "trainingConfigType": "LORA_TRAINING_CONFIG", "totalTrainingEpochs": 3, "learningRate": 0.0002,
-    "trainingBatchSize": 8, "earlyStoppingPatience": 15, "earlyStoppingThreshold": 0.0001,
-    "logModelMetricsIntervalInSteps": 10, "loraR": 8, "loraAlpha": 8, "loraDropout": 0.1,
+    "trainingConfigType": "LORA_TRAINING_CONFIG",
+    "totalTrainingEpochs": 3,
+    "learningRate": 0.0002,
+    "trainingBatchSize": 8,
+    "earlyStoppingPatience": 15,
+    "earlyStoppingThreshold": 0.0001,
+    "logModelMetricsIntervalInSteps": 10,
+    "loraR": 8,
+    "loraAlpha": 8,
+    "loraDropout": 0.1,
 }
 TFEW_DEFAULTS = {
-    "trainingConfigType": "TFEW_TRAINING_CONFIG", "totalTrainingEpochs": 1, "learningRate": 0.01,
-    "trainingBatchSize": 16, "earlyStoppingPatience": 10, "earlyStoppingThreshold": 0.001,
+    "trainingConfigType": "TFEW_TRAINING_CONFIG",
+    "totalTrainingEpochs": 1,
+    "learningRate": 0.01,
+    "trainingBatchSize": 16,
+    "earlyStoppingPatience": 10,
+    "earlyStoppingThreshold": 0.001,
     "logModelMetricsIntervalInSteps": 1,
 }
 EXPECTED_DEFAULTS = {
@@ -94,22 +105,41 @@ def test_range_edges(model_id, field, value, accepted):
 @pytest.mark.parametrize(
     "model_id, field, value, accepted",
     [  # spot checks written from the spec, independent of the catalog
-        (LORA, "trainingBatchSize", 16, True), (LORA, "trainingBatchSize", 17, False),
-        (LORA, "trainingBatchSize", 7, False), (LORA, "loraR", 64, True), (LORA, "loraR", 65, False),
-        (LORA, "loraAlpha", 128, True), (LORA, "loraAlpha", 0, False), (LORA, "loraDropout", 0.0, True),
-        (LORA, "loraDropout", 0.999, True), (LORA, "loraDropout", 1.0, False), (LORA, "learningRate", 1.0, True),
-        (LORA, "learningRate", 1.01, False), (LORA, "learningRate", -0.0001, False),
-        (LORA, "earlyStoppingPatience", 0, True), (LORA, "earlyStoppingPatience", -1, False),
-        (LORA, "earlyStoppingThreshold", 0, True), (LORA, "totalTrainingEpochs", 0, False),
-        (LORA, "totalTrainingEpochs", 50, True), (LORA, "logModelMetricsIntervalInSteps", 0, True),
-        (LORA, "logModelMetricsIntervalInSteps", 25, True), (LORA, "logModelMetricsIntervalInSteps", -1, False),
-        (TFEW, "totalTrainingEpochs", 10, True), (TFEW, "totalTrainingEpochs", 11, False),
-        (TFEW, "learningRate", 0.000005, True), (TFEW, "learningRate", 0.000004, False),
-        (TFEW, "learningRate", 0.1, True), (TFEW, "learningRate", 0.11, False),
-        (TFEW, "trainingBatchSize", 32, True), (TFEW, "trainingBatchSize", 33, False),
-        (TFEW, "earlyStoppingPatience", 16, True), (TFEW, "earlyStoppingPatience", 17, False),
-        (TFEW, "earlyStoppingThreshold", 0.0009, False), (TFEW, "earlyStoppingThreshold", 0.1, True),
-        (TFEW, "logModelMetricsIntervalInSteps", 1, True), (TFEW, "logModelMetricsIntervalInSteps", 10, False),
+        (LORA, "trainingBatchSize", 16, True),
+        (LORA, "trainingBatchSize", 17, False),
+        (LORA, "trainingBatchSize", 7, False),
+        (LORA, "loraR", 64, True),
+        (LORA, "loraR", 65, False),
+        (LORA, "loraAlpha", 128, True),
+        (LORA, "loraAlpha", 0, False),
+        (LORA, "loraDropout", 0.0, True),
+        (LORA, "loraDropout", 0.999, True),
+        (LORA, "loraDropout", 1.0, False),
+        (LORA, "learningRate", 1.0, True),
+        (LORA, "learningRate", 1.01, False),
+        (LORA, "learningRate", -0.0001, False),
+        (LORA, "earlyStoppingPatience", 0, True),
+        (LORA, "earlyStoppingPatience", -1, False),
+        (LORA, "earlyStoppingThreshold", 0, True),
+        (LORA, "totalTrainingEpochs", 0, False),
+        (LORA, "totalTrainingEpochs", 50, True),
+        (LORA, "logModelMetricsIntervalInSteps", 0, True),
+        (LORA, "logModelMetricsIntervalInSteps", 25, True),
+        (LORA, "logModelMetricsIntervalInSteps", -1, False),
+        (TFEW, "totalTrainingEpochs", 10, True),
+        (TFEW, "totalTrainingEpochs", 11, False),
+        (TFEW, "learningRate", 0.000005, True),
+        (TFEW, "learningRate", 0.000004, False),
+        (TFEW, "learningRate", 0.1, True),
+        (TFEW, "learningRate", 0.11, False),
+        (TFEW, "trainingBatchSize", 32, True),
+        (TFEW, "trainingBatchSize", 33, False),
+        (TFEW, "earlyStoppingPatience", 16, True),
+        (TFEW, "earlyStoppingPatience", 17, False),
+        (TFEW, "earlyStoppingThreshold", 0.0009, False),
+        (TFEW, "earlyStoppingThreshold", 0.1, True),
+        (TFEW, "logModelMetricsIntervalInSteps", 1, True),
+        (TFEW, "logModelMetricsIntervalInSteps", 10, False),
     ],
 )
 def test_spec_spot_checks(model_id, field, value, accepted):
@@ -150,8 +180,13 @@ def test_training_config_type_must_match_the_model():
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("totalTrainingEpochs", 3.0), ("totalTrainingEpochs", 3.5), ("trainingBatchSize", True),
-        ("trainingBatchSize", "8"), ("loraR", 8.0), ("learningRate", "0.1"), ("learningRate", False),
+        ("totalTrainingEpochs", 3.0),
+        ("totalTrainingEpochs", 3.5),
+        ("trainingBatchSize", True),
+        ("trainingBatchSize", "8"),
+        ("loraR", 8.0),
+        ("learningRate", "0.1"),
+        ("learningRate", False),
         ("loraDropout", [0.1]),
     ],
 )
@@ -220,12 +255,18 @@ def test_integers_are_32_bit_and_plans_are_bounded():
     from tuneforge.hyperparams import MAX_TOTAL_TRAINING_STEPS, make_plan
 
     model = get_model("meta.llama-3.3-70b-instruct")
-    with pytest.raises(InvalidParameter, match=r"totalTrainingEpochs: 1000000000000000000000000000000 is not allowed; must fit in a 32-bit integer"):
+    with pytest.raises(
+        InvalidParameter,
+        match=r"totalTrainingEpochs: 1000000000000000000000000000000 is not allowed; must fit in a 32-bit integer",
+    ):
         resolve_training_config(model, {"totalTrainingEpochs": 10**30})
     config = resolve_training_config(model, {"totalTrainingEpochs": 2**31 - 1})  # the largest int32 is a valid field...
     with pytest.raises(InvalidParameter, match="totalTrainingSteps = 51,539,607,528, above the maximum of 1,000,000"):
         make_plan(240, config)  # ... but no plan that long is run
-    assert make_plan(240, resolve_training_config(model, {"totalTrainingEpochs": 41666})).total_training_steps < MAX_TOTAL_TRAINING_STEPS
+    assert (
+        make_plan(240, resolve_training_config(model, {"totalTrainingEpochs": 41666})).total_training_steps
+        < MAX_TOTAL_TRAINING_STEPS
+    )
 
 
 def test_fields_types_and_help_come_from_the_catalog():
@@ -234,7 +275,7 @@ def test_fields_types_and_help_come_from_the_catalog():
     from tuneforge.catalog import fields as catalog_fields
     from tuneforge.hyperparams import API_FIELDS, FIELD_TYPES, SNAKE_NAMES, TrainingConfig
 
-    assert API_FIELDS == tuple(catalog_fields())
+    assert tuple(catalog_fields()) == API_FIELDS
     assert [f.name for f in fields(TrainingConfig)][1:] == [SNAKE_NAMES[n] for n in API_FIELDS]
     assert FIELD_TYPES["loraR"] is int and FIELD_TYPES["learningRate"] is float
     assert catalog_fields()["loraR"].methods == ("LORA",)

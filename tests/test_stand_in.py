@@ -21,9 +21,22 @@ def trained(tmp_path_factory) -> tuple[Path, dict, str]:
     subset = tmp / "dates40.jsonl"
     subset.write_text("".join(DATES.read_text().splitlines(keepends=True)[:40]))  # 32 train -> 2 steps of 16
     out = tmp / "model"
-    proc = tuneforge("train", "--base-model", "meta.llama-3.3-70b-instruct", "--weights", "stand-in",
-                     "--dataset", str(subset), "--output", str(out), "--total-training-epochs", "1",
-                     "--training-batch-size", "16", "--json")
+    proc = tuneforge(
+        "train",
+        "--base-model",
+        "meta.llama-3.3-70b-instruct",
+        "--weights",
+        "stand-in",
+        "--dataset",
+        str(subset),
+        "--output",
+        str(out),
+        "--total-training-epochs",
+        "1",
+        "--training-batch-size",
+        "16",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     return out, json.loads(proc.stdout), proc.stderr
 
@@ -37,13 +50,14 @@ def test_stand_in_fine_tune_reports_real_metrics_and_says_it_is_the_stand_in(tra
     assert 0.0 < metrics["finalAccuracy"] < 1.0 and 0.0 < metrics["finalLoss"] < 5.0
     assert json.loads((out / "model.json").read_text()) == result
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l] == [1, 2]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line] == [1, 2]
     assert "stand-in" in (out / "report.html").read_text()
 
 
 def test_generate_from_the_fine_tuned_stand_in(trained):
     out, _, _ = trained
-    proc = tuneforge("generate", "--model", str(out), "--prompt", "ISO 8601 date (YYYY-MM-DD only) for: 3 March 1999",
-                     "--max-new-tokens", "12")
+    proc = tuneforge(
+        "generate", "--model", str(out), "--prompt", "ISO 8601 date (YYYY-MM-DD only) for: 3 March 1999", "--max-new-tokens", "12"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() and "stand-in" in proc.stderr

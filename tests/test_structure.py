@@ -56,7 +56,12 @@ def test_no_private_name_crosses_a_package_boundary():
             elif isinstance(node, ast.Import):
                 imported.update({alias.asname or alias.name.split(".")[0]: alias.name for alias in node.names})
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 source = imported.get(node.value.id, "")
                 if source.startswith("tuneforge") and ".".join(source.split(".")[:2]) != home:
                     offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value.id}.{node.attr}")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 from tuneforge.errors import DatasetError, LineProblem
 
@@ -121,7 +121,7 @@ def iter_examples(path: str | os.PathLike, *, max_problems: int = 50, min_exampl
     evaluation file needs only one). Consume it fully before trusting it."""
     problems = _Problems(path, max_problems)
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (opened apart from the `with` so each open error gets its own message)
     except FileNotFoundError:
         raise DatasetError(str(path), [LineProblem(None, "file not found")]) from None
     except IsADirectoryError:
@@ -166,7 +166,7 @@ def split_sizes(n: int) -> tuple[int, int]:
 def split_indices(n: int, seed: int) -> tuple[list[int], list[int]]:
     """(train, val) indices into the dataset, each ascending. random.Random(seed) with an int seed
     does not depend on PYTHONHASHSEED, so the same seed gives the same split in every process."""
-    n_train, n_val = split_sizes(n)
+    _n_train, n_val = split_sizes(n)
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return sorted(order[n_val:]), sorted(order[:n_val])

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec, ParamSpec
@@ -104,8 +105,7 @@ def resolve_training_config(model: BaseModelSpec, overrides: Mapping[str, Any] |
         raise InvalidParameter(
             "trainingConfigType",
             config_type,
-            f"{model.id} is fine-tuned with {METHOD_NAMES[model.method]}; "
-            f"the only allowed value is {model.training_config_type}",
+            f"{model.id} is fine-tuned with {METHOD_NAMES[model.method]}; the only allowed value is {model.training_config_type}",
         )
     values = {name: spec.default for name, spec in model.params.items()}
     for name, value in overrides.items():
@@ -118,9 +118,7 @@ def resolve_training_config(model: BaseModelSpec, overrides: Mapping[str, Any] |
                 name, value, f"does not apply to {method} models ({model.id} uses {model.training_config_type})"
             )
         values[name] = check_value(model.params[name], value)
-    return TrainingConfig(
-        training_config_type=model.training_config_type, **{SNAKE_NAMES[k]: v for k, v in values.items()}
-    )
+    return TrainingConfig(training_config_type=model.training_config_type, **{SNAKE_NAMES[k]: v for k, v in values.items()})
 
 
 # The seed gives totalTrainingSteps = totalTrainingEpochs * size(trainingDataset) / trainingBatchSize
@@ -151,13 +149,20 @@ class Plan:
     RULE = "totalTrainingEpochs * ceil(trainingExamples / trainingBatchSize)"
 
     def to_json(self) -> dict[str, Any]:
-        return {"datasetExamples": self.examples, "trainingExamples": self.training_examples,
-                "validationExamples": self.validation_examples, "stepsPerEpoch": self.steps_per_epoch,
-                "totalTrainingSteps": self.total_training_steps, "totalTrainingStepsRule": self.RULE}  # fmt: skip
+        return {
+            "datasetExamples": self.examples,
+            "trainingExamples": self.training_examples,
+            "validationExamples": self.validation_examples,
+            "stepsPerEpoch": self.steps_per_epoch,
+            "totalTrainingSteps": self.total_training_steps,
+            "totalTrainingStepsRule": self.RULE,
+        }
 
     def describe(self) -> str:
-        return (f"{self.examples} examples ({self.training_examples} training, {self.validation_examples} validation), "
-                f"totalTrainingSteps = {self.total_training_steps:,}")  # fmt: skip
+        return (
+            f"{self.examples} examples ({self.training_examples} training, {self.validation_examples} validation), "
+            f"totalTrainingSteps = {self.total_training_steps:,}"
+        )
 
 
 def make_plan(n_examples: int, config: TrainingConfig) -> Plan:
@@ -170,8 +175,9 @@ def make_plan(n_examples: int, config: TrainingConfig) -> Plan:
     total = total_training_steps(n_train, batch, epochs)
     if total > MAX_TOTAL_TRAINING_STEPS:
         raise InvalidParameter(
-            "totalTrainingEpochs", epochs,
+            "totalTrainingEpochs",
+            epochs,
             f"with {n_train:,} training examples in batches of {batch} it makes totalTrainingSteps = {total:,}, "
             f"above the maximum of {MAX_TOTAL_TRAINING_STEPS:,} steps per fine-tune; lower totalTrainingEpochs",
-        )  # fmt: skip
+        )
     return Plan(n_examples, n_train, n_val, steps_per_epoch(n_train, batch), total)

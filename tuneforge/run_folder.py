@@ -79,17 +79,27 @@ class Progress:
     detail: str | None = None  # what is happening, in words, e.g. "loading the base model's weights"
 
     def to_json(self) -> dict[str, Any]:
-        out = {"step": self.step, "totalTrainingSteps": self.total_training_steps, "epoch": self.epoch,
-               "phase": self.phase, "etaSeconds": self.eta_seconds}  # fmt: skip
+        out = {
+            "step": self.step,
+            "totalTrainingSteps": self.total_training_steps,
+            "epoch": self.epoch,
+            "phase": self.phase,
+            "etaSeconds": self.eta_seconds,
+        }
         if self.detail is not None:
             out["detail"] = self.detail
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Progress:
-        return cls(step=int(d.get("step") or 0), total_training_steps=d.get("totalTrainingSteps"),
-                   epoch=float(d.get("epoch") or 0.0), phase=d.get("phase", "training"),
-                   eta_seconds=d.get("etaSeconds"), detail=d.get("detail"))  # fmt: skip
+        return cls(
+            step=int(d.get("step") or 0),
+            total_training_steps=d.get("totalTrainingSteps"),
+            epoch=float(d.get("epoch") or 0.0),
+            phase=d.get("phase", "training"),
+            eta_seconds=d.get("etaSeconds"),
+            detail=d.get("detail"),
+        )
 
     def percent_complete(self) -> float:
         """Share of optimizer steps done, below 100 (100 is the work request's success)."""
@@ -124,7 +134,9 @@ class RunError:
         if isinstance(err, InvalidParameter):
             return cls("InvalidParameter", str(err), field=err.field)
         if isinstance(err, WeightsError):
-            return cls("WeightsUnavailable", "the server could not load the base model's weights; its operator's log has the details")
+            return cls(
+                "WeightsUnavailable", "the server could not load the base model's weights; its operator's log has the details"
+            )
         if isinstance(err, TuneForgeError):
             return cls("InvalidParameter", str(err))
         return cls("TrainingFailed", "training stopped on an internal error; the server's log has the details")
@@ -157,19 +169,34 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)  # further keys (e.g. distributed layout), kept as is
 
     _KEYS = {
-        "baseModelId": "base_model_id", "method": "method", "trainingConfig": "training_config", "weights": "weights",
-        "standIn": "stand_in", "device": "device", "precision": "precision", "seed": "seed",
-        "trainingExamples": "training_examples", "validationExamples": "validation_examples",
-        "totalTrainingSteps": "total_training_steps", "stepsRun": "steps_run", "earlyStopped": "early_stopped",
-        "bestStep": "best_step", "evaluationCycles": "evaluation_cycles", "evaluationEverySteps": "evaluation_every_steps",
-        "evaluationCycleExamples": "evaluation_cycle_examples", "timings": "timings",
-    }  # fmt: skip
+        "baseModelId": "base_model_id",
+        "method": "method",
+        "trainingConfig": "training_config",
+        "weights": "weights",
+        "standIn": "stand_in",
+        "device": "device",
+        "precision": "precision",
+        "seed": "seed",
+        "trainingExamples": "training_examples",
+        "validationExamples": "validation_examples",
+        "totalTrainingSteps": "total_training_steps",
+        "stepsRun": "steps_run",
+        "earlyStopped": "early_stopped",
+        "bestStep": "best_step",
+        "evaluationCycles": "evaluation_cycles",
+        "evaluationEverySteps": "evaluation_every_steps",
+        "evaluationCycleExamples": "evaluation_cycle_examples",
+        "timings": "timings",
+    }
 
     @property
     def model_metrics(self) -> dict[str, Any]:
         """OCI's ModelMetrics object."""
-        return {"modelMetricsType": "TEXT_GENERATION_MODEL_METRICS", "finalAccuracy": self.final_accuracy,
-                "finalLoss": self.final_loss}  # fmt: skip
+        return {
+            "modelMetricsType": "TEXT_GENERATION_MODEL_METRICS",
+            "finalAccuracy": self.final_accuracy,
+            "finalLoss": self.final_loss,
+        }
 
     def to_json(self) -> dict[str, Any]:
         out = {key: getattr(self, attr) for key, attr in self._KEYS.items()}

@@ -53,7 +53,7 @@ def test_killed_server_resumes_the_job_after_restart(fresh_service, slower_weigh
     assert ai.get_work_request(wr_id).data.status == "IN_PROGRESS"
     svc.kill()
     # The trainer is told (SIGTERM via PR_SET_PDEATHSIG), checkpoints and exits by itself.
-    gone, alive = psutil.wait_procs(trainers, timeout=120)
+    _gone, alive = psutil.wait_procs(trainers, timeout=120)
     assert not alive, "the trainer outlived its killed server"
 
     svc.start()

@@ -15,11 +15,26 @@ from tuneforge.store.db import default_url, open_store
 from tuneforge.store.tables import JobRow, ModelRow, WorkRequestRow
 
 RESULT = RunResult(
-    base_model_id="meta.llama-3.3-70b-instruct", method="LORA", training_config={}, stand_in=True, device="cpu",
-    weights={"source": "stand-in", "path": "/home/someone/.cache/x", "description": "stand-in"}, precision="float32",
-    seed=42, training_examples=32, validation_examples=8, total_training_steps=8, steps_run=4, early_stopped=True,
-    best_step=2, evaluation_cycles=2, evaluation_every_steps=2, evaluation_cycle_examples=8, timings={},
-    final_accuracy=0.5, final_loss=1.25,
+    base_model_id="meta.llama-3.3-70b-instruct",
+    method="LORA",
+    training_config={},
+    stand_in=True,
+    device="cpu",
+    weights={"source": "stand-in", "path": "/home/someone/.cache/x", "description": "stand-in"},
+    precision="float32",
+    seed=42,
+    training_examples=32,
+    validation_examples=8,
+    total_training_steps=8,
+    steps_run=4,
+    early_stopped=True,
+    best_step=2,
+    evaluation_cycles=2,
+    evaluation_every_steps=2,
+    evaluation_cycle_examples=8,
+    timings={},
+    final_accuracy=0.5,
+    final_loss=1.25,
 )
 
 
@@ -27,11 +42,28 @@ RESULT = RunResult(
 def store(tmp_path):
     sessions = open_store(default_url(tmp_path))
     with sessions() as session:
-        session.add(ModelRow(id="m1", tenancy_id="t", compartment_id="c", display_name="m", base_model_id="meta.llama-3.3-70b-instruct",
-                             lifecycle_state="CREATING", fine_tune_details={}, model_metrics=None))  # fmt: skip
+        session.add(
+            ModelRow(
+                id="m1",
+                tenancy_id="t",
+                compartment_id="c",
+                display_name="m",
+                base_model_id="meta.llama-3.3-70b-instruct",
+                lifecycle_state="CREATING",
+                fine_tune_details={},
+                model_metrics=None,
+            )
+        )
         session.flush()
-        wr = workrequests.new_work_request(session, region="local", tenancy_id="t", compartment_id="c", operation_type="CREATE_MODEL",
-                                           entity_type="GenerativeAiModel", resource_id="m1")  # fmt: skip
+        wr = workrequests.new_work_request(
+            session,
+            region="local",
+            tenancy_id="t",
+            compartment_id="c",
+            operation_type="CREATE_MODEL",
+            entity_type="GenerativeAiModel",
+            resource_id="m1",
+        )
         session.flush()
         session.add(JobRow(id=wr.id, model_id="m1", cluster_id="k", state="QUEUED", job_dir=str(tmp_path / "job")))
         session.commit()
@@ -91,10 +123,27 @@ def test_a_cluster_runs_at_most_unit_count_jobs(store, tmp_path):
     from tuneforge.store.tables import ClusterRow
 
     with store() as session:
-        session.add(ClusterRow(id="k", tenancy_id="t", compartment_id="c", display_name="k", type="FINE_TUNING", unit_count=1,
-                               unit_shape="LARGE_GENERIC", lifecycle_state="ACTIVE"))  # fmt: skip
-        wr2 = workrequests.new_work_request(session, region="local", tenancy_id="t", compartment_id="c", operation_type="CREATE_MODEL",
-                                            entity_type="GenerativeAiModel", resource_id="m1")  # fmt: skip
+        session.add(
+            ClusterRow(
+                id="k",
+                tenancy_id="t",
+                compartment_id="c",
+                display_name="k",
+                type="FINE_TUNING",
+                unit_count=1,
+                unit_shape="LARGE_GENERIC",
+                lifecycle_state="ACTIVE",
+            )
+        )
+        wr2 = workrequests.new_work_request(
+            session,
+            region="local",
+            tenancy_id="t",
+            compartment_id="c",
+            operation_type="CREATE_MODEL",
+            entity_type="GenerativeAiModel",
+            resource_id="m1",
+        )
         session.flush()
         session.add(JobRow(id=wr2.id, model_id="m1", cluster_id="k", state="QUEUED", job_dir=str(tmp_path / "j2")))
         session.commit()

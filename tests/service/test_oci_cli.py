@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, dataset_lines
@@ -26,14 +25,21 @@ def cli(service, alice, tmp_path_factory):
     key.write_text(alice.private_pem)
     key.chmod(0o600)
     config = home / "config"
-    config.write_text(f"[DEFAULT]\nuser={alice.user}\nfingerprint={alice.fingerprint}\ntenancy={alice.tenancy}\n"
-                      f"region=us-chicago-1\nkey_file={key}\n")  # fmt: skip
+    config.write_text(
+        f"[DEFAULT]\nuser={alice.user}\nfingerprint={alice.fingerprint}\ntenancy={alice.tenancy}\n"
+        f"region=us-chicago-1\nkey_file={key}\n"
+    )
     config.chmod(0o600)
 
     def run(*args: str, stdin: bytes | None = None) -> dict | None:
         env = {"PATH": os.environ["PATH"], "HOME": str(home), "OCI_CLI_SUPPRESS_FILE_PERMISSIONS_WARNING": "True"}
-        done = subprocess.run([str(OCI), "--config-file", str(config), "--endpoint", service.endpoint, *args],
-                              input=stdin, capture_output=True, env=env, timeout=600)  # fmt: skip
+        done = subprocess.run(
+            [str(OCI), "--config-file", str(config), "--endpoint", service.endpoint, *args],
+            input=stdin,
+            capture_output=True,
+            env=env,
+            timeout=600,
+        )
         assert done.returncode == 0, (args, done.stderr.decode()[-3000:])
         out = done.stdout.decode().strip()
         return json.loads(out) if out.startswith("{") else None
@@ -60,20 +66,58 @@ def test_the_oci_cli_runs_a_whole_flow(cli, tmp_path):
 
     # stdin is always a multipart upload; this one is the training dataset
     cli("os", "object", "put", "--bucket-name", "cli-data", "--file", "-", "--name", "train.jsonl", stdin=dataset_lines(40))
-    cluster = cli("generative-ai", "dedicated-ai-cluster", "create", "--compartment-id", COMPARTMENT, "--type", "FINE_TUNING",
-                  "--unit-count", "1", "--unit-shape", "LARGE_GENERIC", "--wait-for-state", "SUCCEEDED")  # fmt: skip
+    cluster = cli(
+        "generative-ai",
+        "dedicated-ai-cluster",
+        "create",
+        "--compartment-id",
+        COMPARTMENT,
+        "--type",
+        "FINE_TUNING",
+        "--unit-count",
+        "1",
+        "--unit-shape",
+        "LARGE_GENERIC",
+        "--wait-for-state",
+        "SUCCEEDED",
+    )
     cluster_id = cluster["data"]["resources"][0]["identifier"]
-    details = {"trainingDataset": {"datasetType": "OBJECT_STORAGE", "namespaceName": namespace, "bucketName": "cli-data", "objectName": "train.jsonl"},
-               "dedicatedAiClusterId": cluster_id,
-               "trainingConfig": {"trainingConfigType": "LORA_TRAINING_CONFIG", "totalTrainingEpochs": 1, "learningRate": 0.05}}  # fmt: skip
-    created = cli("generative-ai", "model", "create", "--compartment-id", COMPARTMENT, "--base-model-id", "meta.llama-3.3-70b-instruct",
-                  "--display-name", "from-the-cli", "--fine-tune-details", json.dumps(details),
-                  "--wait-for-state", "SUCCEEDED", "--wait-for-state", "FAILED", "--max-wait-seconds", "300")  # fmt: skip
+    details = {
+        "trainingDataset": {
+            "datasetType": "OBJECT_STORAGE",
+            "namespaceName": namespace,
+            "bucketName": "cli-data",
+            "objectName": "train.jsonl",
+        },
+        "dedicatedAiClusterId": cluster_id,
+        "trainingConfig": {"trainingConfigType": "LORA_TRAINING_CONFIG", "totalTrainingEpochs": 1, "learningRate": 0.05},
+    }
+    created = cli(
+        "generative-ai",
+        "model",
+        "create",
+        "--compartment-id",
+        COMPARTMENT,
+        "--base-model-id",
+        "meta.llama-3.3-70b-instruct",
+        "--display-name",
+        "from-the-cli",
+        "--fine-tune-details",
+        json.dumps(details),
+        "--wait-for-state",
+        "SUCCEEDED",
+        "--wait-for-state",
+        "FAILED",
+        "--max-wait-seconds",
+        "300",
+    )
     assert created["data"]["status"] == "SUCCEEDED", created
     model_id = created["data"]["resources"][0]["identifier"]
     model = cli("generative-ai", "model", "get", "--model-id", model_id)["data"]
     assert model["lifecycle-state"] == "ACTIVE" and 0 <= model["model-metrics"]["final-accuracy"] <= 1
-    listed = cli("generative-ai", "model-collection", "list-models", "--compartment-id", COMPARTMENT, "--display-name", "from-the-cli")
+    listed = cli(
+        "generative-ai", "model-collection", "list-models", "--compartment-id", COMPARTMENT, "--display-name", "from-the-cli"
+    )
     assert [m["id"] for m in listed["data"]["items"]] == [model_id]
     cli("generative-ai", "model", "change-compartment", "--model-id", model_id, "--compartment-id", COMPARTMENT + "moved")
     assert cli("generative-ai", "model", "get", "--model-id", model_id)["data"]["compartment-id"] == COMPARTMENT + "moved"

@@ -70,16 +70,26 @@ def test_bad_clients_do_not_hold_up_good_ones(service, sdk):
 
 def test_an_unauthenticated_body_is_never_read(service):
     """A 100 MB JSON body without a signature: refused from its headers (413 declared, 401 otherwise)."""
-    status, body = raw_request(service, "POST", "/20231130/models", {"content-type": "application/json", "content-length": str(100 * 2**20)})
+    status, body = raw_request(
+        service, "POST", "/20231130/models", {"content-type": "application/json", "content-length": str(100 * 2**20)}
+    )
     assert status == 413 and json.loads(body)["code"] == "PayloadTooLarge"
-    status, body = raw_request(service, "POST", "/20231130/models", {"content-type": "application/json"}, b"{" * 500_000, chunked=True)
+    status, body = raw_request(
+        service, "POST", "/20231130/models", {"content-type": "application/json"}, b"{" * 500_000, chunked=True
+    )
     assert status == 401
 
 
 def test_signed_bodies_are_limited(service, alice):
     session = signed_session(alice)
     url = f"{service.endpoint}/20231130/dedicatedAiClusters"
-    big = {"type": "FINE_TUNING", "compartmentId": COMPARTMENT, "unitCount": 1, "unitShape": "X", "description": "x" * (2 * 2**20)}
+    big = {
+        "type": "FINE_TUNING",
+        "compartmentId": COMPARTMENT,
+        "unitCount": 1,
+        "unitShape": "X",
+        "description": "x" * (2 * 2**20),
+    }
     response = session.post(url, json=big)
     assert response.status_code == 413 and response.json()["code"] == "PayloadTooLarge"
 
@@ -107,7 +117,9 @@ def test_put_object_needs_content_length_and_keeps_the_old_object(service, alice
     status, body = raw_request(service, "PUT", path, signed_headers({}), b"replacement that streams\n", chunked=True)
     assert status == 411 and json.loads(body)["code"] == "MissingContentLength"
     md5 = base64.b64encode(hashlib.md5(b"something else").digest()).decode()
-    status, body = raw_request(service, "PUT", path, signed_headers({"content-length": "12", "content-md5": md5}), b"not that md5")
+    status, body = raw_request(
+        service, "PUT", path, signed_headers({"content-length": "12", "content-md5": md5}), b"not that md5"
+    )
     assert status == 422 and json.loads(body)["code"] == "UnprocessableEntity"
     assert objects.get_object(ns, "probe", "kept.jsonl").data.content == b"the original\n"
     # Content-MD5 that matches is accepted and echoed
@@ -140,7 +152,11 @@ def test_one_etag_one_winner(service, alice, sdk):
     def update(i: int) -> int:
         details = oci.generative_ai.models.UpdateDedicatedAiClusterDetails(display_name=f"winner-{i}")
         try:
-            return clients_[i].update_dedicated_ai_cluster(cluster.id, details, if_match=etag, retry_strategy=oci.retry.NoneRetryStrategy()).status
+            return (
+                clients_[i]
+                .update_dedicated_ai_cluster(cluster.id, details, if_match=etag, retry_strategy=oci.retry.NoneRetryStrategy())
+                .status
+            )
         except oci.exceptions.ServiceError as err:
             return err.status
 
@@ -156,8 +172,13 @@ def test_one_etag_one_winner(service, alice, sdk):
 
     def replace(i: int) -> int:
         try:
-            return stores[i].put_object(ns, "probe", "race.txt", f"v{i + 1}".encode(), if_match=etag,
-                                        retry_strategy=oci.retry.NoneRetryStrategy()).status  # fmt: skip
+            return (
+                stores[i]
+                .put_object(
+                    ns, "probe", "race.txt", f"v{i + 1}".encode(), if_match=etag, retry_strategy=oci.retry.NoneRetryStrategy()
+                )
+                .status
+            )
         except oci.exceptions.ServiceError as err:
             return err.status
 
@@ -174,17 +195,25 @@ def test_integers_and_plans_are_bounded(sdk, alice, service):
     cluster = create_cluster(ai, COMPARTMENT)
     dataset = upload(objects, "probe/train.jsonl", dataset_lines(40))
     body = {
-        "compartmentId": COMPARTMENT, "baseModelId": "meta.llama-3.3-70b-instruct",
+        "compartmentId": COMPARTMENT,
+        "baseModelId": "meta.llama-3.3-70b-instruct",
         "fineTuneDetails": {
-            "trainingDataset": {"datasetType": "OBJECT_STORAGE", "namespaceName": dataset["namespace_name"],
-                                "bucketName": dataset["bucket_name"], "objectName": dataset["object_name"]},
+            "trainingDataset": {
+                "datasetType": "OBJECT_STORAGE",
+                "namespaceName": dataset["namespace_name"],
+                "bucketName": dataset["bucket_name"],
+                "objectName": dataset["object_name"],
+            },
             "dedicatedAiClusterId": cluster.id,
             "trainingConfig": {"trainingConfigType": "LORA_TRAINING_CONFIG", "totalTrainingEpochs": 10**30},
         },
-    }  # fmt: skip
+    }
     response = signed_session(alice).post(f"{service.endpoint}/20231130/models", json=body)
     assert response.status_code == 400
-    assert "fineTuneDetails.trainingConfig.totalTrainingEpochs: 1000000000000000000000000000000 is not allowed" in response.json()["message"]
+    assert (
+        "fineTuneDetails.trainingConfig.totalTrainingEpochs: 1000000000000000000000000000000 is not allowed"
+        in response.json()["message"]
+    )
     long = lora_model_details(COMPARTMENT, cluster.id, dataset, total_training_epochs=10_000_000)
     err = service_error(lambda: ai.create_model(long))
     assert err.status == 400 and "totalTrainingSteps = 40,000,000, above the maximum of 1,000,000" in err.message
@@ -193,17 +222,48 @@ def test_integers_and_plans_are_bounded(sdk, alice, service):
 def test_tags_have_ocis_limits(sdk):
     ai, _ = sdk
     make = oci.generative_ai.models.CreateDedicatedAiClusterDetails
-    ok = ai.create_dedicated_ai_cluster(make(type="FINE_TUNING", compartment_id=COMPARTMENT, unit_count=1, unit_shape="X",
-                                             freeform_tags={f"k{i}": "v" for i in range(64)})).data  # fmt: skip
+    ok = ai.create_dedicated_ai_cluster(
+        make(
+            type="FINE_TUNING",
+            compartment_id=COMPARTMENT,
+            unit_count=1,
+            unit_shape="X",
+            freeform_tags={f"k{i}": "v" for i in range(64)},
+        )
+    ).data
     assert len(ok.freeform_tags) == 64
-    too_many = make(type="FINE_TUNING", compartment_id=COMPARTMENT, unit_count=1, unit_shape="X", freeform_tags={f"k{i}": "v" for i in range(45_000)})
+    too_many = make(
+        type="FINE_TUNING",
+        compartment_id=COMPARTMENT,
+        unit_count=1,
+        unit_shape="X",
+        freeform_tags={f"k{i}": "v" for i in range(45_000)},
+    )
     err = service_error(lambda: ai.create_dedicated_ai_cluster(too_many))
     assert err.status in (400, 413)
-    err = service_error(lambda: ai.create_dedicated_ai_cluster(make(type="FINE_TUNING", compartment_id=COMPARTMENT, unit_count=1,
-                                                                   unit_shape="X", freeform_tags={f"k{i}": "v" for i in range(65)})))  # fmt: skip
+    err = service_error(
+        lambda: ai.create_dedicated_ai_cluster(
+            make(
+                type="FINE_TUNING",
+                compartment_id=COMPARTMENT,
+                unit_count=1,
+                unit_shape="X",
+                freeform_tags={f"k{i}": "v" for i in range(65)},
+            )
+        )
+    )
     assert err.status == 400 and "at most 64" in err.message
-    err = service_error(lambda: ai.create_dedicated_ai_cluster(make(type="FINE_TUNING", compartment_id=COMPARTMENT, unit_count=1,
-                                                                   unit_shape="X", freeform_tags={f"k{i}": "v" * 250 for i in range(30)})))  # fmt: skip
+    err = service_error(
+        lambda: ai.create_dedicated_ai_cluster(
+            make(
+                type="FINE_TUNING",
+                compartment_id=COMPARTMENT,
+                unit_count=1,
+                unit_shape="X",
+                freeform_tags={f"k{i}": "v" * 250 for i in range(30)},
+            )
+        )
+    )
     assert err.status == 400 and "bytes of tags" in err.message
 
 
@@ -220,12 +280,20 @@ def test_multipart_upload_through_the_sdks_upload_manager(sdk, tmp_path):
     done = manager.upload_file(ns, "probe", "big/multipart.bin", str(source), part_size=20 * 2**20)
     assert done.status == 200 and done.headers["opc-multipart-md5"].endswith("-3")
     head = objects.head_object(ns, "probe", "big/multipart.bin")
-    assert int(head.headers["content-length"]) == len(data) and head.headers["opc-multipart-md5"] == done.headers["opc-multipart-md5"]
-    assert hashlib.sha256(objects.get_object(ns, "probe", "big/multipart.bin").data.content).digest() == hashlib.sha256(data).digest()
+    assert (
+        int(head.headers["content-length"]) == len(data)
+        and head.headers["opc-multipart-md5"] == done.headers["opc-multipart-md5"]
+    )
+    assert (
+        hashlib.sha256(objects.get_object(ns, "probe", "big/multipart.bin").data.content).digest()
+        == hashlib.sha256(data).digest()
+    )
     assert objects.list_multipart_uploads(ns, "probe").data == []  # committed uploads are gone
 
     # list parts, abort
-    made = objects.create_multipart_upload(ns, "probe", oci.object_storage.models.CreateMultipartUploadDetails(object="aborted.bin")).data
+    made = objects.create_multipart_upload(
+        ns, "probe", oci.object_storage.models.CreateMultipartUploadDetails(object="aborted.bin")
+    ).data
     part = objects.upload_part(ns, "probe", "aborted.bin", made.upload_id, 1, b"x" * 1000)
     parts = objects.list_multipart_upload_parts(ns, "probe", "aborted.bin", made.upload_id).data
     assert [(p.part_number, p.size, p.etag) for p in parts] == [(1, 1000, part.headers["etag"])]
@@ -238,12 +306,15 @@ def test_multipart_upload_through_the_sdks_upload_manager(sdk, tmp_path):
 def test_change_compartment_and_unimplemented_operations(sdk):
     ai, objects = sdk
     cluster = create_cluster(ai, COMPARTMENT + "from")
-    ai.change_dedicated_ai_cluster_compartment(cluster.id, oci.generative_ai.models.ChangeDedicatedAiClusterCompartmentDetails(
-        compartment_id=COMPARTMENT + "to"))  # fmt: skip
+    ai.change_dedicated_ai_cluster_compartment(
+        cluster.id, oci.generative_ai.models.ChangeDedicatedAiClusterCompartmentDetails(compartment_id=COMPARTMENT + "to")
+    )
     assert ai.get_dedicated_ai_cluster(cluster.id).data.compartment_id == COMPARTMENT + "to"
     assert [c.id for c in ai.list_dedicated_ai_clusters(compartment_id=COMPARTMENT + "to").data.items] == [cluster.id]
     ns = objects.get_namespace().data
-    details = oci.object_storage.models.CreatePreauthenticatedRequestDetails(name="par", access_type="ObjectRead", time_expires="2030-01-01T00:00:00Z")
+    details = oci.object_storage.models.CreatePreauthenticatedRequestDetails(
+        name="par", access_type="ObjectRead", time_expires="2030-01-01T00:00:00Z"
+    )
     err = service_error(lambda: objects.create_preauthenticated_request(ns, "probe", details))
     assert err.status == 501 and err.code == "NotImplemented"
 
@@ -254,8 +325,9 @@ def test_model_change_compartment(sdk):
     dataset = upload(objects, "probe/move.jsonl", dataset_lines(40))
     model = ai.create_model(lora_model_details(COMPARTMENT, cluster.id, dataset)).data
     etag = ai.get_model(model.id).headers["etag"]
-    ai.change_model_compartment(model.id, oci.generative_ai.models.ChangeModelCompartmentDetails(compartment_id=COMPARTMENT + "moved"),
-                                if_match=etag)  # fmt: skip
+    ai.change_model_compartment(
+        model.id, oci.generative_ai.models.ChangeModelCompartmentDetails(compartment_id=COMPARTMENT + "moved"), if_match=etag
+    )
     assert ai.get_model(model.id).data.compartment_id == COMPARTMENT + "moved"
     stale = oci.generative_ai.models.ChangeModelCompartmentDetails(compartment_id=COMPARTMENT)
     assert service_error(lambda: ai.change_model_compartment(model.id, stale, if_match=etag)).status == 412
@@ -288,7 +360,7 @@ def test_object_names_are_kept_exactly_and_never_merged(service, alice, sdk):
     listed = {o.name for o in objects.list_objects(ns, "names").data.objects}
     assert {"données/été 2024.jsonl", "a+b c%20d.txt", "数据/训练.jsonl", "tab\there", "emoji-😀"} <= listed
     for name, what in (("line\nfeed", "line feed"), ("carriage\rreturn", "carriage return")):
-        err = service_error(lambda: objects.put_object(ns, "names", name, b"x"))
+        err = service_error(lambda: objects.put_object(ns, "names", name, b"x"))  # noqa: B023 (called at once)
         assert err.status == 400 and what in err.message
     session = signed_session(alice)
     for raw in ("x%ff", "x%fe"):

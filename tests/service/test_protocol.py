@@ -31,7 +31,9 @@ def dataset(sdk):
 
 def signed_session(identity) -> requests.Session:
     session = requests.Session()
-    session.auth = oci.signer.Signer(identity.tenancy, identity.user, identity.fingerprint, None, private_key_content=identity.private_pem)
+    session.auth = oci.signer.Signer(
+        identity.tenancy, identity.user, identity.fingerprint, None, private_key_content=identity.private_pem
+    )
     return session
 
 
@@ -106,8 +108,11 @@ def test_unknown_base_model_and_wrong_cluster_are_400(sdk, cluster, dataset):
     details.base_model_id = "meta.llama-9-1t"
     err = service_error(lambda: ai.create_model(details))
     assert err.status == 400 and "baseModelId" in err.message
-    hosting = ai.create_dedicated_ai_cluster(oci.generative_ai.models.CreateDedicatedAiClusterDetails(
-        type="HOSTING", compartment_id=COMPARTMENT, unit_count=1, unit_shape="LARGE_GENERIC")).data  # fmt: skip
+    hosting = ai.create_dedicated_ai_cluster(
+        oci.generative_ai.models.CreateDedicatedAiClusterDetails(
+            type="HOSTING", compartment_id=COMPARTMENT, unit_count=1, unit_shape="LARGE_GENERIC"
+        )
+    ).data
     assert hosting.capacity.total_endpoint_capacity == 50
     err = service_error(lambda: ai.create_model(lora_model_details(COMPARTMENT, hosting.id, dataset)))
     assert err.status == 400 and "dedicatedAiClusterId" in err.message and "FINE_TUNING" in err.message
@@ -115,8 +120,11 @@ def test_unknown_base_model_and_wrong_cluster_are_400(sdk, cluster, dataset):
 
 def test_etag_and_if_match(sdk):
     ai, _ = sdk
-    made = ai.create_dedicated_ai_cluster(oci.generative_ai.models.CreateDedicatedAiClusterDetails(
-        type="FINE_TUNING", compartment_id=COMPARTMENT, unit_count=1, unit_shape="SMALL_COHERE"))  # fmt: skip
+    made = ai.create_dedicated_ai_cluster(
+        oci.generative_ai.models.CreateDedicatedAiClusterDetails(
+            type="FINE_TUNING", compartment_id=COMPARTMENT, unit_count=1, unit_shape="SMALL_COHERE"
+        )
+    )
     got = ai.get_dedicated_ai_cluster(made.data.id)
     assert got.headers["etag"] == made.headers["etag"]
     update = oci.generative_ai.models.UpdateDedicatedAiClusterDetails(display_name="renamed")
@@ -143,7 +151,7 @@ def test_request_id_is_echoed_and_times_are_rfc3339(service, alice, sdk, cluster
 
 
 def test_other_tenancy_sees_nothing(service, sdk, bob, cluster, dataset):
-    ai, objects = sdk
+    _ai, _objects = sdk
     bob_ai, bob_objects = clients(service, bob)
     assert service_error(lambda: bob_ai.get_dedicated_ai_cluster(cluster.id)).status == 404
     assert bob_ai.list_dedicated_ai_clusters(compartment_id=COMPARTMENT).data.items == []
@@ -169,14 +177,28 @@ def test_wrong_key_unsigned_and_tampered_requests_are_401(service, alice, cluste
     assert unsigned.headers["opc-request-id"]
     # A body changed after signing no longer matches x-content-sha256.
     session = signed_session(alice)
-    prepared = session.prepare_request(requests.Request("POST", f"{service.endpoint}/20231130/dedicatedAiClusters",
-                                       json={"type": "HOSTING", "compartmentId": COMPARTMENT, "unitCount": 1, "unitShape": "X"}))  # fmt: skip
-    prepared.body = prepared.body.replace(b"HOSTING", b"FINE_TUNING") if isinstance(prepared.body, bytes) else prepared.body.replace("HOSTING", "FINE_TUNING")
+    prepared = session.prepare_request(
+        requests.Request(
+            "POST",
+            f"{service.endpoint}/20231130/dedicatedAiClusters",
+            json={"type": "HOSTING", "compartmentId": COMPARTMENT, "unitCount": 1, "unitShape": "X"},
+        )
+    )
+    prepared.body = (
+        prepared.body.replace(b"HOSTING", b"FINE_TUNING")
+        if isinstance(prepared.body, bytes)
+        else prepared.body.replace("HOSTING", "FINE_TUNING")
+    )
     prepared.headers["content-length"] = str(len(prepared.body))
     assert session.send(prepared).status_code == 401
     # A replayed request from long ago is refused.
-    stale = session.prepare_request(requests.Request("GET", f"{service.endpoint}/20231130/dedicatedAiClusters/{cluster.id}",
-                                                     headers={"date": "Mon, 01 Jan 2024 00:00:00 GMT"}))  # fmt: skip
+    stale = session.prepare_request(
+        requests.Request(
+            "GET",
+            f"{service.endpoint}/20231130/dedicatedAiClusters/{cluster.id}",
+            headers={"date": "Mon, 01 Jan 2024 00:00:00 GMT"},
+        )
+    )
     assert session.send(stale).status_code == 401
 
 
@@ -187,9 +209,13 @@ def test_validation_errors_are_400_invalid_parameter(service, alice):
     assert missing.json() == {"code": "InvalidParameter", "message": "compartmentId: is required"}
     bad_enum = session.get(f"{service.endpoint}/20231130/models", params={"compartmentId": COMPARTMENT, "lifecycleState": "NOPE"})
     assert bad_enum.status_code == 400 and "lifecycleState" in bad_enum.json()["message"]
-    bad_json = session.post(f"{service.endpoint}/20231130/models", data=b"{not json", headers={"content-type": "application/json"})
+    bad_json = session.post(
+        f"{service.endpoint}/20231130/models", data=b"{not json", headers={"content-type": "application/json"}
+    )
     assert bad_json.status_code == 400 and bad_json.json()["code"] == "InvalidParameter"
-    bad_page = session.get(f"{service.endpoint}/20231130/dedicatedAiClusters", params={"compartmentId": COMPARTMENT, "page": "zzz"})
+    bad_page = session.get(
+        f"{service.endpoint}/20231130/dedicatedAiClusters", params={"compartmentId": COMPARTMENT, "page": "zzz"}
+    )
     assert bad_page.status_code == 400 and "page" in bad_page.json()["message"]
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import oci
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
 from conftest import clients
+from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 EXAMPLES_PER_OPERATION = 25
@@ -20,8 +20,11 @@ def test_no_server_errors(service, alice):
     session = requests.Session()
     session.auth = oci.signer.Signer(alice.tenancy, alice.user, alice.fingerprint, None, private_key_content=alice.private_pem)
     ai, objects = clients(service, alice)
-    cluster = ai.create_dedicated_ai_cluster(oci.generative_ai.models.CreateDedicatedAiClusterDetails(
-        type="FINE_TUNING", compartment_id="ocid1.compartment.oc1..aaaafuzz", unit_count=1, unit_shape="SMALL_COHERE"))  # fmt: skip
+    cluster = ai.create_dedicated_ai_cluster(
+        oci.generative_ai.models.CreateDedicatedAiClusterDetails(
+            type="FINE_TUNING", compartment_id="ocid1.compartment.oc1..aaaafuzz", unit_count=1, unit_shape="SMALL_COHERE"
+        )
+    )
     # Real identifiers in the path reach deeper than random ones (which are all 404).
     real = {
         "namespaceName": objects.get_namespace().data,

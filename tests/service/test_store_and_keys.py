@@ -27,8 +27,12 @@ def test_migrations_match_the_tables(backend, tmp_path):
 
 
 def _cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "tuneforge", "api-keys", *args, "--data-dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", "api-keys", *args, "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def test_api_keys_add_list_remove(tmp_path):
@@ -48,7 +52,16 @@ def test_api_keys_add_list_remove(tmp_path):
 def test_api_keys_add_rejects_bad_input(tmp_path):
     not_a_key = tmp_path / "nope.pem"
     not_a_key.write_text("hello")
-    bad = _cli(tmp_path, "add", "--tenancy", "ocid1.tenancy.oc1..aaaa", "--user", "ocid1.user.oc1..aaaa", "--public-key-file", str(not_a_key))
+    bad = _cli(
+        tmp_path,
+        "add",
+        "--tenancy",
+        "ocid1.tenancy.oc1..aaaa",
+        "--user",
+        "ocid1.user.oc1..aaaa",
+        "--public-key-file",
+        str(not_a_key),
+    )
     assert bad.returncode == 2 and "PEM" in bad.stderr
     pem = tmp_path / "key.pem"
     pem.write_bytes(new_identity("x").public_pem)

@@ -61,7 +61,7 @@ def parse_authorization(value: str) -> dict[str, str]:
         name, eq, rest = rest.partition("=")
         name = name.strip().lstrip(",").strip()
         if not eq or not rest.startswith('"'):
-            raise not_authenticated("the signature's parameters must look like name=\"value\"")
+            raise not_authenticated('the signature\'s parameters must look like name="value"')
         end = rest.find('"', 1)
         if end < 0:
             raise not_authenticated("a quoted value in the signature is not closed")

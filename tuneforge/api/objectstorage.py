@@ -95,15 +95,32 @@ def delete_bucket(namespaceName: str, bucketName: str, caller: CallerDep, svc: S
 
 @router.put("/n/{namespaceName}/b/{bucketName}/o/{objectName:anytext}", status_code=200, response_class=Response)
 async def put_object(
-    namespaceName: str, bucketName: str, objectName: str, request: Request, caller: CallerDep, svc: ServicesDep,
-    content_length: ContentLength = None, content_md5: ContentMd5 = None,
+    namespaceName: str,
+    bucketName: str,
+    objectName: str,
+    request: Request,
+    caller: CallerDep,
+    svc: ServicesDep,
+    content_length: ContentLength = None,
+    content_md5: ContentMd5 = None,
     content_type: Annotated[str | None, Header(alias="content-type", max_length=255)] = None,
-    if_match: IfMatch = None, if_none_match: IfNoneMatch = None,
-) -> Response:  # fmt: skip
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     """Streams the body to a temporary file, checks its length (and MD5 when sent), then publishes it."""
-    stored = await objects.put_object(svc, caller, namespaceName, bucketName, object_name(request, b"o"), request.stream(),
-                                      content_length=content_length, content_md5=content_md5, content_type=content_type,
-                                      if_match=if_match, if_none_match=if_none_match)  # fmt: skip
+    stored = await objects.put_object(
+        svc,
+        caller,
+        namespaceName,
+        bucketName,
+        object_name(request, b"o"),
+        request.stream(),
+        content_length=content_length,
+        content_md5=content_md5,
+        content_type=content_type,
+        if_match=if_match,
+        if_none_match=if_none_match,
+    )
     return Response(status_code=200, headers=stored.headers)
 
 
@@ -114,21 +131,33 @@ def get_object(namespaceName: str, bucketName: str, objectName: str, request: Re
 
 
 @router.head("/n/{namespaceName}/b/{bucketName}/o/{objectName:anytext}", response_class=Response)
-def head_object(namespaceName: str, bucketName: str, objectName: str, request: Request, caller: CallerDep, svc: ServicesDep) -> Response:
+def head_object(
+    namespaceName: str, bucketName: str, objectName: str, request: Request, caller: CallerDep, svc: ServicesDep
+) -> Response:
     stored = objects.get_object(svc, caller, namespaceName, bucketName, object_name(request, b"o"))
     return Response(status_code=200, headers={**stored.headers, "content-length": str(stored.size)})
 
 
 @router.delete("/n/{namespaceName}/b/{bucketName}/o/{objectName:anytext}", status_code=204, response_class=Response)
-def delete_object(namespaceName: str, bucketName: str, objectName: str, request: Request, caller: CallerDep, svc: ServicesDep,
-                  if_match: IfMatch = None) -> Response:  # fmt: skip
+def delete_object(
+    namespaceName: str,
+    bucketName: str,
+    objectName: str,
+    request: Request,
+    caller: CallerDep,
+    svc: ServicesDep,
+    if_match: IfMatch = None,
+) -> Response:
     objects.delete_object(svc, caller, namespaceName, bucketName, object_name(request, b"o"), if_match)
     return Response(status_code=204)
 
 
 @router.get("/n/{namespaceName}/b/{bucketName}/o", response_model=ListObjects, response_model_exclude_none=True)
 def list_objects(
-    namespaceName: str, bucketName: str, caller: CallerDep, svc: ServicesDep,
+    namespaceName: str,
+    bucketName: str,
+    caller: CallerDep,
+    svc: ServicesDep,
     prefix: Annotated[str | None, Query(max_length=1024)] = None,
     start: Annotated[str | None, Query(max_length=1024)] = None,
     end: Annotated[str | None, Query(max_length=1024)] = None,
@@ -136,55 +165,125 @@ def list_objects(
     delimiter: Annotated[str | None, Query(pattern="^/$")] = None,
     fields: Annotated[str | None, Query(max_length=255)] = None,
     startAfter: Annotated[str | None, Query(max_length=1024)] = None,
-) -> ListObjects:  # fmt: skip
-    return objects.list_objects(svc, caller, namespaceName, bucketName, prefix=prefix, start=start, end=end, limit=limit,
-                                delimiter=delimiter, start_after=startAfter)  # fmt: skip
+) -> ListObjects:
+    return objects.list_objects(
+        svc,
+        caller,
+        namespaceName,
+        bucketName,
+        prefix=prefix,
+        start=start,
+        end=end,
+        limit=limit,
+        delimiter=delimiter,
+        start_after=startAfter,
+    )
 
 
 # ---- multipart uploads ----------------------------------------------------------------------
 
 
 @router.post("/n/{namespaceName}/b/{bucketName}/u", response_model=MultipartUpload, response_model_exclude_none=True)
-def create_multipart_upload(namespaceName: str, bucketName: str, details: CreateMultipartUploadDetails, caller: CallerDep,
-                            svc: ServicesDep, if_match: IfMatch = None, if_none_match: IfNoneMatch = None) -> MultipartUpload:  # fmt: skip
+def create_multipart_upload(
+    namespaceName: str,
+    bucketName: str,
+    details: CreateMultipartUploadDetails,
+    caller: CallerDep,
+    svc: ServicesDep,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
+) -> MultipartUpload:
     return objects.create_upload(svc, caller, namespaceName, bucketName, details, if_match, if_none_match)
 
 
 @router.get("/n/{namespaceName}/b/{bucketName}/u", response_model=list[MultipartUpload], response_model_exclude_none=True)
-def list_multipart_uploads(namespaceName: str, bucketName: str, caller: CallerDep, svc: ServicesDep, response: Response,
-                           limit: Limit = None, page: Page = None) -> list[MultipartUpload]:  # fmt: skip
+def list_multipart_uploads(
+    namespaceName: str,
+    bucketName: str,
+    caller: CallerDep,
+    svc: ServicesDep,
+    response: Response,
+    limit: Limit = None,
+    page: Page = None,
+) -> list[MultipartUpload]:
     return send_page(response, objects.list_uploads(svc, caller, namespaceName, bucketName, page=page, limit=limit))
 
 
 @router.put("/n/{namespaceName}/b/{bucketName}/u/{objectName:anytext}", status_code=200, response_class=Response)
 async def upload_part(
-    namespaceName: str, bucketName: str, objectName: str, request: Request, caller: CallerDep, svc: ServicesDep,
-    upload_id: UploadId, upload_part_num: Annotated[int, Query(alias="uploadPartNum", ge=1, le=objects.MAX_PARTS)],
-    content_length: ContentLength = None, content_md5: ContentMd5 = None,
-) -> Response:  # fmt: skip
-    headers = await objects.upload_part(svc, caller, namespaceName, bucketName, object_name(request, b"u"), upload_id, upload_part_num,
-                                        request.stream(), content_length=content_length, content_md5=content_md5)  # fmt: skip
+    namespaceName: str,
+    bucketName: str,
+    objectName: str,
+    request: Request,
+    caller: CallerDep,
+    svc: ServicesDep,
+    upload_id: UploadId,
+    upload_part_num: Annotated[int, Query(alias="uploadPartNum", ge=1, le=objects.MAX_PARTS)],
+    content_length: ContentLength = None,
+    content_md5: ContentMd5 = None,
+) -> Response:
+    headers = await objects.upload_part(
+        svc,
+        caller,
+        namespaceName,
+        bucketName,
+        object_name(request, b"u"),
+        upload_id,
+        upload_part_num,
+        request.stream(),
+        content_length=content_length,
+        content_md5=content_md5,
+    )
     return Response(status_code=200, headers=headers)
 
 
-@router.get("/n/{namespaceName}/b/{bucketName}/u/{objectName:anytext}", response_model=list[MultipartUploadPartSummary],
-            response_model_exclude_none=True)  # fmt: skip
-def list_multipart_upload_parts(namespaceName: str, bucketName: str, objectName: str, request: Request, caller: CallerDep,
-                                svc: ServicesDep, response: Response, upload_id: UploadId, limit: Limit = None,
-                                page: Page = None) -> list[MultipartUploadPartSummary]:  # fmt: skip
-    found = objects.list_parts(svc, caller, namespaceName, bucketName, object_name(request, b"u"), upload_id, page=page, limit=limit)
+@router.get(
+    "/n/{namespaceName}/b/{bucketName}/u/{objectName:anytext}",
+    response_model=list[MultipartUploadPartSummary],
+    response_model_exclude_none=True,
+)
+def list_multipart_upload_parts(
+    namespaceName: str,
+    bucketName: str,
+    objectName: str,
+    request: Request,
+    caller: CallerDep,
+    svc: ServicesDep,
+    response: Response,
+    upload_id: UploadId,
+    limit: Limit = None,
+    page: Page = None,
+) -> list[MultipartUploadPartSummary]:
+    found = objects.list_parts(
+        svc, caller, namespaceName, bucketName, object_name(request, b"u"), upload_id, page=page, limit=limit
+    )
     return send_page(response, found)
 
 
 @router.post("/n/{namespaceName}/b/{bucketName}/u/{objectName:anytext}", status_code=200, response_class=Response)
-def commit_multipart_upload(namespaceName: str, bucketName: str, objectName: str, details: CommitMultipartUploadDetails,
-                            request: Request, caller: CallerDep, svc: ServicesDep, upload_id: UploadId) -> Response:  # fmt: skip
+def commit_multipart_upload(
+    namespaceName: str,
+    bucketName: str,
+    objectName: str,
+    details: CommitMultipartUploadDetails,
+    request: Request,
+    caller: CallerDep,
+    svc: ServicesDep,
+    upload_id: UploadId,
+) -> Response:
     stored = objects.commit_upload(svc, caller, namespaceName, bucketName, object_name(request, b"u"), upload_id, details)
     return Response(status_code=200, headers=stored.headers)
 
 
 @router.delete("/n/{namespaceName}/b/{bucketName}/u/{objectName:anytext}", status_code=204, response_class=Response)
-def abort_multipart_upload(namespaceName: str, bucketName: str, objectName: str, request: Request, caller: CallerDep,
-                           svc: ServicesDep, upload_id: UploadId) -> Response:  # fmt: skip
+def abort_multipart_upload(
+    namespaceName: str,
+    bucketName: str,
+    objectName: str,
+    request: Request,
+    caller: CallerDep,
+    svc: ServicesDep,
+    upload_id: UploadId,
+) -> Response:
     objects.abort_upload(svc, caller, namespaceName, bucketName, object_name(request, b"u"), upload_id)
     return Response(status_code=204)

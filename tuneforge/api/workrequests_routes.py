@@ -9,7 +9,12 @@ from fastapi import APIRouter, Response
 from tuneforge.api.deps import CallerDep, CompartmentId, Limit, Page, QueryStr, ServicesDep, SortOrder
 from tuneforge.api.protocol import send_answer, send_page
 from tuneforge.services import workrequests
-from tuneforge.services.schemas import WorkRequest, WorkRequestErrorCollection, WorkRequestLogEntryCollection, WorkRequestSummaryCollection
+from tuneforge.services.schemas import (
+    WorkRequest,
+    WorkRequestErrorCollection,
+    WorkRequestLogEntryCollection,
+    WorkRequestSummaryCollection,
+)
 
 router = APIRouter(prefix="/20231130", tags=["workRequests"])
 Status = Literal["ACCEPTED", "IN_PROGRESS", "WAITING", "FAILED", "SUCCEEDED", "CANCELING", "CANCELED"]
@@ -25,7 +30,9 @@ def get_work_request(workRequestId: str, caller: CallerDep, svc: ServicesDep, re
 
 @router.get("/workRequests", response_model=WorkRequestSummaryCollection, response_model_exclude_none=True)
 def list_work_requests(
-    caller: CallerDep, svc: ServicesDep, response: Response,
+    caller: CallerDep,
+    svc: ServicesDep,
+    response: Response,
     compartmentId: CompartmentId,
     workRequestId: QueryStr = None,
     status: Status | None = None,
@@ -34,21 +41,46 @@ def list_work_requests(
     limit: Limit = None,
     sortOrder: SortOrder = None,
     sortBy: Literal["timeAccepted"] | None = None,
-) -> WorkRequestSummaryCollection:  # fmt: skip
-    found = workrequests.list_work_requests(svc, caller, compartmentId, wr_id=workRequestId, status=status, resource_id=resourceId,
-                                            page=page, limit=limit, sort_order=sortOrder)  # fmt: skip
+) -> WorkRequestSummaryCollection:
+    found = workrequests.list_work_requests(
+        svc,
+        caller,
+        compartmentId,
+        wr_id=workRequestId,
+        status=status,
+        resource_id=resourceId,
+        page=page,
+        limit=limit,
+        sort_order=sortOrder,
+    )
     return WorkRequestSummaryCollection(items=send_page(response, found))
 
 
 @router.get("/workRequests/{workRequestId}/errors", response_model=WorkRequestErrorCollection, response_model_exclude_none=True)
-def list_work_request_errors(workRequestId: str, caller: CallerDep, svc: ServicesDep, response: Response, page: Page = None,
-                             limit: Limit = None, sortBy: Literal["timestamp"] | None = None, sortOrder: SortOrder = None) -> WorkRequestErrorCollection:  # fmt: skip
+def list_work_request_errors(
+    workRequestId: str,
+    caller: CallerDep,
+    svc: ServicesDep,
+    response: Response,
+    page: Page = None,
+    limit: Limit = None,
+    sortBy: Literal["timestamp"] | None = None,
+    sortOrder: SortOrder = None,
+) -> WorkRequestErrorCollection:
     found = workrequests.list_errors(svc, caller, workRequestId, page=page, limit=limit, sort_order=sortOrder)
     return WorkRequestErrorCollection(items=send_page(response, found))
 
 
 @router.get("/workRequests/{workRequestId}/logs", response_model=WorkRequestLogEntryCollection, response_model_exclude_none=True)
-def list_work_request_logs(workRequestId: str, caller: CallerDep, svc: ServicesDep, response: Response, page: Page = None,
-                           limit: Limit = None, sortBy: Literal["timestamp"] | None = None, sortOrder: SortOrder = None) -> WorkRequestLogEntryCollection:  # fmt: skip
+def list_work_request_logs(
+    workRequestId: str,
+    caller: CallerDep,
+    svc: ServicesDep,
+    response: Response,
+    page: Page = None,
+    limit: Limit = None,
+    sortBy: Literal["timestamp"] | None = None,
+    sortOrder: SortOrder = None,
+) -> WorkRequestLogEntryCollection:
     found = workrequests.list_logs(svc, caller, workRequestId, page=page, limit=limit, sort_order=sortOrder)
     return WorkRequestLogEntryCollection(items=send_page(response, found))

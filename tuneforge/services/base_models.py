@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from tuneforge import catalog
-from tuneforge.services.schemas import Model
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.services.errors import invalid
+from tuneforge.services.schemas import Model
 
 CATALOG_COMPARTMENT = "ocid1.compartment.oc1..tuneforgecatalog"
 # A fixed creation time keeps base models' etags and sort order stable across restarts.

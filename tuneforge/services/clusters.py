@@ -25,7 +25,11 @@ from tuneforge.store.tables import ClusterRow, EndpointRow, JobRow, utcnow
 
 STATES = ("CREATING", "ACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED", "NEEDS_ATTENTION")
 ENDPOINTS_PER_HOSTING_CLUSTER = 50  # OCI: "A hosting dedicated AI cluster can have up to 50 endpoints"
-SORT_COLUMNS = {"timeCreated": ClusterRow.time_created, "displayName": ClusterRow.display_name, "lifecycleState": ClusterRow.lifecycle_state}
+SORT_COLUMNS = {
+    "timeCreated": ClusterRow.time_created,
+    "displayName": ClusterRow.display_name,
+    "lifecycleState": ClusterRow.lifecycle_state,
+}
 
 
 def to_api(row: ClusterRow, used_endpoints: int = 0) -> DedicatedAiCluster:
@@ -53,7 +57,9 @@ def to_api(row: ClusterRow, used_endpoints: int = 0) -> DedicatedAiCluster:
 
 def _used(session: Session, row: ClusterRow) -> int:
     return session.scalar(
-        select(func.count()).select_from(EndpointRow).where(EndpointRow.cluster_id == row.id, EndpointRow.lifecycle_state != "DELETED")
+        select(func.count())
+        .select_from(EndpointRow)
+        .where(EndpointRow.cluster_id == row.id, EndpointRow.lifecycle_state != "DELETED")
     )
 
 
@@ -63,13 +69,21 @@ def _answer(session: Session, row: ClusterRow, work_request_id: str | None = Non
 
 def _work_request(svc: Services, session: Session, row: ClusterRow, operation: str) -> str:
     wr = workrequests.new_work_request(
-        session, region=svc.region, tenancy_id=row.tenancy_id, compartment_id=row.compartment_id,
-        operation_type=operation, entity_type="GenerativeAiDedicatedAiCluster", resource_id=row.id, done=True,
-    )  # fmt: skip
+        session,
+        region=svc.region,
+        tenancy_id=row.tenancy_id,
+        compartment_id=row.compartment_id,
+        operation_type=operation,
+        entity_type="GenerativeAiDedicatedAiCluster",
+        resource_id=row.id,
+        done=True,
+    )
     return wr.id
 
 
-def add_cluster(svc: Services, session: Session, caller: Caller, details: CreateDedicatedAiClusterDetails) -> tuple[ClusterRow, str]:
+def add_cluster(
+    svc: Services, session: Session, caller: Caller, details: CreateDedicatedAiClusterDetails
+) -> tuple[ClusterRow, str]:
     """A new ACTIVE cluster row and its (already SUCCEEDED) work request's id, in the caller's transaction."""
     now = utcnow()
     row = ClusterRow(
@@ -92,7 +106,9 @@ def add_cluster(svc: Services, session: Session, caller: Caller, details: Create
     return row, _work_request(svc, session, row, "CREATE_DEDICATED_AI_CLUSTER")
 
 
-def create_cluster(svc: Services, caller: Caller, details: CreateDedicatedAiClusterDetails, retry_token: str | None = None) -> Answer[DedicatedAiCluster]:
+def create_cluster(
+    svc: Services, caller: Caller, details: CreateDedicatedAiClusterDetails, retry_token: str | None = None
+) -> Answer[DedicatedAiCluster]:
     digest = idempotency.body_hash(details)
     with svc.session() as session:
         earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest)
@@ -117,18 +133,36 @@ def get_cluster(svc: Services, caller: Caller, cluster_id: str) -> Answer[Dedica
 
 
 def list_clusters(
-    svc: Services, caller: Caller, compartment_id: str | None, *, lifecycle_state: str | None = None, display_name: str | None = None,
-    cluster_id: str | None = None, capacity_reservation_id: str | None = None, cluster_type: str | None = None,
-    page: str | None = None, limit: int | None = None, sort_by: str | None = None, sort_order: str | None = None,
-) -> Page[DedicatedAiCluster]:  # fmt: skip
+    svc: Services,
+    caller: Caller,
+    compartment_id: str | None,
+    *,
+    lifecycle_state: str | None = None,
+    display_name: str | None = None,
+    cluster_id: str | None = None,
+    capacity_reservation_id: str | None = None,
+    cluster_type: str | None = None,
+    page: str | None = None,
+    limit: int | None = None,
+    sort_by: str | None = None,
+    sort_order: str | None = None,
+) -> Page[DedicatedAiCluster]:
     """DELETED clusters are listed only when asked for with lifecycle_state="DELETED"; compartment_id
     None: every compartment (the console's view)."""
     stmt = select(ClusterRow).where(ClusterRow.tenancy_id == caller.tenancy_id)
     if compartment_id is not None:
         stmt = stmt.where(ClusterRow.compartment_id == compartment_id)
-    stmt = stmt.where(ClusterRow.lifecycle_state == lifecycle_state) if lifecycle_state else stmt.where(ClusterRow.lifecycle_state != "DELETED")
-    filters = ((ClusterRow.display_name, display_name), (ClusterRow.id, cluster_id),
-               (ClusterRow.capacity_reservation_id, capacity_reservation_id), (ClusterRow.type, cluster_type))  # fmt: skip
+    stmt = (
+        stmt.where(ClusterRow.lifecycle_state == lifecycle_state)
+        if lifecycle_state
+        else stmt.where(ClusterRow.lifecycle_state != "DELETED")
+    )
+    filters = (
+        (ClusterRow.display_name, display_name),
+        (ClusterRow.id, cluster_id),
+        (ClusterRow.capacity_reservation_id, capacity_reservation_id),
+        (ClusterRow.type, cluster_type),
+    )
     for column, value in filters:
         if value:
             stmt = stmt.where(column == value)
@@ -141,8 +175,9 @@ def list_clusters(
         return Page([to_api(r, _used(session, r)) for r in rows.items], rows.next_page)
 
 
-def update_cluster(svc: Services, caller: Caller, cluster_id: str, details: UpdateDedicatedAiClusterDetails,
-                   if_match: str | None = None) -> Answer[DedicatedAiCluster]:  # fmt: skip
+def update_cluster(
+    svc: Services, caller: Caller, cluster_id: str, details: UpdateDedicatedAiClusterDetails, if_match: str | None = None
+) -> Answer[DedicatedAiCluster]:
     with svc.session() as session:
         row = owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -178,7 +213,9 @@ def delete_cluster(svc: Services, caller: Caller, cluster_id: str, if_match: str
             raise not_found("dedicated AI cluster")
         busy = session.scalar(select(func.count()).select_from(JobRow).where(JobRow.cluster_id == row.id, JobRow.state != "DONE"))
         if busy:
-            raise incorrect_state(f"dedicated AI cluster {row.id} has {busy} training job(s) queued or running; delete or wait for them")
+            raise incorrect_state(
+                f"dedicated AI cluster {row.id} has {busy} training job(s) queued or running; delete or wait for them"
+            )
         hosted = _used(session, row)
         if hosted:
             raise incorrect_state(f"dedicated AI cluster {row.id} hosts {hosted} endpoint(s); delete them first")

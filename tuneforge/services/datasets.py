@@ -45,7 +45,9 @@ def token_limits(weights: str | None, spec: BaseModelSpec) -> TokenLimits | None
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     try:
-        positions = int(json.loads((resolved.path / "config.json").read_text()).get("max_position_embeddings") or spec.context_tokens)
+        positions = int(
+            json.loads((resolved.path / "config.json").read_text()).get("max_position_embeddings") or spec.context_tokens
+        )
     except (OSError, ValueError):
         positions = spec.context_tokens
     return TokenLimits(
@@ -64,9 +66,14 @@ def check(path: Path, name: str, spec: BaseModelSpec, weights: str | None) -> in
             return data.scan_dataset(path)
         examples = data.read_examples(path)
         data.check_token_lengths(
-            examples, limits.count, max_prompt_tokens=spec.max_prompt_tokens, max_completion_tokens=spec.max_completion_tokens,
-            context_tokens=limits.context_tokens, path=name, context_source=limits.context_note,
-        )  # fmt: skip
+            examples,
+            limits.count,
+            max_prompt_tokens=spec.max_prompt_tokens,
+            max_completion_tokens=spec.max_completion_tokens,
+            context_tokens=limits.context_tokens,
+            path=name,
+            context_source=limits.context_note,
+        )
         return len(examples)
     except DatasetError as err:
         raise DatasetError(name, err.problems, err.total) from None

@@ -70,9 +70,15 @@ def _guardrails(details: CreateEndpointDetails | UpdateEndpointDetails) -> dict:
 
 def _work_request(svc: Services, session: Session, row: EndpointRow, operation: str, done: bool) -> WorkRequestRow:
     return workrequests.new_work_request(
-        session, region=svc.region, tenancy_id=row.tenancy_id, compartment_id=row.compartment_id,
-        operation_type=operation, entity_type="GenerativeAiEndpoint", resource_id=row.id, done=done,
-    )  # fmt: skip
+        session,
+        region=svc.region,
+        tenancy_id=row.tenancy_id,
+        compartment_id=row.compartment_id,
+        operation_type=operation,
+        entity_type="GenerativeAiEndpoint",
+        resource_id=row.id,
+        done=done,
+    )
 
 
 def hosted_spec(svc: Services, session: Session, caller: Caller, model_id: str, field: str = "modelId") -> BaseModelSpec:
@@ -93,21 +99,29 @@ def _check_shape(cluster: ClusterRow, spec: BaseModelSpec) -> None:
     cohere_shape = "COHERE" in shape
     generic_shape = any(word in shape for word in ("GENERIC", "LLAMA", "META"))
     if (spec.vendor == "cohere" and generic_shape) or (spec.vendor != "cohere" and cohere_shape):
-        raise invalid(f"dedicatedAiClusterId: cluster {cluster.id!r} has unit shape {cluster.unit_shape}, "
-                      f"which does not host {spec.vendor} models such as {spec.id}")  # fmt: skip
+        raise invalid(
+            f"dedicatedAiClusterId: cluster {cluster.id!r} has unit shape {cluster.unit_shape}, "
+            f"which does not host {spec.vendor} models such as {spec.id}"
+        )
 
 
 def _live_endpoints(session: Session, cluster_id: str) -> list[EndpointRow]:
-    return list(session.scalars(select(EndpointRow).where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state != "DELETED")))
+    return list(
+        session.scalars(select(EndpointRow).where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state != "DELETED"))
+    )
 
 
 def used_capacity(session: Session, cluster_id: str) -> int:
     return session.scalar(
-        select(func.count()).select_from(EndpointRow).where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state != "DELETED")
+        select(func.count())
+        .select_from(EndpointRow)
+        .where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state != "DELETED")
     )
 
 
-def create_endpoint(svc: Services, caller: Caller, details: CreateEndpointDetails, retry_token: str | None = None) -> Answer[Endpoint]:
+def create_endpoint(
+    svc: Services, caller: Caller, details: CreateEndpointDetails, retry_token: str | None = None
+) -> Answer[Endpoint]:
     digest = idempotency.body_hash(details)
     with svc.session() as session:
         earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateEndpoint", digest)
@@ -125,18 +139,32 @@ def create_endpoint(svc: Services, caller: Caller, details: CreateEndpointDetail
         _check_shape(cluster, spec)
         hosted = _live_endpoints(session, cluster.id)
         if len(hosted) >= ENDPOINTS_PER_HOSTING_CLUSTER:
-            raise invalid(f"{field}: cluster {cluster.id!r} already hosts {len(hosted)} endpoints, OCI's limit per hosting cluster")
+            raise invalid(
+                f"{field}: cluster {cluster.id!r} already hosts {len(hosted)} endpoints, OCI's limit per hosting cluster"
+            )
         if hosted and hosted[0].base_model_id != spec.id:
-            raise invalid(f"modelId: cluster {cluster.id!r} hosts {hosted[0].base_model_id} models; {details.model_id!r} is a "
-                          f"{spec.id} model (all endpoints of a hosting cluster share one base model)")  # fmt: skip
+            raise invalid(
+                f"modelId: cluster {cluster.id!r} hosts {hosted[0].base_model_id} models; {details.model_id!r} is a "
+                f"{spec.id} model (all endpoints of a hosting cluster share one base model)"
+            )
         now = utcnow()
         row = EndpointRow(
-            id=ids.new_ocid(ids.ENDPOINT, svc.region), tenancy_id=caller.tenancy_id, compartment_id=details.compartment_id,
-            display_name=details.display_name or "endpoint" + now.strftime("%Y%m%d%H%M%S"), description=details.description,
-            lifecycle_state="CREATING", model_id=details.model_id, base_model_id=spec.id, cluster_id=cluster.id,
-            private_endpoint_id=details.generative_ai_private_endpoint_id, guardrails=_guardrails(details),
-            freeform_tags=details.freeform_tags or {}, defined_tags=details.defined_tags or {}, system_tags={}, time_created=now,
-        )  # fmt: skip
+            id=ids.new_ocid(ids.ENDPOINT, svc.region),
+            tenancy_id=caller.tenancy_id,
+            compartment_id=details.compartment_id,
+            display_name=details.display_name or "endpoint" + now.strftime("%Y%m%d%H%M%S"),
+            description=details.description,
+            lifecycle_state="CREATING",
+            model_id=details.model_id,
+            base_model_id=spec.id,
+            cluster_id=cluster.id,
+            private_endpoint_id=details.generative_ai_private_endpoint_id,
+            guardrails=_guardrails(details),
+            freeform_tags=details.freeform_tags or {},
+            defined_tags=details.defined_tags or {},
+            system_tags={},
+            time_created=now,
+        )
         session.add(row)
         session.flush()
         wr = _work_request(svc, session, row, "CREATE_ENDPOINT", done=False)
@@ -167,13 +195,19 @@ def finish_creation(svc: Services, endpoint_id: str, error: str | None = None) -
         if row is None or row.lifecycle_state != "CREATING":
             return
         wr = session.scalars(
-            select(WorkRequestRow).where(WorkRequestRow.resource_id == endpoint_id, WorkRequestRow.operation_type == "CREATE_ENDPOINT")
+            select(WorkRequestRow).where(
+                WorkRequestRow.resource_id == endpoint_id, WorkRequestRow.operation_type == "CREATE_ENDPOINT"
+            )
         ).first()
-        row.lifecycle_state, row.lifecycle_details, row.time_updated = ("FAILED", error, utcnow()) if error else ("ACTIVE", None, utcnow())
+        row.lifecycle_state, row.lifecycle_details, row.time_updated = (
+            ("FAILED", error, utcnow()) if error else ("ACTIVE", None, utcnow())
+        )
         if wr is not None:
             if error:
                 workrequests.error(session, wr.id, "EndpointFailed", error)
-            workrequests.log(session, wr.id, f"Endpoint {'failed: ' + error if error else 'ACTIVE: the model is loaded and answering.'}")
+            workrequests.log(
+                session, wr.id, f"Endpoint {'failed: ' + error if error else 'ACTIVE: the model is loaded and answering.'}"
+            )
             workrequests.finish(session, wr, "FAILED" if error else "SUCCEEDED")
         session.commit()
 
@@ -190,17 +224,35 @@ def get_endpoint(svc: Services, caller: Caller, endpoint_id: str) -> Answer[Endp
 
 
 def list_endpoints(
-    svc: Services, caller: Caller, compartment_id: str | None, *, lifecycle_state: str | None = None, display_name: str | None = None,
-    endpoint_id: str | None = None, cluster_id: str | None = None, model_id: str | None = None, page: str | None = None,
-    limit: int | None = None, sort_by: str | None = None, sort_order: str | None = None,
-) -> Page[Endpoint]:  # fmt: skip
+    svc: Services,
+    caller: Caller,
+    compartment_id: str | None,
+    *,
+    lifecycle_state: str | None = None,
+    display_name: str | None = None,
+    endpoint_id: str | None = None,
+    cluster_id: str | None = None,
+    model_id: str | None = None,
+    page: str | None = None,
+    limit: int | None = None,
+    sort_by: str | None = None,
+    sort_order: str | None = None,
+) -> Page[Endpoint]:
     """DELETED endpoints only when asked for; compartment_id None: every compartment (the console)."""
     stmt = select(EndpointRow).where(EndpointRow.tenancy_id == caller.tenancy_id)
     if compartment_id is not None:
         stmt = stmt.where(EndpointRow.compartment_id == compartment_id)
-    stmt = stmt.where(EndpointRow.lifecycle_state == lifecycle_state) if lifecycle_state else stmt.where(EndpointRow.lifecycle_state != "DELETED")
-    filters = ((EndpointRow.display_name, display_name), (EndpointRow.id, endpoint_id), (EndpointRow.cluster_id, cluster_id),
-               (EndpointRow.model_id, model_id))  # fmt: skip
+    stmt = (
+        stmt.where(EndpointRow.lifecycle_state == lifecycle_state)
+        if lifecycle_state
+        else stmt.where(EndpointRow.lifecycle_state != "DELETED")
+    )
+    filters = (
+        (EndpointRow.display_name, display_name),
+        (EndpointRow.id, endpoint_id),
+        (EndpointRow.cluster_id, cluster_id),
+        (EndpointRow.model_id, model_id),
+    )
     for column, value in filters:
         if value:
             stmt = stmt.where(column == value)
@@ -213,7 +265,9 @@ def list_endpoints(
         return Page([to_api(r) for r in rows.items], rows.next_page)
 
 
-def update_endpoint(svc: Services, caller: Caller, endpoint_id: str, details: UpdateEndpointDetails, if_match: str | None = None) -> Answer[Endpoint]:
+def update_endpoint(
+    svc: Services, caller: Caller, endpoint_id: str, details: UpdateEndpointDetails, if_match: str | None = None
+) -> Answer[Endpoint]:
     with svc.session() as session:
         row = owned(session, caller, EndpointRow, endpoint_id, "endpoint")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -305,5 +359,7 @@ def model_target(svc: Services, caller: Caller, model_id: str) -> Target:
 def hosting_endpoints(session: Session, model_id: str) -> int:
     """Endpoints (not DELETED) that host a model: a hosted model cannot be deleted."""
     return session.scalar(
-        select(func.count()).select_from(EndpointRow).where(EndpointRow.model_id == model_id, EndpointRow.lifecycle_state != "DELETED")
+        select(func.count())
+        .select_from(EndpointRow)
+        .where(EndpointRow.model_id == model_id, EndpointRow.lifecycle_state != "DELETED")
     )

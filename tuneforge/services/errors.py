@@ -24,7 +24,9 @@ def not_found(what: str = "resource") -> ServiceError:
 
 
 def not_authenticated(why: str) -> ServiceError:
-    return ServiceError(401, "NotAuthenticated", f"The required information to complete authentication was not provided or was incorrect: {why}")
+    return ServiceError(
+        401, "NotAuthenticated", f"The required information to complete authentication was not provided or was incorrect: {why}"
+    )
 
 
 def incorrect_state(message: str) -> ServiceError:

@@ -37,8 +37,17 @@ def lookup(session: Session, tenancy_id: str, token: str | None, operation: str,
     return row
 
 
-def record(session: Session, tenancy_id: str, token: str | None, operation: str, digest: str, resource_id: str, wr_id: str | None) -> None:
+def record(
+    session: Session, tenancy_id: str, token: str | None, operation: str, digest: str, resource_id: str, wr_id: str | None
+) -> None:
     if token:
         session.add(
-            RetryToken(tenancy_id=tenancy_id, token=token, operation=operation, body_hash=digest, resource_id=resource_id, work_request_id=wr_id)
+            RetryToken(
+                tenancy_id=tenancy_id,
+                token=token,
+                operation=operation,
+                body_hash=digest,
+                resource_id=resource_id,
+                work_request_id=wr_id,
+            )
         )

@@ -53,7 +53,11 @@ PUBLISH_ATTEMPTS = 5
 
 
 def bucket_not_found(namespace: str, bucket: str) -> ServiceError:
-    return ServiceError(404, "BucketNotFound", f"Either the bucket named '{bucket}' does not exist in the namespace '{namespace}' or you are not authorized to access it")
+    return ServiceError(
+        404,
+        "BucketNotFound",
+        f"Either the bucket named '{bucket}' does not exist in the namespace '{namespace}' or you are not authorized to access it",
+    )
 
 
 def object_not_found(bucket: str, name: str) -> ServiceError:
@@ -61,7 +65,9 @@ def object_not_found(bucket: str, name: str) -> ServiceError:
 
 
 def upload_not_found(upload_id: str) -> ServiceError:
-    return ServiceError(404, "NoSuchUpload", f"The multipart upload '{upload_id[:64]}' does not exist (or was committed or aborted)")
+    return ServiceError(
+        404, "NoSuchUpload", f"The multipart upload '{upload_id[:64]}' does not exist (or was committed or aborted)"
+    )
 
 
 def check_object_name(name: str) -> str:
@@ -83,7 +89,11 @@ def check_bucket_name(bucket: str) -> str:
 
 def own_namespace(caller: Caller, namespace: str) -> None:
     if namespace != objects.namespace_for(caller.tenancy_id):
-        raise ServiceError(404, "NamespaceNotFound", f"You do not have authorization to perform this request, or the requested resource could not be found: namespace {namespace[:300]!r}")
+        raise ServiceError(
+            404,
+            "NamespaceNotFound",
+            f"You do not have authorization to perform this request, or the requested resource could not be found: namespace {namespace[:300]!r}",
+        )
 
 
 def namespace_of(caller: Caller) -> str:
@@ -94,8 +104,14 @@ def namespace_of(caller: Caller) -> str:
 
 
 def _bucket_to_api(row: BucketRow) -> Bucket:
-    return Bucket(namespace=row.namespace, name=row.name, compartment_id=row.compartment_id, created_by=row.created_by,
-                  time_created=rfc3339(row.time_created), etag=hashlib.sha256(f"{row.namespace}/{row.name}".encode()).hexdigest()[:32])  # fmt: skip
+    return Bucket(
+        namespace=row.namespace,
+        name=row.name,
+        compartment_id=row.compartment_id,
+        created_by=row.created_by,
+        time_created=rfc3339(row.time_created),
+        etag=hashlib.sha256(f"{row.namespace}/{row.name}".encode()).hexdigest()[:32],
+    )
 
 
 def _bucket(session: Session, caller: Caller, namespace: str, bucket: str) -> BucketRow:
@@ -109,13 +125,20 @@ def _bucket(session: Session, caller: Caller, namespace: str, bucket: str) -> Bu
 def create_bucket(svc: Services, caller: Caller, namespace: str, details: CreateBucketDetails) -> Bucket:
     own_namespace(caller, namespace)
     with svc.session() as session:
-        row = BucketRow(namespace=namespace, name=details.name, tenancy_id=caller.tenancy_id,
-                        compartment_id=details.compartment_id, created_by=caller.user_id)  # fmt: skip
+        row = BucketRow(
+            namespace=namespace,
+            name=details.name,
+            tenancy_id=caller.tenancy_id,
+            compartment_id=details.compartment_id,
+            created_by=caller.user_id,
+        )
         session.add(row)
         try:
             session.commit()
         except IntegrityError:
-            raise ServiceError(409, "BucketAlreadyExists", f"Bucket '{details.name}' already exists in namespace '{namespace}'") from None
+            raise ServiceError(
+                409, "BucketAlreadyExists", f"Bucket '{details.name}' already exists in namespace '{namespace}'"
+            ) from None
         return _bucket_to_api(row)
 
 
@@ -127,17 +150,27 @@ def get_bucket(svc: Services, caller: Caller, namespace: str, bucket: str) -> Bu
 def list_buckets(svc: Services, caller: Caller, namespace: str, compartment_id: str) -> list[Bucket]:
     own_namespace(caller, namespace)
     with svc.session() as session:
-        stmt = select(BucketRow).where(BucketRow.namespace == namespace, BucketRow.compartment_id == compartment_id).order_by(BucketRow.name)
+        stmt = (
+            select(BucketRow)
+            .where(BucketRow.namespace == namespace, BucketRow.compartment_id == compartment_id)
+            .order_by(BucketRow.name)
+        )
         return [_bucket_to_api(r) for r in session.scalars(stmt)]
 
 
 def delete_bucket(svc: Services, caller: Caller, namespace: str, bucket: str) -> None:
     with svc.session() as session:
         row = _bucket(session, caller, namespace, bucket)
-        has_objects = session.scalars(select(ObjectRow.name).where(ObjectRow.namespace == namespace, ObjectRow.bucket == bucket).limit(1)).first()
-        has_uploads = session.scalars(select(UploadRow.upload_id).where(UploadRow.namespace == namespace, UploadRow.bucket == bucket).limit(1)).first()
+        has_objects = session.scalars(
+            select(ObjectRow.name).where(ObjectRow.namespace == namespace, ObjectRow.bucket == bucket).limit(1)
+        ).first()
+        has_uploads = session.scalars(
+            select(UploadRow.upload_id).where(UploadRow.namespace == namespace, UploadRow.bucket == bucket).limit(1)
+        ).first()
         if has_objects is not None or has_uploads is not None:
-            raise ServiceError(409, "BucketNotEmpty", f"Bucket '{bucket}' is not empty; delete its objects and abort its multipart uploads first")
+            raise ServiceError(
+                409, "BucketNotEmpty", f"Bucket '{bucket}' is not empty; delete its objects and abort its multipart uploads first"
+            )
         session.delete(row)
         session.commit()
 
@@ -178,7 +211,11 @@ async def spool(svc: Services, chunks: AsyncIterator[bytes], *, expected_size: i
             raise invalid(f"the body has {size:,} bytes; its Content-Length says {expected_size:,}")
         digest = base64.b64encode(md5.digest()).decode()
         if content_md5 is not None and content_md5 != digest:
-            raise ServiceError(422, "UnprocessableEntity", f"The computed MD5 of the request body ({digest}) does not match the Content-MD5 header ({content_md5[:64]})")
+            raise ServiceError(
+                422,
+                "UnprocessableEntity",
+                f"The computed MD5 of the request body ({digest}) does not match the Content-MD5 header ({content_md5[:64]})",
+            )
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -188,7 +225,9 @@ async def spool(svc: Services, chunks: AsyncIterator[bytes], *, expected_size: i
 def check_content_length(content_length: str | None, what: str) -> int:
     """OCI requires Content-Length on PutObject and UploadPart (411 otherwise)."""
     if content_length is None:
-        raise ServiceError(411, "MissingContentLength", f"{what} needs a Content-Length header (send the body with a known length)")
+        raise ServiceError(
+            411, "MissingContentLength", f"{what} needs a Content-Length header (send the body with a known length)"
+        )
     try:
         size = int(content_length)
     except ValueError:
@@ -222,12 +261,28 @@ class StoredObject:
 
 
 def _stored(svc: Services, row: ObjectRow) -> StoredObject:
-    return StoredObject(row.name, row.size, row.md5, row.etag, row.content_type, row.time_created.strftime("%a, %d %b %Y %H:%M:%S GMT"),
-                        objects.blob_path(svc.config.objects_dir, row.storage_key))  # fmt: skip
+    return StoredObject(
+        row.name,
+        row.size,
+        row.md5,
+        row.etag,
+        row.content_type,
+        row.time_created.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        objects.blob_path(svc.config.objects_dir, row.storage_key),
+    )
 
 
-def _publish(svc: Services, caller: Caller, namespace: str, bucket: str, name: str, blob: Spooled, content_type: str,
-             if_match: str | None, if_none_match: str | None) -> StoredObject:  # fmt: skip
+def _publish(
+    svc: Services,
+    caller: Caller,
+    namespace: str,
+    bucket: str,
+    name: str,
+    blob: Spooled,
+    content_type: str,
+    if_match: str | None,
+    if_none_match: str | None,
+) -> StoredObject:
     """Move the spooled file into place and point the object's row at it, atomically with respect to
     other writers. On any refusal the new file is removed and the old object is left as it was."""
     target = objects.blob_path(svc.config.objects_dir, blob.key)
@@ -238,8 +293,15 @@ def _publish(svc: Services, caller: Caller, namespace: str, bucket: str, name: s
             with svc.session() as session:
                 if session.get(BucketRow, (namespace, bucket)) is None:
                     # OCI needs create_bucket first; here a put creates the bucket in the tenancy's root compartment.
-                    session.add(BucketRow(namespace=namespace, name=bucket, tenancy_id=caller.tenancy_id,
-                                          compartment_id=caller.tenancy_id, created_by=caller.user_id))  # fmt: skip
+                    session.add(
+                        BucketRow(
+                            namespace=namespace,
+                            name=bucket,
+                            tenancy_id=caller.tenancy_id,
+                            compartment_id=caller.tenancy_id,
+                            created_by=caller.user_id,
+                        )
+                    )
                 row = objects.find(session, namespace, bucket, name)
                 if if_none_match == "*" and row is not None:
                     raise ServiceError(412, "IfNoneMatchFailed", f"The object '{name}' already exists")
@@ -249,7 +311,13 @@ def _publish(svc: Services, caller: Caller, namespace: str, bucket: str, name: s
                 if row is None:
                     row = ObjectRow(namespace=namespace, bucket=bucket, name=name)
                     session.add(row)
-                row.size, row.md5, row.content_type, row.storage_key, row.time_created = blob.size, blob.md5, content_type, blob.key, utcnow()
+                row.size, row.md5, row.content_type, row.storage_key, row.time_created = (
+                    blob.size,
+                    blob.md5,
+                    content_type,
+                    blob.key,
+                    utcnow(),
+                )
                 try:
                     session.commit()
                 except (StaleDataError, IntegrityError):  # another writer got there first
@@ -267,17 +335,38 @@ def _publish(svc: Services, caller: Caller, namespace: str, bucket: str, name: s
         raise
 
 
-async def put_object(svc: Services, caller: Caller, namespace: str, bucket: str, name: str, chunks: AsyncIterator[bytes], *,
-                     content_length: str | None, content_md5: str | None = None, content_type: str | None = None,
-                     if_match: str | None = None, if_none_match: str | None = None) -> StoredObject:  # fmt: skip
+async def put_object(
+    svc: Services,
+    caller: Caller,
+    namespace: str,
+    bucket: str,
+    name: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    content_length: str | None,
+    content_md5: str | None = None,
+    content_type: str | None = None,
+    if_match: str | None = None,
+    if_none_match: str | None = None,
+) -> StoredObject:
     own_namespace(caller, namespace)
     check_bucket_name(bucket)
     check_object_name(name)
     size = check_content_length(content_length, "PutObject")
     blob = await spool(svc, chunks, expected_size=size, content_md5=content_md5)
     try:
-        return await run_in_threadpool(_publish, svc, caller, namespace, bucket, name, blob,
-                                       content_type or "application/octet-stream", if_match, if_none_match)  # fmt: skip
+        return await run_in_threadpool(
+            _publish,
+            svc,
+            caller,
+            namespace,
+            bucket,
+            name,
+            blob,
+            content_type or "application/octet-stream",
+            if_match,
+            if_none_match,
+        )
     finally:
         blob.discard()
 
@@ -320,8 +409,19 @@ def delete_object(svc: Services, caller: Caller, namespace: str, bucket: str, na
     objects.blob_path(svc.config.objects_dir, key).unlink(missing_ok=True)
 
 
-def list_objects(svc: Services, caller: Caller, namespace: str, bucket: str, *, prefix: str | None = None, start: str | None = None,
-                 end: str | None = None, limit: int = 1000, delimiter: str | None = None, start_after: str | None = None) -> ListObjects:  # fmt: skip
+def list_objects(
+    svc: Services,
+    caller: Caller,
+    namespace: str,
+    bucket: str,
+    *,
+    prefix: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    limit: int = 1000,
+    delimiter: str | None = None,
+    start_after: str | None = None,
+) -> ListObjects:
     """Names in order; `nextStartWith` (pass back as `start`) when more follow. With delimiter="/",
     names below a further "/" are folded into `prefixes`."""
     with svc.session() as session:
@@ -352,8 +452,17 @@ def list_objects(svc: Services, caller: Caller, namespace: str, bucket: str, *, 
             if len(found) + len(prefixes) >= limit:
                 next_start = row.name
                 break
-            found.append(ObjectSummary(name=row.name, size=row.size, md5=row.md5, time_created=rfc3339(row.time_created),
-                                       time_modified=rfc3339(row.time_created), etag=row.etag, storage_tier="Standard"))  # fmt: skip
+            found.append(
+                ObjectSummary(
+                    name=row.name,
+                    size=row.size,
+                    md5=row.md5,
+                    time_created=rfc3339(row.time_created),
+                    time_modified=rfc3339(row.time_created),
+                    etag=row.etag,
+                    storage_tier="Standard",
+                )
+            )
     return ListObjects(objects=found, prefixes=prefixes if delimiter else None, next_start_with=next_start)
 
 
@@ -361,8 +470,13 @@ def list_objects(svc: Services, caller: Caller, namespace: str, bucket: str, *, 
 
 
 def _upload_to_api(row: UploadRow) -> MultipartUpload:
-    return MultipartUpload(namespace=row.namespace, bucket=row.bucket, object=row.name, upload_id=row.upload_id,
-                           time_created=rfc3339(row.time_created))  # fmt: skip
+    return MultipartUpload(
+        namespace=row.namespace,
+        bucket=row.bucket,
+        object=row.name,
+        upload_id=row.upload_id,
+        time_created=rfc3339(row.time_created),
+    )
 
 
 def _upload(session: Session, caller: Caller, namespace: str, bucket: str, name: str, upload_id: str) -> UploadRow:
@@ -373,26 +487,59 @@ def _upload(session: Session, caller: Caller, namespace: str, bucket: str, name:
     return row
 
 
-def create_upload(svc: Services, caller: Caller, namespace: str, bucket: str, details: CreateMultipartUploadDetails,
-                  if_match: str | None = None, if_none_match: str | None = None) -> MultipartUpload:  # fmt: skip
+def create_upload(
+    svc: Services,
+    caller: Caller,
+    namespace: str,
+    bucket: str,
+    details: CreateMultipartUploadDetails,
+    if_match: str | None = None,
+    if_none_match: str | None = None,
+) -> MultipartUpload:
     own_namespace(caller, namespace)
     check_bucket_name(bucket)
     check_object_name(details.object)
     with svc.session() as session:
         if session.get(BucketRow, (namespace, bucket)) is None:
-            session.add(BucketRow(namespace=namespace, name=bucket, tenancy_id=caller.tenancy_id,
-                                  compartment_id=caller.tenancy_id, created_by=caller.user_id))  # fmt: skip
+            session.add(
+                BucketRow(
+                    namespace=namespace,
+                    name=bucket,
+                    tenancy_id=caller.tenancy_id,
+                    compartment_id=caller.tenancy_id,
+                    created_by=caller.user_id,
+                )
+            )
         if if_none_match == "*" and objects.find(session, namespace, bucket, details.object) is not None:
             raise ServiceError(412, "IfNoneMatchFailed", f"The object '{details.object}' already exists")
-        row = UploadRow(upload_id=secrets.token_hex(16), tenancy_id=caller.tenancy_id, namespace=namespace, bucket=bucket,
-                        name=details.object, content_type=details.content_type, if_match=if_match, if_none_match=if_none_match)  # fmt: skip
+        row = UploadRow(
+            upload_id=secrets.token_hex(16),
+            tenancy_id=caller.tenancy_id,
+            namespace=namespace,
+            bucket=bucket,
+            name=details.object,
+            content_type=details.content_type,
+            if_match=if_match,
+            if_none_match=if_none_match,
+        )
         session.add(row)
         session.commit()
         return _upload_to_api(row)
 
 
-async def upload_part(svc: Services, caller: Caller, namespace: str, bucket: str, name: str, upload_id: str, part_num: int,
-                      chunks: AsyncIterator[bytes], *, content_length: str | None, content_md5: str | None = None) -> dict[str, str]:  # fmt: skip
+async def upload_part(
+    svc: Services,
+    caller: Caller,
+    namespace: str,
+    bucket: str,
+    name: str,
+    upload_id: str,
+    part_num: int,
+    chunks: AsyncIterator[bytes],
+    *,
+    content_length: str | None,
+    content_md5: str | None = None,
+) -> dict[str, str]:
     """Store one part (re-uploading a part number replaces it); its etag and MD5 headers."""
     if not 1 <= part_num <= MAX_PARTS:
         raise invalid(f"uploadPartNum: {part_num} is not allowed; part numbers are 1 to {MAX_PARTS:,}")
@@ -410,7 +557,9 @@ def _check_upload_exists(svc: Services, caller: Caller, namespace, bucket, name,
         _upload(session, caller, namespace, bucket, name, upload_id)
 
 
-def _store_part(svc: Services, caller: Caller, namespace, bucket, name, upload_id: str, part_num: int, blob: Spooled) -> dict[str, str]:
+def _store_part(
+    svc: Services, caller: Caller, namespace, bucket, name, upload_id: str, part_num: int, blob: Spooled
+) -> dict[str, str]:
     target = objects.blob_path(svc.config.objects_dir, blob.key)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(blob.path, target)
@@ -422,7 +571,13 @@ def _store_part(svc: Services, caller: Caller, namespace, bucket, name, upload_i
             if row is None:
                 row = UploadPartRow(upload_id=upload_id, part_num=part_num)
                 session.add(row)
-            row.size, row.md5, row.etag, row.storage_key, row.time_created = blob.size, blob.md5, secrets.token_hex(16), blob.key, utcnow()
+            row.size, row.md5, row.etag, row.storage_key, row.time_created = (
+                blob.size,
+                blob.md5,
+                secrets.token_hex(16),
+                blob.key,
+                utcnow(),
+            )
             session.commit()
     except BaseException:
         target.unlink(missing_ok=True)
@@ -432,8 +587,17 @@ def _store_part(svc: Services, caller: Caller, namespace, bucket, name, upload_i
     return {"etag": row.etag, "opc-content-md5": row.md5}
 
 
-def list_parts(svc: Services, caller: Caller, namespace: str, bucket: str, name: str, upload_id: str, *,
-               page: str | None = None, limit: int | None = None) -> Page[MultipartUploadPartSummary]:  # fmt: skip
+def list_parts(
+    svc: Services,
+    caller: Caller,
+    namespace: str,
+    bucket: str,
+    name: str,
+    upload_id: str,
+    *,
+    page: str | None = None,
+    limit: int | None = None,
+) -> Page[MultipartUploadPartSummary]:
     start = int(page) if page and page.isdigit() and len(page) <= 6 else 0
     if page and not start:
         raise invalid(f"page: {page[:64]!r} is not a page token returned by this service (opc-next-page)")
@@ -446,8 +610,9 @@ def list_parts(svc: Services, caller: Caller, namespace: str, bucket: str, name:
     return Page(items, str(rows[size].part_num) if len(rows) > size else None)
 
 
-def list_uploads(svc: Services, caller: Caller, namespace: str, bucket: str, *, page: str | None = None,
-                 limit: int | None = None) -> Page[MultipartUpload]:  # fmt: skip
+def list_uploads(
+    svc: Services, caller: Caller, namespace: str, bucket: str, *, page: str | None = None, limit: int | None = None
+) -> Page[MultipartUpload]:
     with svc.session() as session:
         _bucket(session, caller, namespace, bucket)
         stmt = select(UploadRow).where(UploadRow.namespace == namespace, UploadRow.bucket == bucket)
@@ -479,8 +644,9 @@ def _remove_blobs(svc: Services, keys: list[str]) -> None:
         objects.blob_path(svc.config.objects_dir, key).unlink(missing_ok=True)
 
 
-def commit_upload(svc: Services, caller: Caller, namespace: str, bucket: str, name: str, upload_id: str,
-                  details: CommitMultipartUploadDetails) -> StoredObject:  # fmt: skip
+def commit_upload(
+    svc: Services, caller: Caller, namespace: str, bucket: str, name: str, upload_id: str, details: CommitMultipartUploadDetails
+) -> StoredObject:
     """Join the committed parts, in part-number order, into the object; its MD5 is OCI's multipart
     MD5 (the MD5 of the parts' binary MD5s, then "-" and the count), which the CLI checks."""
     wanted = sorted(details.parts_to_commit, key=lambda p: p.part_num)
@@ -495,7 +661,9 @@ def commit_upload(svc: Services, caller: Caller, namespace: str, bucket: str, na
         if part is None or part.etag != want.etag.strip('"'):
             raise invalid(f"partsToCommit: part {want.part_num} was not uploaded with etag {want.etag[:64]!r}")
         if part.size < MIN_PART_BYTES and i < len(wanted) - 1:
-            raise invalid(f"partsToCommit: part {want.part_num} has {part.size:,} bytes; every part but the last needs at least {MIN_PART_BYTES:,}")
+            raise invalid(
+                f"partsToCommit: part {want.part_num} has {part.size:,} bytes; every part but the last needs at least {MIN_PART_BYTES:,}"
+            )
     tmp_dir = svc.config.objects_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(16)
@@ -514,7 +682,9 @@ def commit_upload(svc: Services, caller: Caller, namespace: str, bucket: str, na
     multipart_md5 = f"{base64.b64encode(hashlib.md5(md5s).digest()).decode()}-{len(wanted)}"
     blob = Spooled(path, key, size, multipart_md5)
     try:
-        stored = _publish(svc, caller, namespace, bucket, name, blob, content_type or "application/octet-stream", if_match, if_none_match)
+        stored = _publish(
+            svc, caller, namespace, bucket, name, blob, content_type or "application/octet-stream", if_match, if_none_match
+        )
     finally:
         blob.discard()
     with svc.session() as session:

@@ -15,7 +15,9 @@ STATUSES = ("ACCEPTED", "IN_PROGRESS", "WAITING", "FAILED", "SUCCEEDED", "CANCEL
 
 
 def to_api(row: WorkRequestRow) -> WorkRequest:
-    resource = WorkRequestResource(entity_type=row.entity_type, action_type=row.action_type, identifier=row.resource_id, entity_uri=row.entity_uri)
+    resource = WorkRequestResource(
+        entity_type=row.entity_type, action_type=row.action_type, identifier=row.resource_id, entity_uri=row.entity_uri
+    )
     return WorkRequest(
         operation_type=row.operation_type,
         status=row.status,
@@ -36,10 +38,20 @@ def get_work_request(svc: Services, caller: Caller, wr_id: str) -> Answer[WorkRe
 
 
 def list_work_requests(
-    svc: Services, caller: Caller, compartment_id: str, *, wr_id: str | None = None, status: str | None = None,
-    resource_id: str | None = None, page: str | None = None, limit: int | None = None, sort_order: str | None = None,
-) -> Page[WorkRequest]:  # fmt: skip
-    stmt = select(WorkRequestRow).where(WorkRequestRow.tenancy_id == caller.tenancy_id, WorkRequestRow.compartment_id == compartment_id)
+    svc: Services,
+    caller: Caller,
+    compartment_id: str,
+    *,
+    wr_id: str | None = None,
+    status: str | None = None,
+    resource_id: str | None = None,
+    page: str | None = None,
+    limit: int | None = None,
+    sort_order: str | None = None,
+) -> Page[WorkRequest]:
+    stmt = select(WorkRequestRow).where(
+        WorkRequestRow.tenancy_id == caller.tenancy_id, WorkRequestRow.compartment_id == compartment_id
+    )
     for column, value in ((WorkRequestRow.id, wr_id), (WorkRequestRow.status, status), (WorkRequestRow.resource_id, resource_id)):
         if value:
             stmt = stmt.where(column == value)
@@ -52,7 +64,11 @@ def list_work_requests(
 
 def _entries(svc: Services, caller: Caller, wr_id: str, errors: bool, page, limit, sort_order) -> Page[WorkRequestEntry]:
     order = WorkRequestEntry.id.desc() if sort_order == "DESC" else WorkRequestEntry.id.asc()
-    stmt = select(WorkRequestEntry).where(WorkRequestEntry.work_request_id == wr_id, WorkRequestEntry.is_error == errors).order_by(order)
+    stmt = (
+        select(WorkRequestEntry)
+        .where(WorkRequestEntry.work_request_id == wr_id, WorkRequestEntry.is_error == errors)
+        .order_by(order)
+    )
     with svc.session() as session:
         owned(session, caller, WorkRequestRow, wr_id, "work request")
         return sql_page(session, stmt, page, limit)
@@ -60,7 +76,9 @@ def _entries(svc: Services, caller: Caller, wr_id: str, errors: bool, page, limi
 
 def list_errors(svc: Services, caller: Caller, wr_id: str, *, page=None, limit=None, sort_order=None) -> Page[WorkRequestError]:
     rows = _entries(svc, caller, wr_id, True, page, limit, sort_order)
-    items = [WorkRequestError(code=r.code or "InternalError", message=r.message, timestamp=rfc3339(r.timestamp)) for r in rows.items]
+    items = [
+        WorkRequestError(code=r.code or "InternalError", message=r.message, timestamp=rfc3339(r.timestamp)) for r in rows.items
+    ]
     return Page(items, rows.next_page)
 
 
