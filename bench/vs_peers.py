@@ -159,8 +159,19 @@ def child_tuneforge(spec: dict) -> dict:
     base = get_model(spec["model_id"])
     config = resolve_training_config(base, spec["overrides"])
     weights = Weights("bench", Path(spec["weights"]), True, "stand-in")
-    result = fine_tune(RunSpec(base_model=base, config=config, dataset=Path(spec["dataset"]), weights=weights,
-                               output=Path(spec["output"]), seed=SEED, device=spec["device"], precision="auto")).to_json()
+    result = fine_tune(
+        RunSpec(
+            base_model=base,
+            config=config,
+            dataset=Path(spec["dataset"]),
+            weights=weights,
+            output=Path(spec["output"]),
+            seed=SEED,
+            device=spec["device"],
+            precision="auto",
+            shared_prefix=spec.get("shared_prefix", "auto"),
+        )
+    ).to_json()
     train_rss, gpu_mib = peak_rss_mib(), peak_gpu_mib(spec["device"])
     from transformers import AutoTokenizer
 
@@ -175,7 +186,9 @@ def child_tuneforge(spec: dict) -> dict:
         "tokens": config.total_training_epochs * per_epoch,
         "steps": result["stepsRun"],
         "best_step": result["bestStep"],
-        "precision": result["precision"],
+        "precision": result["precision"]
+        + ("" if spec.get("shared_prefix", "auto") == "auto" else f", prefix {spec['shared_prefix']}"),
+        "shared_prefix": result["sharedPrefix"],
         "own_loss": result["modelMetrics"]["finalLoss"],
         "own_acc": result["modelMetrics"]["finalAccuracy"],
         "adapter": str(Path(spec["output"]) / "adapter"),
@@ -206,8 +219,10 @@ def child_trl(spec: dict) -> dict:
 
     cfg = trl_config(spec["config"], spec["device"])
     train_examples, val_examples = split(Path(spec["dataset"]))
-    rows = [{"prompt": [{"role": "user", "content": e.prompt}], "completion": [{"role": "assistant", "content": e.completion}]}
-            for e in train_examples]
+    rows = [
+        {"prompt": [{"role": "user", "content": e.prompt}], "completion": [{"role": "assistant", "content": e.completion}]}
+        for e in train_examples
+    ]
     tokenizer = AutoTokenizer.from_pretrained(spec["weights"])
     if spec["method"] == "lora":
         peft_config = LoraConfig(r=8, lora_alpha=8, lora_dropout=0.1, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
@@ -235,12 +250,18 @@ def child_trl(spec: dict) -> dict:
         gradient_checkpointing=cfg["gradient_checkpointing"],
         padding_free=cfg["padding_free"],
         # TRL refuses padding_free without packing unless max_length is None (it would not be enforced);
-        # the longest example here is ~100 tokens, far below the default 1024, so nothing changes.
-        max_length=None if cfg["padding_free"] else 1024,
+        # the longest example here is ~100 tokens, far below the default 1024, so nothing changes;
+        # --row-tokens rows get room for their whole length (TRL would cut off their completion).
+        max_length=None if cfg["padding_free"] else spec.get("max_length", 1024),
         model_init_kwargs={"dtype": cfg["weights"]},
     )
-    trainer = Trainer(model=spec["weights"], args=args, train_dataset=Dataset.from_list(rows),
-                      processing_class=tokenizer, peft_config=peft_config)
+    trainer = Trainer(
+        model=spec["weights"],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     # Non-padding tokens TRL trains on, from its own tokenization (its completion also holds the "\n"
     # the chat template writes after <|im_end|>: one token per example more than TuneForge's).
     per_epoch = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
@@ -259,7 +280,8 @@ def child_trl(spec: dict) -> dict:
         "tokens": spec["epochs"] * per_epoch,
         "steps": trainer.state.global_step,
         "precision": ("bf16 weights" if cfg["weights"] == "bfloat16" else "fp32 weights")
-        + (", bf16 autocast" if cfg["bf16"] or spec["device"] == "cuda" else "") + (", grad ckpt" if cfg["gradient_checkpointing"] else "")
+        + (", bf16 autocast" if cfg["bf16"] or spec["device"] == "cuda" else "")
+        + (", grad ckpt" if cfg["gradient_checkpointing"] else "")
         + (", padding-free" if cfg["padding_free"] else ""),
         "own_loss": own_loss,
         "own_acc": own_acc,
@@ -306,11 +328,41 @@ def child_matmul_peak(spec: dict) -> dict:
         if count % 10 == 0:
             sync()
     sync()
-    return {"gflops": 2 * n**3 * count / (time.perf_counter() - t0) / 1e9, "n": n, "threads": torch.get_num_threads(),
-            "dtype": str(dtype).removeprefix("torch.")}
+    return {
+        "gflops": 2 * n**3 * count / (time.perf_counter() - t0) / 1e9,
+        "n": n,
+        "threads": torch.get_num_threads(),
+        "dtype": str(dtype).removeprefix("torch."),
+    }
 
 
-CHILDREN = {"tuneforge": child_tuneforge, "trl": child_trl, "score": child_score, "matmul": child_matmul_peak}
+def child_random_model(spec: dict) -> dict:
+    """A randomly initialised model of one of bench/random_init.py's shapes, with `like`'s tokenizer
+    (initialised on the GPU when there is one: an 8B model initialises in seconds there)."""
+    import torch
+    from random_init import SHAPES
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(spec["like"])
+    for key, value in (SHAPES[spec["shape"]] or {}).items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    with torch.device(spec["device"]):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(spec["out"])
+    for f in Path(spec["like"]).iterdir():
+        if f.name.startswith(("tokenizer", "chat_template", "special_tokens", "generation_config")):
+            shutil.copy(f, Path(spec["out"]) / f.name)
+    return {"params": sum(p.numel() for p in model.parameters())}
+
+
+CHILDREN = {
+    "tuneforge": child_tuneforge,
+    "trl": child_trl,
+    "score": child_score,
+    "matmul": child_matmul_peak,
+    "random_model": child_random_model,
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -343,21 +395,24 @@ def wait_for_idle(max_wait: float, threshold: float = 0.3) -> None:
             said = True
 
 
-def run_child(kind: str, spec: dict, work: Path, label: str, wait: float = 0.0) -> dict:
+def run_child(kind: str, spec: dict, work: Path, label: str, wait: float = 0.0, keep_going: bool = False) -> dict:
     """Run one child; its wall time, and how many cores OTHER processes kept busy meanwhile (the
-    machine may be shared: a figure above ~0.2 means that run was slowed by a neighbour)."""
+    machine may be shared: a figure above ~0.2 means that run was slowed by a neighbour). A failed
+    child ends the benchmark, or with `keep_going` gives {"failed": its last output} (e.g. out of
+    GPU memory at one shape, where the other runs of a one-shot device call still count)."""
     spec = {**spec, "result": str(work / f"{label}.json")}
     print(f"  running {label} ...", end="", flush=True)
     if wait:
         wait_for_idle(wait)
     busy0, own0, t0 = busy_cpu_seconds(), children_cpu_seconds(), time.time()
-    proc = subprocess.run([sys.executable, __file__, "_child", kind, json.dumps(spec)], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, "_child", kind, json.dumps(spec)], cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - t0
     others = max(0.0, (busy_cpu_seconds() - busy0) - (children_cpu_seconds() - own0)) / wall
     (work / f"{label}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         print(" FAILED")
+        if keep_going:
+            return {"failed": (proc.stdout + proc.stderr)[-1500:], "wall_seconds": wall}
         raise SystemExit(f"{label} failed (exit {proc.returncode}); last output:\n{(proc.stdout + proc.stderr)[-4000:]}")
     result = json.loads(Path(spec["result"]).read_text())
     result["wall_seconds"], result["others_cores"] = wall, others
@@ -369,20 +424,22 @@ def machine() -> str:
     cpu = "unknown CPU"
     if Path("/proc/cpuinfo").exists():
         info = Path("/proc/cpuinfo").read_text()
-        cpu = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), cpu)
-        flags = next((l for l in info.splitlines() if l.startswith("flags")), "")
+        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), cpu)
+        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
         extras = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
         cpu += f" ({', '.join(extras)})" if extras else ""
+    import peft
     import torch
     import transformers
-    import peft
     import trl
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpu = f"{torch.cuda.get_device_name()}, " if torch.cuda.is_available() else ""
-    return (f"{gpu}{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"transformers {transformers.__version__}, peft {peft.__version__}, trl {trl.__version__}")
+    return (
+        f"{gpu}{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"transformers {transformers.__version__}, peft {peft.__version__}, trl {trl.__version__}"
+    )
 
 
 def base_params(weights: str) -> int:
@@ -394,24 +451,43 @@ def base_params(weights: str) -> int:
     return sum(p.numel() for p in model.parameters())  # tied embedding / LM head counted once
 
 
-def plan(quick: bool, methods: list[str]) -> list[dict]:
-    """The runs, per method, alternating TuneForge and TRL."""
+def plan(quick: bool, methods: list[str], prefixes: tuple[str, ...] = ("auto",), epochs: int | None = None) -> list[dict]:
+    """The runs, per method, alternating TuneForge and TRL. `prefixes`: one TuneForge run per
+    shared-prefix setting (labelled by it unless it is the default "auto" alone); `epochs`: LoRA's
+    epoch count instead of 3 (--quick: 1)."""
+
+    def tuneforge(base: dict) -> list[dict]:
+        if tuple(prefixes) == ("auto",):
+            return [dict(base, system="tuneforge", label=f"{base['method']}-tuneforge")]
+        return [dict(base, system="tuneforge", shared_prefix=p, label=f"{base['method']}-tuneforge-prefix-{p}") for p in prefixes]
+
     runs = []
     if "lora" in methods:
-        epochs = 1 if quick else 3
-        lora = dict(method="lora", epochs=epochs, batch_size=8, lr=2e-4, model_id=LORA_MODEL,
-                    overrides={"totalTrainingEpochs": epochs, "earlyStoppingPatience": 0})
-        runs += [dict(lora, system="tuneforge", label="lora-tuneforge"),
-                 dict(lora, system="trl", config="fast", label="lora-trl-fast"),
-                 dict(lora, system="trl", config="default", label="lora-trl-default")]
-        if not quick:  # TuneForge again last: a second sample of the noise on this shared machine
+        epochs = epochs or (1 if quick else 3)
+        lora = dict(
+            method="lora",
+            epochs=epochs,
+            batch_size=8,
+            lr=2e-4,
+            model_id=LORA_MODEL,
+            overrides={"totalTrainingEpochs": epochs, "earlyStoppingPatience": 0},
+        )
+        runs += [
+            *tuneforge(lora),
+            dict(lora, system="trl", config="fast", label="lora-trl-fast"),
+            dict(lora, system="trl", config="default", label="lora-trl-default"),
+        ]
+        if not quick and tuple(prefixes) == (
+            "auto",
+        ):  # TuneForge again last: a second sample of the noise on this shared machine
             runs.append(dict(lora, system="tuneforge", label="lora-tuneforge-2"))
     if "tfew" in methods:
-        tfew = dict(method="tfew", epochs=1, batch_size=16, lr=0.01, model_id=TFEW_MODEL,
-                    overrides={"earlyStoppingPatience": 0})
-        runs += [dict(tfew, system="tuneforge", label="tfew-tuneforge"),
-                 dict(tfew, system="trl", config="fast", label="tfew-trl-fast"),
-                 dict(tfew, system="trl", config="default", label="tfew-trl-default")]
+        tfew = dict(method="tfew", epochs=1, batch_size=16, lr=0.01, model_id=TFEW_MODEL, overrides={"earlyStoppingPatience": 0})
+        runs += [
+            *tuneforge(tfew),
+            dict(tfew, system="trl", config="fast", label="tfew-trl-fast"),
+            dict(tfew, system="trl", config="default", label="tfew-trl-default"),
+        ]
     return runs
 
 
@@ -427,34 +503,83 @@ def table(rows: list[list]) -> str:
 
 def report(results: dict[str, dict], scores: dict, peak: float, n_params: int) -> tuple[str, str]:
     """The per-system table and the ratio table, as Markdown."""
-    head = ["run", "system / precision", "steps", "tokens", "loop s", "tok/s", "MFU", "wall s", "peak RSS MiB",
-            "val loss (bench)", "val acc (bench)", "val loss / acc (own)", "others' cores"]
+    head = [
+        "run",
+        "system / precision",
+        "steps",
+        "tokens",
+        "loop s",
+        "tok/s",
+        "MFU",
+        "wall s",
+        "peak RSS MiB",
+        "val loss (bench)",
+        "val acc (bench)",
+        "val loss / acc (own)",
+        "others' cores",
+    ]
+    failed = {label: r for label, r in results.items() if "failed" in r}  # --keep-going: shown, not measured
+    results = {label: r for label, r in results.items() if label not in failed}
     gpu = all(r.get("gpu_mib") is not None for r in results.values())
     rows = [head + (["peak GPU MiB"] if gpu else [])]
+    for label, r in failed.items():
+        reason = next((line for line in reversed(r["failed"].splitlines()) if line.strip()), "no output")[:120]
+        rows.append([label, f"FAILED: {reason}"] + ["-"] * (len(rows[0]) - 2))
     for label, r in results.items():
         tps = r["tokens"] / r["train_seconds"]
-        loss, acc = scores[label]
+        loss, acc = (f"{x:.4f}" for x in scores[label]) if label in scores else ("-", "-")  # no scoring on random weights
         system = "TuneForge" if "tuneforge" in label else "TRL " + label.rsplit("trl-", 1)[1]
-        rows.append([label, f"{system} ({r['precision']})", r["steps"], r["tokens"], f"{r['train_seconds']:.1f}",
-                     f"{tps:.0f}", f"{100 * 4 * n_params * tps / (peak * 1e9):.1f} %", f"{r['wall_seconds']:.0f}",
-                     f"{r['rss_mib']:.0f}", f"{loss:.4f}", f"{acc:.4f}", f"{r['own_loss']:.4f} / {r['own_acc']:.4f}",
-                     f"{r.get('others_cores', 0.0):.2f}"] + ([f"{r['gpu_mib']:.0f}"] if gpu else []))
-    ratios = [["method", "TuneForge run", "vs TRL (faster config)", "tok/s ratio", "wall ratio", "RSS ratio",
-               "val loss ratio (bench)", "val loss vs TRL default"]]
+        rows.append(
+            [
+                label,
+                f"{system} ({r['precision']})",
+                r["steps"],
+                r["tokens"],
+                f"{r['train_seconds']:.1f}",
+                f"{tps:.0f}",
+                f"{100 * 4 * n_params * tps / (peak * 1e9):.1f} %",
+                f"{r['wall_seconds']:.0f}",
+                f"{r['rss_mib']:.0f}",
+                loss,
+                acc,
+                f"{r['own_loss']:.4f} / {r['own_acc']:.4f}",
+                f"{r.get('others_cores', 0.0):.2f}",
+            ]
+            + ([f"{r['gpu_mib']:.0f}"] if gpu else [])
+        )
+    ratios = [
+        [
+            "method",
+            "TuneForge run",
+            "vs TRL (faster config)",
+            "tok/s ratio",
+            "wall ratio",
+            "RSS ratio",
+            "val loss ratio (bench)",
+            "val loss vs TRL default",
+        ]
+    ]
     for method in ("lora", "tfew"):
-        tf_runs = [l for l in results if l.startswith(f"{method}-tuneforge")]
-        trl_runs = [l for l in results if l.startswith(f"{method}-trl")]
+        tf_runs = [name for name in results if name.startswith(f"{method}-tuneforge")]
+        trl_runs = [name for name in results if name.startswith(f"{method}-trl")]
         if not tf_runs or not trl_runs:
             continue
-        fast = max(trl_runs, key=lambda l: results[l]["tokens"] / results[l]["train_seconds"])
+        fast = max(trl_runs, key=lambda name: results[name]["tokens"] / results[name]["train_seconds"])
         default = f"{method}-trl-default"
         for tf in tf_runs:
             a, b = results[tf], results[fast]
-            ratios.append([method, tf, fast,
-                           f"{(a['tokens'] / a['train_seconds']) / (b['tokens'] / b['train_seconds']):.2f}x",
-                           f"{a['wall_seconds'] / b['wall_seconds']:.2f}x", f"{a['rss_mib'] / b['rss_mib']:.2f}x",
-                           f"{scores[tf][0] / scores[fast][0]:.3f}",
-                           f"{scores[tf][0] / scores[default][0]:.3f}" if default in scores else "-"])
+            ratios.append(
+                [
+                    method,
+                    tf,
+                    fast,
+                    f"{(a['tokens'] / a['train_seconds']) / (b['tokens'] / b['train_seconds']):.2f}x",
+                    f"{a['wall_seconds'] / b['wall_seconds']:.2f}x",
+                    f"{a['rss_mib'] / b['rss_mib']:.2f}x",
+                    f"{scores[tf][0] / scores[fast][0]:.3f}" if tf in scores and fast in scores else "-",
+                    f"{scores[tf][0] / scores[default][0]:.3f}" if tf in scores and default in scores else "-",
+                ]
+            )
     return table(rows), table(ratios)
 
 
@@ -469,14 +594,47 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: LoRA only, 1 epoch, 80 examples")
     p.add_argument("--methods", default=None, help="comma-separated subset of lora,tfew (default: both; --quick: lora)")
     p.add_argument("--no-write", action="store_true", help="print only; do not rewrite bench/RESULTS.md")
-    p.add_argument("--wait", type=float, default=600, metavar="S",
-                   help="before each run, wait up to S seconds for the machine to be idle (default 600; 0: never)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=600,
+        metavar="S",
+        help="before each run, wait up to S seconds for the machine to be idle (default 600; 0: never)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the working folder (adapters, logs)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both systems train (default cpu)")
-    p.add_argument("--weights", default="stand-in", metavar="DIR",
-                   help="base model folder (default: the SmolLM2-135M-Instruct stand-in)")
+    p.add_argument(
+        "--weights", default="stand-in", metavar="DIR", help="base model folder (default: the SmolLM2-135M-Instruct stand-in)"
+    )
+    sweep_opts = p.add_argument_group(
+        "speed sweep (bench/gpu_speed_check.sh): tok/s, MFU and memory only, no scoring, RESULTS.md untouched"
+    )
+    sweep_opts.add_argument(
+        "--shapes",
+        default=None,
+        help="comma-separated shapes of bench/random_init.py (smollm2-135m,llama-1b,llama-8b): randomly initialised "
+        "models with the --weights folder's tokenizer, trained one after the other",
+    )
+    sweep_opts.add_argument(
+        "--row-tokens",
+        default=None,
+        metavar="T,...",
+        help="row lengths: 0 = the dataset's rows as they are (~74 tokens); T = rows of about T tokens, several "
+        "examples concatenated into one prompt (e.g. 0,1024)",
+    )
+    sweep_opts.add_argument(
+        "--shared-prefix", default=None, metavar="S,...", help="one TuneForge run per setting, of auto,on,off (e.g. on,off)"
+    )
+    sweep_opts.add_argument("--epochs", type=int, default=None, help="LoRA epochs (default 3; --quick: 1)")
+    sweep_opts.add_argument(
+        "--examples", type=int, default=None, help="use this many rows (80:20 split; at least 32), e.g. 120 -> 12 LoRA steps"
+    )
+    sweep_opts.add_argument("--keep-going", action="store_true", help="record a failed run (e.g. out of memory) and go on")
+    sweep_opts.add_argument("--out", type=Path, default=None, help="write results.json and results.md here")
     args = p.parse_args()
     methods = (args.methods or ("lora" if args.quick else "lora,tfew")).split(",")
+    if any(v is not None for v in (args.shapes, args.row_tokens, args.shared_prefix, args.epochs, args.examples, args.out)):
+        return sweep(args, methods)
 
     started = time.time()
     command = ".venv/bin/python bench/vs_peers.py " + " ".join(sys.argv[1:])
@@ -500,15 +658,21 @@ def main() -> None:
         spec = dict(r, dataset=str(dataset), weights=weights, output=str(work / r["label"]), device=args.device)
         results[r["label"]] = run_child(r["system"], spec, work, r["label"], args.wait)
     peaks.append(run_child("matmul", {"seconds": 4, "device": args.device}, work, "matmul-end", args.wait)["gflops"])
-    scores = run_child("score", {"dataset": str(dataset), "weights": weights,
-                                 "adapters": {l: r["adapter"] for l, r in results.items()}}, work, "score")
+    scores = run_child(
+        "score",
+        {"dataset": str(dataset), "weights": weights, "adapters": {name: r["adapter"] for name, r in results.items()}},
+        work,
+        "score",
+    )
     peak = max(peaks)
 
     runs_md, ratios_md = report(results, scores, peak, n_params)
     base_loss, base_acc = scores["base"]
-    summary = (f"{start_peak['dtype']} matmul peak ({start_peak['n']}^3, this run): {peaks[0]:.0f} GFLOP/s at the start, {peaks[1]:.0f} at the end; "
-               f"MFU uses the higher. N = {n_params / 1e6:.1f}M parameters -> 4N = {4 * n_params / 1e9:.2f} GFLOP "
-               f"per token. Untrained base on the validation split: loss {base_loss:.4f}, accuracy {base_acc:.4f}.")
+    summary = (
+        f"{start_peak['dtype']} matmul peak ({start_peak['n']}^3, this run): {peaks[0]:.0f} GFLOP/s at the start, {peaks[1]:.0f} at the end; "
+        f"MFU uses the higher. N = {n_params / 1e6:.1f}M parameters -> 4N = {4 * n_params / 1e9:.2f} GFLOP "
+        f"per token. Untrained base on the validation split: loss {base_loss:.4f}, accuracy {base_acc:.4f}."
+    )
     print()
     print(runs_md)
     print()
@@ -517,9 +681,19 @@ def main() -> None:
     print(summary)
     total = time.time() - started
     print(f"\nbenchmark wall time {total / 60:.1f} min")
-    raw = {"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-           "dataset": str(dataset.name), "n_train": n_train, "n_val": n_val, "n_params": n_params,
-           "matmul_gflops": peaks, "results": results, "scores": scores, "minutes": total / 60}
+    raw = {
+        "command": command,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "dataset": str(dataset.name),
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_params": n_params,
+        "matmul_gflops": peaks,
+        "results": results,
+        "scores": scores,
+        "minutes": total / 60,
+    }
     (work / "results.json").write_text(json.dumps(raw, indent=1))
     if not args.no_write:
         write_results(raw, runs_md, ratios_md, summary, args.quick)
@@ -527,30 +701,150 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def long_rows(examples, tokenizer, row_tokens: int, n_rows: int) -> list[dict]:
+    """`n_rows` rows of at most `row_tokens` tokens (chat template included), as long as the bundled
+    examples make them: row i is examples i, i+1, ... with their answers, one prompt, and the next
+    example's question left open for the completion. A long row of the same kind of task."""
+    from tuneforge.engine.batches import encode_example
+
+    rows = []
+    for i in range(n_rows):
+        parts, j = [], i
+        row = {"prompt": examples[i % len(examples)].prompt, "completion": examples[i % len(examples)].completion}
+        while True:
+            e = examples[j % len(examples)]
+            prompt = "\n\n".join([*parts, e.prompt])
+            if len(encode_example(tokenizer, prompt, e.completion).input_ids) > row_tokens:
+                break
+            row, j = {"prompt": prompt, "completion": e.completion}, j + 1
+            parts.append(f"{e.prompt}\n{e.completion}")
+        rows.append(row)
+    return rows
+
+
+def sweep_dataset(work: Path, weights: str, row_tokens: int, n_rows: int | None) -> Path:
+    """The bundled dataset's first `n_rows` rows, or as many rows of ~`row_tokens` tokens."""
+    from transformers import AutoTokenizer
+
+    from tuneforge import data
+
+    examples = data.read_examples(DATASET)
+    n_rows = n_rows or len(examples)
+    path = work / f"rows-{row_tokens}-{n_rows}.jsonl"
+    if row_tokens:
+        rows = long_rows(examples, AutoTokenizer.from_pretrained(weights), row_tokens, n_rows)
+    else:
+        rows = [{"prompt": e.prompt, "completion": e.completion} for e in examples[:n_rows]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def sweep(args, methods: list[str]) -> None:
+    """Every shape x row length x system variant, one after the other, with the bf16 matmul peak
+    measured at the start and the end of this one invocation; results.json + results.md in --out."""
+    from tuneforge.engine.weights import resolve_weights
+
+    started, work = time.time(), Path(tempfile.mkdtemp(prefix="tuneforge-sweep-"))
+    out = args.out or work
+    out.mkdir(parents=True, exist_ok=True)
+    like = str(resolve_weights(args.weights, model_id=LORA_MODEL, weights_repo="x").path)
+    shapes = args.shapes.split(",") if args.shapes else [None]  # None: --weights itself
+    row_settings = [int(t) for t in (args.row_tokens or "0").split(",")]
+    prefixes = tuple((args.shared_prefix or "auto").split(","))
+    print(f"TuneForge vs TRL+PEFT speed sweep: shapes {args.shapes or args.weights}, rows {row_settings}, {machine()}")
+    print(f"working folder {work}")
+    peaks = [run_child("matmul", {"seconds": 4, "device": args.device}, work, "matmul-start", args.wait)]
+    cases = []
+    for shape in shapes:
+        weights = like
+        if shape is not None:
+            weights = str(work / f"model-{shape}")
+            spec = {"like": like, "out": weights, "shape": shape, "device": args.device}
+            run_child("random_model", spec, work, f"random-{shape}")
+        n_params = base_params(weights)
+        for row_tokens in row_settings:
+            dataset = sweep_dataset(work, weights, row_tokens, args.examples)
+            train_rows, val_rows = split(dataset)
+            results = {}
+            for r in plan(args.quick, methods, prefixes, args.epochs):
+                label = f"{shape or 'weights'}-{row_tokens}-{r['label']}"
+                spec = dict(r, dataset=str(dataset), weights=weights, output=str(work / label), device=args.device)
+                spec["max_length"] = max(1024, row_tokens + 64)
+                results[r["label"]] = run_child(r["system"], spec, work, label, args.wait, args.keep_going)
+                partial = [*cases, dict(shape=shape or args.weights, row_tokens=row_tokens, results=results)]
+                (out / "results.json").write_text(json.dumps({"command": sys.argv, "partial": True, "cases": partial}, indent=1))
+                shutil.rmtree(work / label, ignore_errors=True)  # adapters of random weights: nothing to score
+            cases.append(
+                dict(
+                    shape=shape or args.weights,
+                    row_tokens=row_tokens,
+                    n_params=n_params,
+                    n_train=len(train_rows),
+                    n_val=len(val_rows),
+                    results=results,
+                )
+            )
+        if shape is not None:
+            shutil.rmtree(weights, ignore_errors=True)  # an 8B model is 16 GB of disk
+    peaks.append(run_child("matmul", {"seconds": 4, "device": args.device}, work, "matmul-end", args.wait))
+    peak = max(p["gflops"] for p in peaks)
+    lines = [
+        f"Measured {datetime.datetime.now().isoformat(timespec='seconds')} with "
+        f"`python3 bench/vs_peers.py {' '.join(sys.argv[1:])}`, {(time.time() - started) / 60:.1f} min in all.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"{peaks[0]['dtype']} matmul peak ({peaks[0]['n']}^3, this run): {peaks[0]['gflops']:,.0f} GFLOP/s at the start, "
+        f"{peaks[1]['gflops']:,.0f} at the end; MFU = 4 N tok/s over the higher (attention's T^2 term not counted). "
+        "Random weights: losses are meaningless and not scored.",
+    ]
+    for case in cases:
+        runs_md, ratios_md = report(case["results"], {}, peak, case["n_params"])
+        rows = "the dataset's rows" if not case["row_tokens"] else f"rows of <= {case['row_tokens']} tokens"
+        lines += [
+            "",
+            f"### {case['shape']} (N = {case['n_params'] / 1e6:.0f}M), {rows}, {case['n_train']} train",
+            "",
+            runs_md,
+            "",
+            ratios_md,
+        ]
+    markdown = "\n".join(lines)
+    print("\n" + markdown)
+    raw = {"command": sys.argv, "machine": machine(), "matmul": peaks, "cases": cases, "minutes": (time.time() - started) / 60}
+    (out / "results.json").write_text(json.dumps(raw, indent=1))
+    (out / "results.md").write_text(markdown + "\n")
+    print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
+    if args.out and not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def write_results(raw: dict, runs_md: str, ratios_md: str, summary: str, quick: bool) -> None:
     """Replace the generated block of bench/RESULTS.md (between the markers); the notes around it stay."""
     begin, end = "<!-- vs_peers:begin -->", "<!-- vs_peers:end -->"
-    block = "\n".join([
-        begin,
-        f"Measured {raw['date']} with `{raw['command'].strip()}`{' (QUICK smoke run)' if quick else ''}, "
-        f"{raw['minutes']:.1f} min in all.",
-        "",
-        f"Machine: {raw['machine']}.",
-        "",
-        f"Data: {raw['dataset']}, {raw['n_train']} training / {raw['n_val']} validation examples "
-        f"(`split_examples(seed=42)`).",
-        "",
-        runs_md,
-        "",
-        ratios_md,
-        "",
-        summary,
-        "",
-        "```json",
-        json.dumps({k: raw[k] for k in ("matmul_gflops", "results", "scores")}, indent=None)[:20000],
-        "```",
-        end,
-    ])
+    block = "\n".join(
+        [
+            begin,
+            f"Measured {raw['date']} with `{raw['command'].strip()}`{' (QUICK smoke run)' if quick else ''}, "
+            f"{raw['minutes']:.1f} min in all.",
+            "",
+            f"Machine: {raw['machine']}.",
+            "",
+            f"Data: {raw['dataset']}, {raw['n_train']} training / {raw['n_val']} validation examples "
+            f"(`split_examples(seed=42)`).",
+            "",
+            runs_md,
+            "",
+            ratios_md,
+            "",
+            summary,
+            "",
+            "```json",
+            json.dumps({k: raw[k] for k in ("matmul_gflops", "results", "scores")}, indent=None)[:20000],
+            "```",
+            end,
+        ]
+    )
     text = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{begin}\n{end}\n"
     if begin not in text:
         text += f"\n{begin}\n{end}\n"

@@ -1,6 +1,7 @@
 """Engine pieces in isolation: early stopping, logging schedule, LR schedule, evaluation plan,
 prompt masking, completion-only loss against the full forward pass."""
 
+import itertools
 import math
 
 import pytest
@@ -66,7 +67,7 @@ def test_lr_warmup_then_linear_decay_to_zero():
     total, peak = 100, 1e-3
     lrs = [lr_at(s, total, peak) for s in range(total)]
     assert lrs[0] == pytest.approx(peak / 6) and lrs[5] == pytest.approx(peak)  # 6 warmup steps
-    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[5:]))
     assert lrs[-1] == pytest.approx(peak / 94)
 
 

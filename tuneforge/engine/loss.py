@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tuneforge.engine.batches import IGNORE
@@ -90,8 +91,11 @@ def _cache_argument(body_class: type) -> str:
     return "cache" if "cache" in inspect.signature(body_class.forward).parameters else "past_key_values"
 
 
-def completion_stats(model, batch: dict[str, torch.Tensor], share_prefix: bool = True) -> TokenStats:
-    prefix = shared_prefix_len(batch) if share_prefix else 0
+def completion_stats(model, batch: dict[str, torch.Tensor], share_prefix: bool = True, prefix: int | None = None) -> TokenStats:
+    """`prefix`: run that many leading tokens once for the batch (they must be shared by every row, see
+    `shared_prefix_len`); None: as many as this batch's rows share, when `share_prefix`."""
+    if prefix is None:
+        prefix = shared_prefix_len(batch) if share_prefix else 0
     hidden = last_hidden(model, batch, prefix)
     targets = batch["labels"][:, prefix + 1 :]
     where = targets != IGNORE
@@ -108,3 +112,31 @@ def completion_stats(model, batch: dict[str, torch.Tensor], share_prefix: bool =
         loss_sum = loss_sum + chunk_loss
         correct += int(chunk_correct)
     return TokenStats(loss_sum, correct, int(targets.numel()))
+
+
+class CompletionLoss(nn.Module):
+    """The causal LM under one `forward(batch, prefix) -> TokenStats`: the module the training loop
+    calls for every loss and evaluation. Under FSDP2 it is the root module, so the parameters outside
+    the decoder layers (final norm, LM head) are gathered around each call: `completion_stats` calls
+    the decoder body and the LM head separately, which FSDP could not see from the model's own forward.
+
+    The shared-prefix pass is skipped where gradients flow through it under FSDP2 (`sharded`) or
+    activation checkpointing: its keys/values reach the rows' pass through the cache, outside the
+    layer outputs FSDP hooks its backward on (it would reshard a layer before that gradient is done),
+    and a recomputed layer would write the cache twice. Without gradients (evaluation) it runs.
+    `share_prefix = False` skips it everywhere (the run's `shared_prefix` setting, train.py)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.sharded = False
+        self.share_prefix = True
+
+    def forward(self, batch: dict[str, torch.Tensor], prefix: int | None = None) -> TokenStats:
+        if not self.share_prefix or (torch.is_grad_enabled() and (self.sharded or self.model.is_activation_checkpointing)):
+            prefix = 0
+        return completion_stats(self.model, batch, prefix=prefix)
+
+    @staticmethod
+    def of(model: nn.Module) -> CompletionLoss:
+        return model if isinstance(model, CompletionLoss) else CompletionLoss(model)

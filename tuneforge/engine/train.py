@@ -16,6 +16,11 @@ What it does, in order:
   6. checkpoints at every evaluation cycle and when stopped (SIGTERM / Ctrl-C);
   7. at the end, the best adapter (the last one when early stopping is disabled) is evaluated on
      the whole validation split: that gives finalAccuracy / finalLoss, and it is saved in PEFT format.
+
+The same function runs one process or several (`distributed.py`: FSDP2 ranks, each taking its share of
+every step's examples; `dist` is a no-op object in one process). Every rank runs every line; rank 0
+alone writes the run folder (`dist.main_only`), and the values decisions are taken on (evaluation
+losses, stop requests) are summed or agreed across the ranks first, so all ranks take the same ones.
 """
 
 from __future__ import annotations
@@ -31,22 +36,23 @@ import torch
 
 from tuneforge import data
 from tuneforge.catalog import BaseModelSpec
-from tuneforge.engine.adapters import adapter_parameters, apply_ia3, apply_lora
+from tuneforge.engine import quantize
+from tuneforge.engine.adapters import adapter_parameters, apply_ia3, apply_lora, initial_adapter
 from tuneforge.engine.batches import Encoded, collate, encode_example
 from tuneforge.engine.checkpoint import TrainState, remove_checkpoint, restore_checkpoint, save_checkpoint
+from tuneforge.engine.distributed import Distributed
 from tuneforge.engine.early_stopping import EarlyStopping
-from tuneforge.engine.loss import completion_stats
+from tuneforge.engine.eval_plan import EvalPlan
+from tuneforge.engine.loss import CompletionLoss, shared_prefix_len
 from tuneforge.engine.metrics_log import MetricsLog, should_log
 from tuneforge.engine.peft_format import peft_config, save_adapter
 from tuneforge.engine.precision import pick_device, pick_dtype
-from tuneforge.engine.weights import Weights, load_model_and_tokenizer
+from tuneforge.engine.weights import Weights, load_for_training
 from tuneforge.hyperparams import TrainingConfig, steps_per_epoch, total_training_steps
 from tuneforge.run_folder import Progress, RunFolder, RunResult
 
 WARMUP_SHARE = 0.06
 MAX_GRAD_NORM = 1.0
-EVAL_SHARE = 0.4  # evaluation-cycle examples, all cycles together, per training example processed
-MIN_EVAL_EXAMPLES = 8
 
 
 @dataclass
@@ -59,36 +65,13 @@ class RunSpec:
     seed: int = data.DEFAULT_SEED
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
-    micro_batch_size: int | None = None  # split each step's batch to bound memory; same result
+    micro_batch_size: int | None = None  # split each step's batch (each rank's share of it) to bound memory; same result
+    activation_checkpointing: bool = False  # recompute each decoder layer in the backward pass: less memory, ~1/3 more compute
+    quantize_base: str | None = None  # "nf4": a 4-bit frozen base (QLoRA, quantize.py)
+    shared_prefix: str = "auto"  # auto | on | off: run the rows' shared prefix once per batch (`use_shared_prefix`)
     resume: bool = False
     listeners: list[Callable[[dict], None]] = field(default_factory=list)
     should_stop: Callable[[], bool] = lambda: False
-
-
-@dataclass(frozen=True)
-class EvalPlan:
-    """When evaluation cycles run and on how many validation examples.
-
-    Patience counts evaluations, so a run needs more than `patience` cycles for early stopping to
-    mean anything: we plan 2 * patience + 2 cycles (at least 8), evenly spaced in steps, plus one at
-    the last step. Evaluating the whole validation split that often would cost more than training,
-    so each cycle evaluates the same fixed, seeded subset of it, sized so that all cycles together
-    see EVAL_SHARE validation examples per training example processed (a forward pass costs about a
-    third of a training step: evaluation stays near 15 % of the wall time). The final metrics
-    always use the whole validation split."""
-
-    every: int
-    examples: int
-
-    @staticmethod
-    def make(total_steps: int, patience: int, n_train: int, epochs: int, n_val: int) -> "EvalPlan":
-        cycles = min(total_steps, max(8, 2 * patience + 2))
-        every = max(1, total_steps // cycles)
-        budget = math.ceil(EVAL_SHARE * n_train * epochs / cycles)
-        return EvalPlan(every, min(n_val, max(MIN_EVAL_EXAMPLES, budget)))
-
-    def due(self, step: int, total_steps: int) -> bool:
-        return step % self.every == 0 or step == total_steps
 
 
 def lr_at(step: int, total_steps: int, peak: float) -> float:
@@ -109,21 +92,49 @@ def batches_of(items: list, size: int) -> list[list]:
 
 
 @torch.no_grad()
-def evaluate(model, encoded: list[Encoded], pad_id: int, device: str, batch_size: int = 16) -> tuple[float, float]:
+def evaluate(
+    model, encoded: list[Encoded], pad_id: int, device: str, batch_size: int = 16, dist: Distributed | None = None
+) -> tuple[float, float]:
     """(mean loss, token accuracy) over the completion tokens of `encoded`. Sorted by length so
-    batches carry little padding."""
-    was_training = model.training
-    model.eval()
+    batches carry little padding. On several ranks each runs every W-th batch (ranks without one in
+    a round run a copy and drop it: the passes must match) and the sums are added up across ranks."""
+    scorer, dist = CompletionLoss.of(model), dist or Distributed()
+    was_training = scorer.training
+    scorer.eval()
     loss_sum, correct, tokens = 0.0, 0, 0
     ordered = sorted(encoded, key=lambda e: len(e.input_ids))
-    for chunk in batches_of(ordered, batch_size):
-        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-        stats = completion_stats(model, batch)
-        loss_sum += float(stats.loss_sum)
-        correct += stats.correct
-        tokens += stats.tokens
-    model.train(was_training)
+    for group in batches_of(batches_of(ordered, batch_size), dist.world):
+        mine = dist.this_ranks(group)
+        stats = scorer(to_device(collate(mine or group[0], pad_id), device), common_prefix(group, pad_id))
+        if mine is not None:
+            loss_sum, correct, tokens = loss_sum + float(stats.loss_sum), correct + stats.correct, tokens + stats.tokens
+    loss_sum, correct, tokens = dist.all_sum(loss_sum, correct, tokens)
+    scorer.train(was_training)
     return loss_sum / max(tokens, 1), correct / max(tokens, 1)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def common_prefix(chunks: list[list[Encoded]], pad_id: int) -> int:
+    """Tokens shared by every row of `chunks` (which the ranks run at the same time): each rank runs
+    that prefix once for its rows, and all ranks take the same number of decoder passes."""
+    return shared_prefix_len(collate([e for chunk in chunks for e in chunk], pad_id))
+
+
+SHARED_PREFIX_SETTINGS = ("auto", "on", "off")
+
+
+def use_shared_prefix(setting: str, device: str) -> bool:
+    """Whether batches run their rows' shared prefix once (loss.py): the same math on fewer tokens, at
+    the price of a second decoder call per pass. auto: on for CPU, where arithmetic bounds the step;
+    off for CUDA, where a small batch's step is bound by kernel launches and Python, not FLOPs (the
+    H200 run of bench/RESULTS.md: under 1 % MFU), so the second call costs more than the FLOPs it
+    saves. The CUDA default is to be confirmed by the device run (bench/gpu_speed_check.sh)."""
+    if setting not in SHARED_PREFIX_SETTINGS:
+        raise ValueError(f"shared_prefix is {setting}: allowed values are auto, on, off")
+    return setting == "on" or (setting == "auto" and not device.startswith("cuda"))
 
 
 def attach_method(model, config: TrainingConfig) -> None:
@@ -143,24 +154,49 @@ class TrainingStopped(Exception):
 
 def fine_tune(run: RunSpec) -> RunResult:
     """Train, evaluate and save; the run's `RunResult` (also written to model.json). Raises
-    TrainingStopped when `run.should_stop()` asked for an early exit (a checkpoint is written)."""
+    TrainingStopped when `run.should_stop()` asked for an early exit (a checkpoint is written).
+    Under a launcher (WORLD_SIZE > 1) this process is one rank of the run."""
+    dist = Distributed.from_env(pick_device(run.device))
+    try:
+        return train_loop(run, dist)
+    finally:
+        dist.close()
+
+
+def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
     started = time.time()
     cfg = run.config
     folder = RunFolder(run.output)
-    folder.path.mkdir(parents=True, exist_ok=True)
-    folder.clear_error()
+    writer = dist.main_only(lambda: folder)  # rank 0 writes the run folder; every rank reads it
+    if dist.is_main:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    writer.clear_error()
     if run.resume and not folder.has_checkpoint() and (finished := folder.read_result()) is not None:
         return finished  # finished before whoever asked to resume noticed (the service died just as it ended)
-    folder.write_progress(Progress(0, None, 0.0, "loading", detail="loading the base model's weights"))
+    writer.write_progress(Progress(0, None, 0.0, "loading", detail="loading the base model's weights"))
 
-    # 1. weights and data
+    # 1. weights and data; 2. the method's adapter on the frozen base, sharded over the ranks
     torch.manual_seed(run.seed)
-    device = pick_device(run.device)
+    device = dist.device
     dtype = pick_dtype(run.precision, device)
+    share_prefix = use_shared_prefix(run.shared_prefix, device)
+    if run.quantize_base:
+        quantize.require(run.quantize_base, device, dist.world)
     examples = data.read_examples(run.dataset)
     train_examples, val_examples = data.split_examples(examples, run.seed)
-    model, tokenizer = load_model_and_tokenizer(run.weights, dtype, device)
-    folder.write_progress(Progress(0, None, 0.0, "loading", detail="tokenizing the dataset"))
+
+    def prepare(model) -> CompletionLoss:
+        attach_method(model, cfg)
+        if run.activation_checkpointing:
+            model.activation_checkpointing_enable()
+        scorer = CompletionLoss(model)
+        scorer.share_prefix = share_prefix  # off: every pass, training and evaluation, runs whole rows
+        dist.shard(scorer, model)
+        return scorer
+
+    scorer, tokenizer = load_for_training(run.weights, dtype, dist, prepare, quantize=run.quantize_base)
+    model = scorer.model
+    writer.write_progress(Progress(0, None, 0.0, "loading", detail="tokenizing the dataset"))
     data.check_token_lengths(
         examples,
         lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
@@ -180,18 +216,22 @@ def fine_tune(run: RunSpec) -> RunResult:
     plan = EvalPlan.make(total_steps, cfg.early_stopping_patience, n_train, epochs, len(val_set))
     cycle_set = [val_set[i] for i in epoch_order(len(val_set), run.seed, -1)[: plan.examples]]
 
-    # 2. the method's adapter on the frozen base
-    attach_method(model, cfg)
     params = adapter_parameters(model)
+    for name, value in initial_adapter(model).items():  # drawn whole, then each rank keeps its shard
+        dist.fill(params[name], value)
+    dist.seed_ranks(run.seed)  # each rank its own dropout masks from here on
     # 3. optimizer and schedule
     # fused: one kernel for all adapter tensors instead of ~8 small ops each (420 tensors for LoRA)
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.learning_rate, weight_decay=0.0, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total_steps, 1.0))
-    state = restore_checkpoint(folder, params, optimizer, scheduler) if run.resume else None
+    state = restore_checkpoint(folder, model, optimizer, scheduler, dist, run.seed) if run.resume else None
     if state is None:
-        state = TrainState(EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_threshold),
-                           best_adapter={n: p.detach().clone() for n, p in params.items()})  # fmt: skip
-    log = MetricsLog(folder, run.listeners, keep_until_step=state.step if run.resume else None)
+        state = TrainState(
+            EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_threshold),
+            best_adapter={n: p.detach().clone() for n, p in params.items()},
+        )
+    log = dist.main_only(MetricsLog, folder, run.listeners, keep_until_step=state.step if run.resume else None)
+    stop_asked = lambda: dist.any(run.should_stop())  # every rank stops at the same step
 
     def progress(phase: str, detail: str | None = None, eta: float | None = None) -> None:
         log.progress(Progress(state.step, total_steps, state.step / per_epoch, phase, eta, detail))
@@ -201,23 +241,31 @@ def fine_tune(run: RunSpec) -> RunResult:
         True when early stopping says to stop."""
         progress("evaluating", f"evaluation cycle on {len(cycle_set)} validation examples")
         t0 = time.time()
-        val_loss, val_acc = evaluate(model, cycle_set, pad_id, device)
+        val_loss, val_acc = evaluate(scorer, cycle_set, pad_id, device, dist=dist)
         state.eval_seconds += time.time() - t0
         state.evals += 1
         is_best = state.early_stopping.update(val_loss)
         if is_best:
             state.best_adapter, state.best_step = {n: p.detach().clone() for n, p in params.items()}, state.step
-        log.record({
-            "kind": "eval", "step": state.step, "totalTrainingSteps": total_steps, "epoch": round(state.step / per_epoch, 4),
-            "validationLoss": val_loss, "validationAccuracy": val_acc, "isBest": is_best,
-            "patienceCounter": state.early_stopping.counter, "elapsedSeconds": time.time() - started,
-        })  # fmt: skip
+        log.record(
+            {
+                "kind": "eval",
+                "step": state.step,
+                "totalTrainingSteps": total_steps,
+                "epoch": round(state.step / per_epoch, 4),
+                "validationLoss": val_loss,
+                "validationAccuracy": val_acc,
+                "isBest": is_best,
+                "patienceCounter": state.early_stopping.counter,
+                "elapsedSeconds": time.time() - started,
+            }
+        )
         state.eval_due = False
-        save_checkpoint(folder, state, params, optimizer, scheduler)
+        save_checkpoint(folder, state, model, optimizer, scheduler, dist)
         return state.early_stopping.should_stop
 
     # 4. the loop
-    model.train()
+    scorer.train()
     micro = run.micro_batch_size or batch_size
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
     # A run stopped between a step and that step's evaluation cycle does the cycle first on resume.
@@ -228,13 +276,15 @@ def fine_tune(run: RunSpec) -> RunResult:
         order = epoch_order(n_train, run.seed, epoch)
         batch_examples = [train_set[i] for i in order[index * batch_size : (index + 1) * batch_size]]
         t0 = time.time()
-        n_tokens = sum(e.completion_len for e in batch_examples)  # completion tokens: the loss's denominator
+        # The whole batch's completion tokens (every rank knows the batch): each rank's token-loss sum over it.
+        n_tokens = sum(e.completion_len for e in batch_examples)
+        prefix = common_prefix([batch_examples], pad_id)
         step_loss = 0.0
-        for chunk in batches_of(batch_examples, micro):
-            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-            stats = completion_stats(model, batch)
-            (stats.loss_sum / n_tokens).backward()
-            step_loss += float(stats.loss_sum.detach()) / n_tokens
+        for chunk, counts in dist.micro_batches(batch_examples, micro):
+            stats = scorer(to_device(collate(chunk, pad_id), device), prefix)
+            (stats.loss_sum * (1.0 if counts else 0.0) / n_tokens).backward()
+            step_loss += float(stats.loss_sum.detach()) / n_tokens if counts else 0.0
+        (step_loss,) = dist.all_sum(step_loss)
         torch.nn.utils.clip_grad_norm_(params.values(), MAX_GRAD_NORM)
         optimizer.step()
         scheduler.step()
@@ -247,21 +297,28 @@ def fine_tune(run: RunSpec) -> RunResult:
 
         if should_log(state.step, cfg.log_model_metrics_interval_in_steps):
             now = time.time()
-            log.record({
-                "kind": "train", "step": state.step, "totalTrainingSteps": total_steps, "epoch": round(state.step / per_epoch, 4),
-                "loss": window_loss / window_steps, "learningRate": lr_at(state.step - 1, total_steps, cfg.learning_rate),
-                "tokensPerSecond": window_tokens / max(now - window_start, 1e-9), "elapsedSeconds": now - started,
-            })  # fmt: skip
+            log.record(
+                {
+                    "kind": "train",
+                    "step": state.step,
+                    "totalTrainingSteps": total_steps,
+                    "epoch": round(state.step / per_epoch, 4),
+                    "loss": window_loss / window_steps,
+                    "learningRate": lr_at(state.step - 1, total_steps, cfg.learning_rate),
+                    "tokensPerSecond": window_tokens / max(now - window_start, 1e-9),
+                    "elapsedSeconds": now - started,
+                }
+            )
             window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
 
         if plan.due(state.step, total_steps):
             state.eval_due = True
-            if not run.should_stop():  # a stop asked for now skips the cycle: it would only delay stopping
+            if not stop_asked():  # a stop asked for now skips the cycle: it would only delay stopping
                 early_stopped = evaluation_cycle()
         progress("training", eta=_eta(state, total_steps, plan, batch_size, len(val_set), len(cycle_set)))
-        if run.should_stop() and (state.step < total_steps or state.eval_due) and not early_stopped:
+        if stop_asked() and (state.step < total_steps or state.eval_due) and not early_stopped:
             progress("stopping", "writing a checkpoint")
-            save_checkpoint(folder, state, params, optimizer, scheduler)  # 6. stopped from outside: resumable from here
+            save_checkpoint(folder, state, model, optimizer, scheduler, dist)  # 6. stopped from outside: resumable from here
             progress("stopped")
             log.close()
             raise TrainingStopped(state.step, total_steps)
@@ -271,22 +328,29 @@ def fine_tune(run: RunSpec) -> RunResult:
     # without validation-based selection ("the final model is the best model found" is part of
     # Cohere's early stopping, not of training).
     if cfg.early_stopping_patience > 0:
-        for n, p in params.items():
-            p.data.copy_(state.best_adapter[n])
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state.best_adapter[n])
     else:
         state.best_step = state.step
     progress("evaluating", f"final evaluation on all {len(val_set)} validation examples")
     t0 = time.time()
-    final_loss, final_acc = evaluate(model, val_set, pad_id, device)
+    final_loss, final_acc = evaluate(scorer, val_set, pad_id, device, dist=dist)
     state.eval_seconds += time.time() - t0
     progress("saving", "saving the adapter")
-    tmp = folder.adapter_dir.with_name(folder.adapter_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_adapter(model, tmp, peft_config(
-        run.base_model.method, base_model=str(run.weights.path), r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-    ))  # fmt: skip
-    shutil.rmtree(folder.adapter_dir, ignore_errors=True)
-    tmp.rename(folder.adapter_dir)
+    adapter = dist.full_tensors(params)
+    dist.main_only(
+        write_adapter,
+        folder,
+        adapter,
+        peft_config(
+            run.base_model.method,
+            base_model=str(run.weights.path),
+            r=cfg.lora_r,
+            alpha=cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+        ),
+    )
 
     result = RunResult(
         base_model_id=run.base_model.id,
@@ -294,7 +358,7 @@ def fine_tune(run: RunSpec) -> RunResult:
         training_config=cfg.to_api(),
         weights={"source": run.weights.source, "path": str(run.weights.path), "description": run.weights.description},
         stand_in=run.weights.stand_in,
-        device=device,
+        device=device.split(":")[0],
         precision=str(dtype).removeprefix("torch."),
         seed=run.seed,
         training_examples=n_train,
@@ -309,15 +373,35 @@ def fine_tune(run: RunSpec) -> RunResult:
         timings={"totalSeconds": time.time() - started, "trainSeconds": state.train_seconds, "evalSeconds": state.eval_seconds},
         final_accuracy=final_acc,
         final_loss=final_loss,
+        extra={
+            "distributed": dist.describe(),
+            "activationCheckpointing": run.activation_checkpointing,
+            "quantizeBase": run.quantize_base,
+            "sharedPrefix": share_prefix,
+        },
     )
-    folder.write_result(result)
+    writer.write_result(result)
     progress("done", eta=0.0)
     log.close()
+    dist.main_only(finish_folder, folder, result, log)
+    dist.barrier()  # the other ranks return once the run folder is complete
+    return result
+
+
+def write_adapter(folder: RunFolder, adapter: dict[str, torch.Tensor], config) -> None:
+    """The adapter in PEFT format, swapped in whole (a reader never sees half of one)."""
+    tmp = folder.adapter_dir.with_name(folder.adapter_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_adapter(adapter, tmp, config)
+    shutil.rmtree(folder.adapter_dir, ignore_errors=True)
+    tmp.rename(folder.adapter_dir)
+
+
+def finish_folder(folder: RunFolder, result: RunResult, log: MetricsLog) -> None:
     from tuneforge.report import write_report
 
     write_report(folder.path, result.to_json(), log.records())
     remove_checkpoint(folder)
-    return result
 
 
 def _eta(state: TrainState, total_steps: int, plan: EvalPlan, batch_size: int, n_val: int, cycle_examples: int) -> float:
