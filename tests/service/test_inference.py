@@ -6,6 +6,9 @@ PostgreSQL, with tiny random models trained through the service."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import oci
 import openai
@@ -246,3 +249,55 @@ def test_openai_sdk_signed_by_oci(service, alice, hosted, tmp_path):
         model=hosted["lora_endpoint"], messages=[{"role": "user", "content": "Is 7 odd?"}], max_tokens=3, temperature=0
     )
     assert answer.choices[0].message.content is not None
+
+
+def test_tuneforge_chat_through_a_server(service, openai_client, hosted):
+    """`tuneforge chat --model MODEL_ID --endpoint URL`: the terminal chat over the OpenAI route, streamed,
+    with the history sent each turn; a refusal is the server's own sentence, no traceback."""
+    key = openai_client.api_key
+    lines = "Is 7 odd?\n/reset\nIs 8 odd?\n"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuneforge",
+            "chat",
+            "--model",
+            hosted["lora"],
+            "--endpoint",
+            service.endpoint,
+            "--max-new-tokens",
+            "3",
+        ],
+        input=lines,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TUNEFORGE_API_KEY": key},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    replies = done.stdout.splitlines()
+    assert len(replies) == 2 and "(conversation cleared)" in done.stderr
+    whole = openai_client.chat.completions.create(
+        model=hosted["lora"], messages=[{"role": "user", "content": "Is 7 odd?"}], max_tokens=3, temperature=0
+    )
+    assert replies[0] == whole.choices[0].message.content
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuneforge",
+            "chat",
+            "--model",
+            "ocid1.generativeaimodel.oc1.local.nosuch",
+            "--endpoint",
+            service.endpoint,
+            "--api-key",
+            key,
+        ],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 0 and "Traceback" not in refused.stderr and "not found" in refused.stderr

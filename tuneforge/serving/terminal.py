@@ -7,8 +7,10 @@ written. Read from a pipe, it prints only the replies, one per input line.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TextIO
 
 from tuneforge.serving.requests import AdapterRef, PromptTooLong, Request
@@ -33,6 +35,85 @@ def open_engine(model_dir: Path | None, base_model: str | None, weights: str | N
     spec = get_model(base_model)
     base = resolve_weights(weights, model_id=spec.id, weights_repo=spec.weights_repo)
     return Engine(base, config), None, f"{spec.id} (base model)", base.stand_in
+
+
+class RemoteEngine:
+    """The `engine.submit(Request)` of chat_loop over a running `tuneforge serve`: the OpenAI-compatible
+    /openai/v1/chat/completions route, streamed, with a bearer key (`tuneforge api-keys create-bearer`).
+    `model` is a custom model id, an endpoint id or a base model name, as the route takes them."""
+
+    def __init__(self, url: str, model: str, api_key: str, timeout: float = 600.0):
+        self.url, self.model, self.api_key, self.timeout = url.rstrip("/"), model, api_key, timeout
+
+    def submit(self, request: Request) -> RemoteStream:
+        import urllib.error
+        import urllib.request
+
+        body = {
+            "model": self.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed,
+            "stream": True,
+        }
+        http = urllib.request.Request(
+            f"{self.url}/openai/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json", "authorization": f"Bearer {self.api_key}"},
+        )
+        try:
+            return RemoteStream(urllib.request.urlopen(http, timeout=self.timeout))
+        except urllib.error.HTTPError as err:  # OpenAI's error shape: {"error": {"message": ...}}
+            raise RemoteError(_error_message(err.read(), err.code)) from None
+        except (urllib.error.URLError, OSError) as err:
+            raise RemoteError(f"cannot reach {self.url} ({getattr(err, 'reason', err)})") from None
+
+    def shutdown(self) -> None:
+        pass
+
+
+class RemoteError(Exception):
+    """The server refused or could not be reached: the message is the server's own sentence."""
+
+
+class RemoteStream:
+    """The deltas of one streamed reply (server-sent events), then `result()` as the local engine's."""
+
+    def __init__(self, response):
+        self._response, self._text, self._finish = response, [], "stop"
+
+    def __iter__(self):
+        for raw in self._response:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            event = json.loads(data)
+            if "error" in event:
+                raise RemoteError(event["error"].get("message", "the server failed while generating"))
+            for choice in event.get("choices", []):
+                delta = (choice.get("delta") or {}).get("content") or ""
+                self._finish = choice.get("finish_reason") or self._finish
+                if delta:
+                    self._text.append(delta)
+                    yield delta
+
+    def cancel(self) -> None:
+        self._response.close()  # the server sees the client go away and cancels the generation
+
+    def result(self) -> SimpleNamespace:
+        return SimpleNamespace(text="".join(self._text), finish_reason=self._finish)
+
+
+def _error_message(body: bytes, status: int) -> str:
+    try:
+        return json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"the server answered HTTP {status}"
 
 
 def chat_loop(engine, adapter: AdapterRef | None, sampling: dict, system: str | None = None, stdin: TextIO | None = None) -> None:
@@ -60,6 +141,9 @@ def chat_loop(engine, adapter: AdapterRef | None, sampling: dict, system: str | 
         except PromptTooLong as err:
             print(f"{err}. /reset starts a new conversation.", file=note)
             continue
+        except RemoteError as err:
+            print(f"{err}", file=note)
+            continue
         try:
             for delta in stream:
                 out.write(delta)
@@ -67,6 +151,8 @@ def chat_loop(engine, adapter: AdapterRef | None, sampling: dict, system: str | 
         except KeyboardInterrupt:
             stream.cancel()
             print("\n(stopped)", file=note)
+        except RemoteError as err:
+            print(f"\n{err}", file=note)
         completion = stream.result()
         out.write("\n")
         out.flush()
