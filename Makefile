@@ -32,7 +32,8 @@ demo: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	$(PY) -m pytest
+	# whole files per worker (--dist loadfile): a file's module fixtures (servers, trained models) are built once
+	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'

@@ -7,6 +7,7 @@ from the live server, so routes, parameters and bodies are exactly what FastAPI 
 from __future__ import annotations
 
 import oci
+import pytest
 import requests
 import schemathesis
 from conftest import clients
@@ -16,7 +17,9 @@ from schemathesis.checks import not_a_server_error
 EXAMPLES_PER_OPERATION = 25
 
 
-def test_no_server_errors(service, alice):
+def test_no_server_errors(service, alice, backend):
+    if backend == "postgresql":  # CI time: the fuzzing finds router and validation 500s; the probe suites cover both backends
+        pytest.skip("runs on SQLite only")
     session = requests.Session()
     session.auth = oci.signer.Signer(alice.tenancy, alice.user, alice.fingerprint, None, private_key_content=alice.private_pem)
     ai, objects = clients(service, alice)
