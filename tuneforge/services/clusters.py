@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, not_found
-from tuneforge.services.protocol import Answer, Page, check_if_match, etag, rfc3339, sql_page
+from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
 from tuneforge.services.schemas import (
     CreateDedicatedAiClusterDetails,
     DedicatedAiCluster,
@@ -149,27 +149,14 @@ def list_clusters(
 ) -> Page[DedicatedAiCluster]:
     """DELETED clusters are listed only when asked for with lifecycle_state="DELETED"; compartment_id
     None: every compartment (the console's view)."""
-    stmt = select(ClusterRow).where(ClusterRow.tenancy_id == caller.tenancy_id)
-    if compartment_id is not None:
-        stmt = stmt.where(ClusterRow.compartment_id == compartment_id)
-    stmt = (
-        stmt.where(ClusterRow.lifecycle_state == lifecycle_state)
-        if lifecycle_state
-        else stmt.where(ClusterRow.lifecycle_state != "DELETED")
-    )
     filters = (
         (ClusterRow.display_name, display_name),
         (ClusterRow.id, cluster_id),
         (ClusterRow.capacity_reservation_id, capacity_reservation_id),
         (ClusterRow.type, cluster_type),
     )
-    for column, value in filters:
-        if value:
-            stmt = stmt.where(column == value)
-    sort_by = sort_by or "timeCreated"
-    descending = (sort_order or ("DESC" if sort_by == "timeCreated" else "ASC")) == "DESC"
-    column = SORT_COLUMNS[sort_by]
-    stmt = stmt.order_by(column.desc() if descending else column.asc(), ClusterRow.id)
+    stmt = listing(ClusterRow, caller.tenancy_id, compartment_id, lifecycle_state, filters)
+    stmt = sorted_by(stmt, SORT_COLUMNS, sort_by, sort_order, ClusterRow.id)
     with svc.session() as session:
         rows = sql_page(session, stmt, page, limit)
         return Page([to_api(r, _used(session, r)) for r in rows.items], rows.next_page)

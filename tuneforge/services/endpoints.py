@@ -25,7 +25,7 @@ from tuneforge.services import base_models, idempotency
 from tuneforge.services.clusters import ENDPOINTS_PER_HOSTING_CLUSTER
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found
-from tuneforge.services.protocol import Answer, Page, check_if_match, etag, rfc3339, sql_page
+from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
 from tuneforge.services.schemas import CreateEndpointDetails, Endpoint, UpdateEndpointDetails
 from tuneforge.services.tenancy import owned
 from tuneforge.services.transactions import commit_versioned
@@ -239,27 +239,14 @@ def list_endpoints(
     sort_order: str | None = None,
 ) -> Page[Endpoint]:
     """DELETED endpoints only when asked for; compartment_id None: every compartment (the console)."""
-    stmt = select(EndpointRow).where(EndpointRow.tenancy_id == caller.tenancy_id)
-    if compartment_id is not None:
-        stmt = stmt.where(EndpointRow.compartment_id == compartment_id)
-    stmt = (
-        stmt.where(EndpointRow.lifecycle_state == lifecycle_state)
-        if lifecycle_state
-        else stmt.where(EndpointRow.lifecycle_state != "DELETED")
-    )
     filters = (
         (EndpointRow.display_name, display_name),
         (EndpointRow.id, endpoint_id),
         (EndpointRow.cluster_id, cluster_id),
         (EndpointRow.model_id, model_id),
     )
-    for column, value in filters:
-        if value:
-            stmt = stmt.where(column == value)
-    sort_by = sort_by or "timeCreated"
-    descending = (sort_order or ("DESC" if sort_by == "timeCreated" else "ASC")) == "DESC"
-    column = SORT_COLUMNS[sort_by]
-    stmt = stmt.order_by(column.desc() if descending else column.asc(), EndpointRow.id)
+    stmt = listing(EndpointRow, caller.tenancy_id, compartment_id, lifecycle_state, filters)
+    stmt = sorted_by(stmt, SORT_COLUMNS, sort_by, sort_order, EndpointRow.id)
     with svc.session() as session:
         rows = sql_page(session, stmt, page, limit)
         return Page([to_api(r) for r in rows.items], rows.next_page)

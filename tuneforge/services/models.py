@@ -22,7 +22,7 @@ from tuneforge.jobs.command import run_folder
 from tuneforge.services import base_models, clusters, datasets, endpoints, idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found, too_many_requests
-from tuneforge.services.protocol import Answer, Page, check_if_match, etag, page_of, rfc3339
+from tuneforge.services.protocol import Answer, Page, check_if_match, etag, is_descending, listing, page_of, rfc3339
 from tuneforge.services.schemas import (
     CreateDedicatedAiClusterDetails,
     CreateModelDetails,
@@ -253,21 +253,8 @@ def list_models(
     listed only when asked for with lifecycle_state="DELETED". compartment_id None: every compartment
     (the console's view; OCI's API always names one)."""
     with svc.session() as session:
-        stmt = select(ModelRow).where(ModelRow.tenancy_id == caller.tenancy_id)
-        if compartment_id is not None:
-            stmt = stmt.where(ModelRow.compartment_id == compartment_id)
-        stmt = (
-            stmt.where(ModelRow.lifecycle_state == lifecycle_state)
-            if lifecycle_state
-            else stmt.where(ModelRow.lifecycle_state != "DELETED")
-        )
-        for column, value in (
-            (ModelRow.id, model_id),
-            (ModelRow.display_name, display_name),
-            (ModelRow.base_model_id, base_model),
-        ):
-            if value:
-                stmt = stmt.where(column == value)
+        filters = ((ModelRow.id, model_id), (ModelRow.display_name, display_name), (ModelRow.base_model_id, base_model))
+        stmt = listing(ModelRow, caller.tenancy_id, compartment_id, lifecycle_state, filters)
         models = [to_api(row, svc.region) for row in session.scalars(stmt)]
     if include_base and not base_model:
         models += base_models.all_base(svc.region)
@@ -282,7 +269,7 @@ def list_models(
         )
 
     sort_by = sort_by or "timeCreated"
-    descending = (sort_order or ("DESC" if sort_by == "timeCreated" else "ASC")) == "DESC"
+    descending = is_descending(sort_by, sort_order)
     attr = SORT_KEYS[sort_by]
     # RFC 3339 strings of one format sort chronologically; id breaks ties so pages are stable.
     ordered = sorted(filter(keep, models), key=lambda m: (getattr(m, attr) or "", m.id), reverse=descending)

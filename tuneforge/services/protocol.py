@@ -9,9 +9,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from tuneforge.services.errors import invalid, precondition_failed
@@ -78,3 +78,30 @@ def sql_page(session: Session, stmt: Select, page: str | None, limit: int | None
     start, size = decode_page(page), limit or DEFAULT_LIMIT
     rows = session.scalars(stmt.offset(start).limit(size + 1)).all()
     return Page(list(rows[:size]), encode_page(start + size) if len(rows) > size else None)
+
+
+def listing(row: type, tenancy_id: str, compartment_id: str | None, lifecycle_state: str | None, filters) -> Select:
+    """What a list call selects before ordering and paging: the tenancy's rows, of one compartment
+    (None: every compartment, the console's view), in `lifecycle_state` or else in any state but
+    DELETED (OCI lists deleted resources only when asked), and equal to each (column, value) of
+    `filters` whose value is given."""
+    stmt = select(row).where(row.tenancy_id == tenancy_id)
+    if compartment_id is not None:
+        stmt = stmt.where(row.compartment_id == compartment_id)
+    stmt = stmt.where(row.lifecycle_state == lifecycle_state if lifecycle_state else row.lifecycle_state != "DELETED")
+    for column, value in filters:
+        if value:
+            stmt = stmt.where(column == value)
+    return stmt
+
+
+def is_descending(sort_by: str, sort_order: str | None) -> bool:
+    """OCI's default order: timeCreated newest first, every other key ascending."""
+    return (sort_order or ("DESC" if sort_by == "timeCreated" else "ASC")) == "DESC"
+
+
+def sorted_by(stmt: Select, columns: dict[str, Any], sort_by: str | None, sort_order: str | None, tie: Any) -> Select:
+    """`stmt` ordered by the column of `sort_by` (default timeCreated); `tie` (the id) keeps pages stable."""
+    sort_by = sort_by or "timeCreated"
+    column = columns[sort_by]
+    return stmt.order_by(column.desc() if is_descending(sort_by, sort_order) else column.asc(), tie)

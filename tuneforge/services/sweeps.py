@@ -25,7 +25,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from tuneforge.catalog import BaseModelSpec
@@ -35,7 +34,7 @@ from tuneforge.hyperparams import FIELD_TYPES, make_plan
 from tuneforge.services import base_models, datasets, idempotency, models, objects
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, incorrect_state, invalid
-from tuneforge.services.protocol import Answer, Page, check_if_match, etag, rfc3339, sql_page
+from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
 from tuneforge.services.schemas import UpdateModelDetails
 from tuneforge.services.sweeps_schemas import (
     CreateSweepDetails,
@@ -316,20 +315,15 @@ def list_sweeps(
     sort_by: str | None = None,
     sort_order: str | None = None,
 ) -> Page[SweepSummary]:
-    stmt = select(SweepRow).where(SweepRow.tenancy_id == caller.tenancy_id)
-    if compartment_id is not None:
-        stmt = stmt.where(SweepRow.compartment_id == compartment_id)
-    for column, value in (
-        (SweepRow.lifecycle_state, lifecycle_state),
-        (SweepRow.display_name, display_name),
-        (SweepRow.id, sweep_id),
-    ):
-        if value:
-            stmt = stmt.where(column == value)
-    sort_by = sort_by or "timeCreated"
-    descending = (sort_order or ("DESC" if sort_by == "timeCreated" else "ASC")) == "DESC"
-    column = SORT_COLUMNS[sort_by]
-    stmt = stmt.order_by(column.desc() if descending else column.asc(), SweepRow.id)
+    # (a sweep is never DELETED: listing's default "every state but DELETED" is every state)
+    stmt = listing(
+        SweepRow,
+        caller.tenancy_id,
+        compartment_id,
+        lifecycle_state,
+        ((SweepRow.display_name, display_name), (SweepRow.id, sweep_id)),
+    )
+    stmt = sorted_by(stmt, SORT_COLUMNS, sort_by, sort_order, SweepRow.id)
     with svc.session() as session:
         rows = sql_page(session, stmt, page, limit)
         return Page([SweepSummary(**_summary_fields(r, svc.region)) for r in rows.items], rows.next_page)
