@@ -311,3 +311,33 @@ def lora_model_details(compartment: str, cluster_id: str, dataset: dict, **confi
 def wait_work_request(ai, wr_id: str, timeout: float = 120):
     final = ("SUCCEEDED", "FAILED", "CANCELED")
     return wait_for(lambda: (wr := ai.get_work_request(wr_id).data).status in final and wr, timeout, f"work request {wr_id}", 0.5)
+
+
+def on_host(name: str) -> list[str]:
+    """Run a command with its own host name (`unshare --uts`: the test runs as root, as CI does), so
+    two servers on this machine look like servers on two machines (a dead owner is not one of ours)."""
+    return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name]
+
+
+@contextmanager
+def servers_on_one_database(data: Path, weights: Path, name: str, workers: int, lease_seconds: int):
+    """Two `tuneforge serve` processes, each on its own host name, sharing one PostgreSQL database and one data dir."""
+    with database("postgresql") as url:
+        data.mkdir()
+        servers = [
+            Service(
+                data_dir=data,
+                database_url=url,
+                weights=weights,
+                prefix=on_host(f"{name}-{i}"),
+                args=["--workers", str(workers), "--lease-seconds", str(lease_seconds)],
+            )
+            for i in (1, 2)
+        ]
+        try:
+            for svc in servers:
+                svc.start()
+            yield servers
+        finally:
+            for svc in servers:
+                svc.stop()

@@ -15,10 +15,10 @@ from conftest import (
     Service,
     clients,
     create_cluster,
-    database,
     dataset_lines,
     lora_model_details,
     new_identity,
+    servers_on_one_database,
     upload,
     wait_for,
     wait_work_request,
@@ -28,33 +28,10 @@ COMPARTMENT = "ocid1.compartment.oc1..aaaapair"
 LEASE_S = 5
 
 
-def _on_host(name: str) -> list[str]:
-    """Run a command with its own host name (`unshare --uts`: the test runs as root, as CI does)."""
-    return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name]
-
-
 @pytest.fixture
 def two_servers(tmp_path, slower_weights):
-    with database("postgresql") as url:
-        data = tmp_path / "data"
-        data.mkdir()
-        servers = [
-            Service(
-                data_dir=data,
-                database_url=url,
-                weights=slower_weights,
-                prefix=_on_host(f"tf-server-{i}"),
-                args=["--workers", "2", "--lease-seconds", str(LEASE_S)],
-            )
-            for i in (1, 2)
-        ]
-        try:
-            for svc in servers:
-                svc.start()
-            yield servers
-        finally:
-            for svc in servers:
-                svc.stop()
+    with servers_on_one_database(tmp_path / "data", slower_weights, "tf-server", workers=2, lease_seconds=LEASE_S) as servers:
+        yield servers
 
 
 def _user(svc: Service, name: str, units: int, filler_digits: int = 0):

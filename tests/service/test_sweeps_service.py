@@ -18,6 +18,7 @@ from conftest import (
     database,
     dataset_lines,
     new_identity,
+    servers_on_one_database,
     upload,
     wait_for,
     wait_work_request,
@@ -295,33 +296,10 @@ def test_the_pruner_stops_a_bad_trial_and_cancel_stops_the_one_in_training(sweep
 # ---- two servers, one study -------------------------------------------------------------------------
 
 
-def _on_host(name: str) -> list[str]:
-    """Run a command with its own host name (`unshare --uts`, as tests/service/test_several_servers.py does)."""
-    return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name]
-
-
 @pytest.fixture
 def two_servers(tmp_path, slower_weights):
-    with database("postgresql") as url:
-        data = tmp_path / "data"
-        data.mkdir()
-        servers = [
-            Service(
-                data_dir=data,
-                database_url=url,
-                weights=slower_weights,
-                prefix=_on_host(f"tf-sweep-{i}"),
-                args=["--workers", "1", "--lease-seconds", str(LEASE_S)],
-            )
-            for i in (1, 2)
-        ]
-        try:
-            for svc in servers:
-                svc.start()
-            yield servers
-        finally:
-            for svc in servers:
-                svc.stop()
+    with servers_on_one_database(tmp_path / "data", slower_weights, "tf-sweep", workers=1, lease_seconds=LEASE_S) as servers:
+        yield servers
 
 
 def test_two_servers_share_one_study_and_the_survivor_finishes_the_sweep(two_servers, backend):
