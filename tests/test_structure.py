@@ -75,3 +75,17 @@ def test_routers_only_translate():
             continue
         for module, _ in _imports(tree):
             assert not module.startswith(("sqlalchemy", "tuneforge.store", "tuneforge.jobs")), f"{path.name} imports {module}"
+
+
+def test_no_web_framework_below_the_routers():
+    """The service layer, the jobs, the engine and the stores know nothing of HTTP frameworks: only the
+    routers (tuneforge/api), the console (tuneforge/web) and the composition root (server.py) do."""
+    offences = []
+    for path, tree in _modules():
+        top = path.relative_to(PACKAGE).parts[0]
+        if top in ("api", "web", "server.py"):
+            continue
+        for module, _ in _imports(tree):
+            if module.split(".")[0] in ("fastapi", "starlette", "uvicorn"):
+                offences.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    assert not offences, "web framework imports below the routers:\n" + "\n".join(offences)

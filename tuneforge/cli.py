@@ -889,7 +889,7 @@ def _key_store(data_dir: Path, database_url: str | None):
 @_store_options
 def api_keys_add(tenancy: str, user: str, public_key_file: Path, data_dir: Path, database_url: str | None) -> None:
     """Register a key; prints its fingerprint (the SDK config's `fingerprint`)."""
-    from tuneforge.services.keys import add_key
+    from tuneforge.services.resources.keys import add_key
 
     sessions = _key_store(data_dir, database_url)
     with sessions() as session:
@@ -903,7 +903,7 @@ def api_keys_add(tenancy: str, user: str, public_key_file: Path, data_dir: Path,
 @_store_options
 def api_keys_list(tenancy: str | None, data_dir: Path, database_url: str | None) -> None:
     """List registered keys: tenancy, user, fingerprint."""
-    from tuneforge.services.keys import list_bearers, list_keys
+    from tuneforge.services.resources.keys import list_bearers, list_keys
 
     with _key_store(data_dir, database_url)() as session:
         for row in list_keys(session, tenancy):
@@ -917,7 +917,7 @@ def api_keys_list(tenancy: str | None, data_dir: Path, database_url: str | None)
 @_store_options
 def api_keys_remove(key: str, data_dir: Path, database_url: str | None) -> None:
     """Remove a signing key (by fingerprint or keyId) or a bearer key (by the id `list` shows)."""
-    from tuneforge.services.keys import remove_bearer, remove_key
+    from tuneforge.services.resources.keys import remove_bearer, remove_key
 
     with _key_store(data_dir, database_url)() as session:
         removed = remove_key(session, key) or remove_bearer(session, key)
@@ -933,7 +933,7 @@ def api_keys_remove(key: str, data_dir: Path, database_url: str | None) -> None:
 @_store_options
 def api_keys_create_bearer(tenancy: str, user: str, data_dir: Path, database_url: str | None) -> None:
     """Create an API key for the OpenAI-compatible API (/openai/v1); it is printed once, only its hash is kept."""
-    from tuneforge.services.keys import create_bearer
+    from tuneforge.services.resources.keys import create_bearer
 
     with _key_store(data_dir, database_url)() as session:
         row, token = create_bearer(session, tenancy, user)

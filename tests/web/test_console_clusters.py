@@ -1,6 +1,6 @@
 """The console's cluster pages through FastAPI's TestClient: list, create (errors next to their
 fields), read (the models trained on a fine-tuning cluster, the endpoints on a hosting one) and
-delete, all through tuneforge.services.clusters; another tenancy sees none of them."""
+delete, all through tuneforge.services.resources.clusters; another tenancy sees none of them."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def new_cluster(console, **fields):
 
 def host_a_base_model(console_app, cluster_id: str) -> str:
     """An endpoint on the hosting cluster, made through the service layer (the console does not create endpoints)."""
-    from tuneforge.services import endpoints
     from tuneforge.services.context import Caller
-    from tuneforge.services.schemas import CreateEndpointDetails
+    from tuneforge.services.resources import endpoints
+    from tuneforge.services.schemas.resources import CreateEndpointDetails
 
     app, _ = console_app
     details = CreateEndpointDetails(

@@ -162,8 +162,8 @@ def dataset_problems_by_the_engine(content: bytes, tmp=None) -> list[str]:
 
 def test_a_refused_create_leaves_no_cluster_behind(alice, console_app):
     """Every rejected submit with "a new fine-tuning cluster" used to create another cluster."""
-    from tuneforge.services import clusters
     from tuneforge.services.context import Caller
+    from tuneforge.services.resources import clusters
 
     app, _ = console_app
     svc, caller = app.state.services, Caller(TENANCY_A, "alice")

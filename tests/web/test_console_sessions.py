@@ -86,7 +86,7 @@ def key(console_app):
 def register(console_app, key) -> str:
     from cryptography.hazmat.primitives import serialization
 
-    from tuneforge.services.keys import add_key
+    from tuneforge.services.resources.keys import add_key
 
     app, _ = console_app
     with app.state.services.sessions() as db:
@@ -150,7 +150,7 @@ def test_an_expired_challenge_is_refused(anonymous, console_app, key):
 
 
 def test_a_removed_api_key_ends_its_sessions(anonymous, console_app, key):
-    from tuneforge.services.keys import remove_key
+    from tuneforge.services.resources.keys import remove_key
 
     key_id = register(console_app, key)
     assert post_login(anonymous, key_form(anonymous, key)) == "/"

@@ -99,7 +99,7 @@ def test_a_body_that_is_not_json_is_refused_in_words(alice):
 
 def test_closing_the_events_cancels_the_generations():
     """What the route does when the browser goes away: its iterator is closed, the streams cancelled."""
-    from tuneforge.services import inference, try_it
+    from tuneforge.services.actions import inference, try_it
     from tuneforge.serving.stream import Stream
 
     cancelled = []

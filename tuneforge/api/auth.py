@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.services.context import Caller
 from tuneforge.services.errors import ServiceError, not_authenticated
-from tuneforge.services.keys import verify_bearer
+from tuneforge.services.resources.keys import verify_bearer
 from tuneforge.store.tables import ApiKey
 
 MAX_CLOCK_SKEW_S = 300  # OCI rejects requests whose date is more than 5 minutes off

@@ -1,4 +1,4 @@
-"""/20231130/dedicatedAiClusters: HTTP <-> tuneforge.services.clusters."""
+"""/20231130/dedicatedAiClusters: HTTP <-> tuneforge.services.resources.clusters."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, Limit, Page, QueryStr, RetryToken, ServicesDep, SortOrder
 from tuneforge.api.protocol import send_answer, send_page
-from tuneforge.services import clusters
-from tuneforge.services.schemas import (
+from tuneforge.services.resources import clusters
+from tuneforge.services.schemas.resources import (
     ChangeCompartmentDetails,
     CreateDedicatedAiClusterDetails,
     DedicatedAiCluster,

@@ -1,4 +1,4 @@
-"""/20231130/endpoints: HTTP <-> tuneforge.services.endpoints."""
+"""/20231130/endpoints: HTTP <-> tuneforge.services.resources.endpoints."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, Limit, Page, QueryStr, RetryToken, ServicesDep, SortOrder
 from tuneforge.api.protocol import send_answer, send_page
-from tuneforge.services import endpoints
-from tuneforge.services.schemas import (
+from tuneforge.services.resources import endpoints
+from tuneforge.services.schemas.resources import (
     ChangeCompartmentDetails,
     CreateEndpointDetails,
     Endpoint,

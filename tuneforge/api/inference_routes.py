@@ -1,5 +1,5 @@
 """OCI's inference API (`GenerativeAiInferenceClient`): POST /20231130/actions/chat and
-/actions/generateText, answered by the serving engine through tuneforge.services.inference.
+/actions/generateText, answered by the serving engine through tuneforge.services.actions.inference.
 
 Content types are exact, because the SDK decides by them (oci-api.md §4): `application/json` for an
 answer, `text/event-stream` (no charset) for a stream of `data: {json}` events, the last of which
@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tuneforge import serving
 from tuneforge.api.deps import CallerDep, ServicesDep
-from tuneforge.services import inference
+from tuneforge.services.actions import inference
 from tuneforge.services.errors import ServiceError
-from tuneforge.services.inference_schemas import ChatDetails, GenerateTextDetails
+from tuneforge.services.schemas.inference import ChatDetails, GenerateTextDetails
 
 router = APIRouter(prefix="/20231130", tags=["inference"])
 DISCONNECT_POLL_S = 0.5

@@ -1,4 +1,4 @@
-"""/20231130/models: HTTP <-> tuneforge.services.models."""
+"""/20231130/models: HTTP <-> tuneforge.services.resources.models."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, Limit, Page, QueryStr, RetryToken, ServicesDep, SortOrder
 from tuneforge.api.protocol import send_answer, send_page
-from tuneforge.services import models
-from tuneforge.services.schemas import (
+from tuneforge.services.resources import models
+from tuneforge.services.schemas.resources import (
     ChangeCompartmentDetails,
     CreateModelDetails,
     Model,

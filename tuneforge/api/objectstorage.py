@@ -1,4 +1,4 @@
-"""The Object Storage routes the SDK and the OCI CLI call: HTTP <-> tuneforge.services.objects.
+"""The Object Storage routes the SDK and the OCI CLI call: HTTP <-> tuneforge.services.resources.objects.
 
 Object names are read from the raw request path and percent-decoded to bytes, then to UTF-8
 strictly: a name is kept exactly as sent, `x%ff` and `x%fe` are not valid UTF-8 (400) rather than
@@ -15,9 +15,9 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, IfNoneMatch, Limit, Page, ServicesDep
 from tuneforge.api.protocol import send_page
-from tuneforge.services import objects
 from tuneforge.services.errors import invalid
-from tuneforge.services.schemas import (
+from tuneforge.services.resources import objects
+from tuneforge.services.schemas.resources import (
     Bucket,
     CommitMultipartUploadDetails,
     CreateBucketDetails,

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 
 from tuneforge.api.deps import CallerDep, ServicesDep
 from tuneforge.api.inference_routes import completions, event_stream
-from tuneforge.services import inference
-from tuneforge.services.inference_schemas import ChatCompletionRequest, CompletionRequest
+from tuneforge.services.actions import inference
+from tuneforge.services.schemas.inference import ChatCompletionRequest, CompletionRequest
 
 router = APIRouter(prefix="/openai/v1", tags=["openai"])
 

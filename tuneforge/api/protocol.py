@@ -21,8 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.api.auth import is_object_upload
 from tuneforge.api.errors import error_body
-from tuneforge.services.objects import MAX_PUT_BYTES
 from tuneforge.services.protocol import Answer, Page
+from tuneforge.services.resources.objects import MAX_PUT_BYTES
 
 T = TypeVar("T")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")

@@ -1,4 +1,4 @@
-"""/20231130/sweeps (TuneForge's own resource; OCI has none): HTTP <-> tuneforge.services.sweeps.
+"""/20231130/sweeps (TuneForge's own resource; OCI has none): HTTP <-> tuneforge.services.resources.sweeps.
 
 The SDK has no client for it; `GenerativeAiClient.base_client.call_api(...)` signs and sends these
 requests like any other (docs/sweeps.md shows how), and the CREATE_SWEEP work request works with the
@@ -12,8 +12,8 @@ from fastapi import APIRouter, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, Limit, Page, QueryStr, RetryToken, ServicesDep, SortOrder
 from tuneforge.api.protocol import send_answer, send_page
-from tuneforge.services import sweeps
-from tuneforge.services.sweeps_schemas import (
+from tuneforge.services.resources import sweeps
+from tuneforge.services.schemas.sweeps import (
     CreateSweepDetails,
     KeepBestDetails,
     KeepBestResult,

@@ -1,4 +1,4 @@
-"""/20231130/workRequests: HTTP <-> tuneforge.services.workrequests."""
+"""/20231130/workRequests: HTTP <-> tuneforge.services.resources.workrequests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, Limit, Page, QueryStr, ServicesDep, SortOrder
 from tuneforge.api.protocol import send_answer, send_page
-from tuneforge.services import workrequests
-from tuneforge.services.schemas import (
+from tuneforge.services.resources import workrequests
+from tuneforge.services.schemas.resources import (
     WorkRequest,
     WorkRequestErrorCollection,
     WorkRequestLogEntryCollection,

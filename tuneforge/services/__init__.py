@@ -1,14 +1,32 @@
 """The service layer: everything the OCI-compatible API, the web console and the CLI do to the
 service's resources, in one place that all three call.
 
-    models.py        custom models: create (validate, queue the training job), get, list, update,
-                     delete (cancels a running job), change compartment, training curves
-    clusters.py      dedicated AI clusters (FINE_TUNING: worker pools; HOSTING: endpoint hosts)
-    objects.py       the Object Storage subset: namespace, buckets, objects, multipart uploads
-    workrequests.py  the status, logs and errors of asynchronous operations
-    keys.py          API signing keys (`tuneforge api-keys`)
-    base_models.py   catalog base models as OCI Model objects
-    schemas.py       OCI's request and response bodies (pydantic, camelCase on the wire)
+Grouped by kind; imports run downward (actions and background use resources; resources use the
+plumbing; schemas import nothing of the layer's but each other):
+
+    resources/       what the API's paths name, one module each:
+      models.py        custom models: create (validate, queue the training job), get, list, update,
+                       delete (cancels a running job), change compartment, training curves
+      clusters.py      dedicated AI clusters (FINE_TUNING: worker pools; HOSTING: endpoint hosts)
+      endpoints.py     a model hosted on a HOSTING cluster; what an inference call resolves to
+      sweeps.py        hyperparameter sweeps (TuneForge's own resource) and their learning curves
+      objects.py       the Object Storage subset: namespace, buckets, objects, multipart uploads
+      workrequests.py  the status, logs and errors of asynchronous operations
+      keys.py          API signing keys and bearer keys (`tuneforge api-keys`)
+      base_models.py   catalog base models as OCI Model objects
+      datasets.py      a training dataset checked at create time as the engine will check it
+    actions/         calls that answer rather than store:
+      inference.py     chat and generateText over the serving engine (OCI's and OpenAI's routes)
+      try_it.py        the console's "Try it" panel (a model and its base side by side)
+    schemas/         the wire bodies (pydantic, no logic): resources.py (OCI's resources),
+                     inference.py (OCI's and OpenAI's inference requests), sweeps.py
+    background/      threads every server runs beside the job workers:
+      sweep_coordinator.py  claims a sweep under a lease, asks Optuna, creates trials as models
+    config.py, context.py (Caller, Services), errors.py (ServiceError), protocol.py (etags, pages,
+    listing), tenancy.py, idempotency.py, transactions.py: the plumbing every module above shares
+
+No web framework is imported here: the routers (tuneforge/api) and the console (tuneforge/web)
+translate HTTP into these calls; `tests/test_structure.py` checks it.
 
 Rules every function here keeps, so that no caller has to:
 - tenancy isolation: a caller sees and touches only its own tenancy's resources (`Caller`); any

@@ -1,6 +1,6 @@
 """Console pages for dedicated AI clusters: list the tenancy's fine-tuning and hosting clusters,
 create one, read one (the models trained on a fine-tuning cluster, the endpoints on a hosting
-cluster) and delete one, all through `tuneforge.services.clusters` (a busy cluster's 409 is shown
+cluster) and delete one, all through `tuneforge.services.resources.clusters` (a busy cluster's 409 is shown
 as the API words it)."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from tuneforge.services import clusters, endpoints, models, tenancy
+from tuneforge.services import tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, validation_message
 from tuneforge.services.protocol import DEFAULT_LIMIT
-from tuneforge.services.schemas import CreateDedicatedAiClusterDetails, DedicatedAiCluster
+from tuneforge.services.resources import clusters, endpoints, models
+from tuneforge.services.schemas.resources import CreateDedicatedAiClusterDetails, DedicatedAiCluster
 from tuneforge.web import queries
 from tuneforge.web.deps import ConsoleCaller, ServicesDep, csrf_rejected, form_with_csrf, not_found
 from tuneforge.web.render import page, redirect

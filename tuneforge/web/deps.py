@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from tuneforge.services import keys
 from tuneforge.services.context import Caller, Services
+from tuneforge.services.resources import keys
 from tuneforge.web import session as sessions
 from tuneforge.web.render import page
 

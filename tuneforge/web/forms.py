@@ -20,8 +20,8 @@ from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.errors import DatasetError, InvalidParameter
 from tuneforge.hyperparams import FIELD_TYPES, check_value, make_plan, parse_text, resolve_training_config
-from tuneforge.services import objects
 from tuneforge.services.context import Caller, Services
+from tuneforge.services.resources import objects
 
 UPLOAD_BUCKET = "datasets"
 NEW_CLUSTER = "new"

@@ -10,8 +10,8 @@ from typing import Any
 from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.hyperparams import METHOD_NAMES
-from tuneforge.services import base_models
-from tuneforge.services.schemas import Model
+from tuneforge.services.resources import base_models
+from tuneforge.services.schemas.resources import Model
 
 STATES = ("CREATING", "ACTIVE", "FAILED", "DELETING", "DELETED")
 

@@ -31,11 +31,12 @@ from starlette.datastructures import UploadFile
 from tuneforge import catalog
 from tuneforge.errors import DatasetError
 from tuneforge.hyperparams import API_FIELDS
-from tuneforge.services import datasets, models, objects, tenancy
+from tuneforge.services import tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, validation_message
 from tuneforge.services.protocol import DEFAULT_LIMIT
-from tuneforge.services.schemas import CreateDedicatedAiClusterDetails, CreateModelDetails
+from tuneforge.services.resources import datasets, models, objects
+from tuneforge.services.schemas.resources import CreateDedicatedAiClusterDetails, CreateModelDetails
 from tuneforge.web import cluster_pages, forms, queries, signin, sweep_pages, try_it
 from tuneforge.web import session as sessions
 from tuneforge.web.deps import (

@@ -1,7 +1,7 @@
 """Console pages for sweeps (TuneForge's own /20231130/sweeps resource): list the tenancy's sweeps,
 create one (pre-filled from a model: "sweep from this model"), and read one: its ranked trials (each an
 ordinary custom model), their plots, the learning curve's answer, Cancel and "keep the best". Everything
-goes through `tuneforge.services.sweeps`, so the console validates and queues exactly as the API does.
+goes through `tuneforge.services.resources.sweeps`, so the console validates and queues exactly as the API does.
 
 A sweep's trials run as many at once as its FINE_TUNING cluster has units: the form's "parallel" is the
 choice of cluster (the service has no other knob), shown with its unit count."""
@@ -23,11 +23,12 @@ from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.errors import DatasetError, TuneForgeError
 from tuneforge.hyperparams import API_FIELDS
-from tuneforge.services import base_models, datasets, models, objects, sweeps, tenancy
+from tuneforge.services import tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, validation_message
 from tuneforge.services.protocol import DEFAULT_LIMIT
-from tuneforge.services.sweeps_schemas import MAX_TRIALS, CreateSweepDetails, KeepBestDetails
+from tuneforge.services.resources import base_models, datasets, models, objects, sweeps
+from tuneforge.services.schemas.sweeps import MAX_TRIALS, CreateSweepDetails, KeepBestDetails
 from tuneforge.sweeps.space import parse_param, space_to_json
 from tuneforge.web import cluster_pages, forms, queries
 from tuneforge.web.deps import ConsoleCaller, ServicesDep, csrf_rejected, form_with_csrf, not_found

@@ -5,7 +5,7 @@ from the model (and, when asked, its base model) as server-sent events, `data: {
 
 Like every console POST it needs a signed-in session and the session's CSRF token (sent by the
 page's fetch() in the x-csrf-token header). The checks and the generation are the service layer's
-(tuneforge.services.try_it); a refusal before anything streams is JSON {"message", "code"} with the
+(tuneforge.services.actions.try_it); a refusal before anything streams is JSON {"message", "code"} with the
 API's status. A browser that goes away (the tab closed, Stop pressed) cancels the generation:
 Starlette cancels the response's iterator on disconnect, and closing it cancels the streams.
 """
@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from tuneforge.services import try_it
+from tuneforge.services.actions import try_it
 from tuneforge.services.errors import ServiceError
 from tuneforge.web.deps import ConsoleCaller, ServicesDep, csrf_header_ok
 from tuneforge.web.render import env

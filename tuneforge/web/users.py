@@ -30,8 +30,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidParameter
-from tuneforge.services import keys
-from tuneforge.services.keys import OCID_PATTERN
+from tuneforge.services.resources import keys
+from tuneforge.services.resources.keys import OCID_PATTERN
 from tuneforge.web import session as sessions
 
 USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")

@@ -20,16 +20,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from anyio.to_thread import run_sync as run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
-from starlette.concurrency import run_in_threadpool
 
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, invalid, payload_too_large
 from tuneforge.services.protocol import Page, rfc3339
-from tuneforge.services.schemas import (
+from tuneforge.services.schemas.resources import (
     Bucket,
     CommitMultipartUploadDetails,
     CreateBucketDetails,
@@ -367,6 +367,26 @@ async def put_object(
             if_match,
             if_none_match,
         )
+    finally:
+        blob.discard()
+
+
+def put_bytes(
+    svc: Services, caller: Caller, namespace: str, bucket: str, name: str, body: bytes, content_type: str
+) -> StoredObject:
+    """PutObject for bytes already in memory, from a thread that is not serving a request (the sweep
+    coordinator's learning-curve subsets): the same checks and the same atomic publish."""
+    own_namespace(caller, namespace)
+    check_bucket_name(bucket)
+    check_object_name(name)
+    tmp_dir = svc.config.objects_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(16)
+    path = tmp_dir / key
+    path.write_bytes(body)
+    blob = Spooled(path, key, len(body), base64.b64encode(hashlib.md5(body).digest()).decode())
+    try:
+        return _publish(svc, caller, namespace, bucket, name, blob, content_type, None, None)
     finally:
         blob.discard()
 

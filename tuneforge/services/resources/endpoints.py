@@ -21,12 +21,13 @@ from sqlalchemy.orm import Session
 
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.jobs.command import run_folder
-from tuneforge.services import base_models, idempotency
-from tuneforge.services.clusters import ENDPOINTS_PER_HOSTING_CLUSTER
+from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
-from tuneforge.services.schemas import CreateEndpointDetails, Endpoint, UpdateEndpointDetails
+from tuneforge.services.resources import base_models
+from tuneforge.services.resources.clusters import ENDPOINTS_PER_HOSTING_CLUSTER
+from tuneforge.services.schemas.resources import CreateEndpointDetails, Endpoint, UpdateEndpointDetails
 from tuneforge.services.tenancy import owned
 from tuneforge.services.transactions import commit_versioned
 from tuneforge.store import ids, workrequests

@@ -24,11 +24,12 @@ from typing import Any
 
 from tuneforge import serving
 from tuneforge.errors import InvalidParameter, WeightsError
-from tuneforge.services import endpoints
 from tuneforge.services.context import Caller, Services
-from tuneforge.services.endpoints import Target
 from tuneforge.services.errors import ServiceError, invalid, not_found
-from tuneforge.services.inference_schemas import (
+from tuneforge.services.protocol import rfc3339
+from tuneforge.services.resources import endpoints
+from tuneforge.services.resources.endpoints import Target
+from tuneforge.services.schemas.inference import (
     ChatCompletionRequest,
     ChatDetails,
     CohereChatRequest,
@@ -39,7 +40,6 @@ from tuneforge.services.inference_schemas import (
     LlamaLlmInferenceRequest,
     content_text,
 )
-from tuneforge.services.protocol import rfc3339
 from tuneforge.store.tables import utcnow
 
 DEFAULT_MAX_TOKENS = 1024
@@ -413,7 +413,7 @@ def openai_completion_result(model: str, generation: Generation, completions, ec
 
 def openai_models(svc: Services, caller: Caller) -> dict[str, Any]:
     """What `model` can be: the tenancy's ACTIVE custom models and endpoints, and the catalog's base models."""
-    from tuneforge.services import base_models, models
+    from tuneforge.services.resources import base_models, models
 
     found = []
     for model in models.list_models(svc, caller, None, lifecycle_state="ACTIVE", include_base=False, limit=1000).items:

@@ -12,7 +12,7 @@ from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, not_found
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
-from tuneforge.services.schemas import (
+from tuneforge.services.schemas.resources import (
     CreateDedicatedAiClusterDetails,
     DedicatedAiCluster,
     HostingCapacity,

@@ -31,12 +31,13 @@ from tuneforge.catalog import BaseModelSpec
 from tuneforge.data import DEFAULT_SEED
 from tuneforge.errors import DatasetError, TuneForgeError
 from tuneforge.hyperparams import FIELD_TYPES, make_plan
-from tuneforge.services import base_models, datasets, idempotency, models, objects
+from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, incorrect_state, invalid
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
-from tuneforge.services.schemas import UpdateModelDetails
-from tuneforge.services.sweeps_schemas import (
+from tuneforge.services.resources import base_models, datasets, models, objects
+from tuneforge.services.schemas.resources import UpdateModelDetails
+from tuneforge.services.schemas.sweeps import (
     CreateSweepDetails,
     KeepBestDetails,
     KeepBestResult,

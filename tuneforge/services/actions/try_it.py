@@ -21,10 +21,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from tuneforge import serving
-from tuneforge.services import endpoints, inference
+from tuneforge.services.actions import inference
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import invalid, not_found, validation_message
-from tuneforge.services.inference_schemas import ChatCompletionRequest
+from tuneforge.services.resources import endpoints
+from tuneforge.services.schemas.inference import ChatCompletionRequest
 
 # What the panel offers (the template shows these, the checks below enforce them).
 LIMITS = {

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
-from tuneforge.services.schemas import Int32, Name, OciModel
+from tuneforge.services.schemas.resources import Int32, Name, OciModel
 
 MAX_TEXT = 1_000_000  # characters in one message; the context limit refuses long prompts long before
 Text = Annotated[str, Field(max_length=MAX_TEXT)]

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.protocol import Answer, Page, etag, rfc3339, sql_page
-from tuneforge.services.schemas import WorkRequest, WorkRequestError, WorkRequestLogEntry, WorkRequestResource
+from tuneforge.services.schemas.resources import WorkRequest, WorkRequestError, WorkRequestLogEntry, WorkRequestResource
 from tuneforge.services.tenancy import owned
 from tuneforge.store.tables import WorkRequestEntry, WorkRequestRow
 

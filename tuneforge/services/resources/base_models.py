@@ -8,7 +8,7 @@ import re
 from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.services.errors import invalid
-from tuneforge.services.schemas import Model
+from tuneforge.services.schemas.resources import Model
 
 CATALOG_COMPARTMENT = "ocid1.compartment.oc1..tuneforgecatalog"
 # A fixed creation time keeps base models' etags and sort order stable across restarts.

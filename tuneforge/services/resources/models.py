@@ -19,11 +19,12 @@ from tuneforge.errors import DatasetError, InvalidParameter
 from tuneforge.hyperparams import TrainingConfig, make_plan, resolve_training_config
 from tuneforge.jobs import lifecycle
 from tuneforge.jobs.command import run_folder
-from tuneforge.services import base_models, clusters, datasets, endpoints, idempotency
+from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found, too_many_requests
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, is_descending, listing, page_of, rfc3339
-from tuneforge.services.schemas import (
+from tuneforge.services.resources import base_models, clusters, datasets, endpoints
+from tuneforge.services.schemas.resources import (
     CreateDedicatedAiClusterDetails,
     CreateModelDetails,
     Model,

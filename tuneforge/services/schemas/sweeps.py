@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 from pydantic.alias_generators import to_camel
 
-from tuneforge.services.schemas import Name, ObjectStorageDataset, OciModel, Tagged, Text, TrainingConfigIn
+from tuneforge.services.schemas.resources import Name, ObjectStorageDataset, OciModel, Tagged, Text, TrainingConfigIn
 
 MAX_TRIALS = 200  # trials in one sweep, trial 0 (the defaults) included
 MAX_CHOICES = 64

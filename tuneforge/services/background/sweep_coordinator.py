@@ -25,7 +25,6 @@ Each tick of a claimed sweep:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -43,11 +42,11 @@ from tuneforge.catalog import format_number
 from tuneforge.hyperparams import total_training_steps
 from tuneforge.jobs.queue import owner_is_dead, this_process
 from tuneforge.run_folder import RunFolder, write_json_atomic
-from tuneforge.services import clusters, models, objects, sweeps
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError
-from tuneforge.services.schemas import CreateModelDetails
-from tuneforge.services.sweeps_schemas import SweepSteps, SweepTrial
+from tuneforge.services.resources import clusters, models, objects, sweeps
+from tuneforge.services.schemas.resources import CreateModelDetails
+from tuneforge.services.schemas.sweeps import SweepSteps, SweepTrial
 from tuneforge.store import workrequests
 from tuneforge.store.tables import SweepRow, WorkRequestRow, utcnow
 from tuneforge.sweeps import learning_curve
@@ -641,15 +640,7 @@ def _store_subset(svc: Services, caller: Caller, path, name: str) -> dict[str, s
     """A subset as an object of the tenancy's own (bucket CURVE_BUCKET): a model trains on an object,
     and the user can read exactly what each run of the curve trained on."""
     namespace = objects.namespace_of(caller)
-    body = path.read_bytes()
-
-    async def chunks():
-        yield body
-
-    put = objects.put_object(
-        svc, caller, namespace, CURVE_BUCKET, name, chunks(), content_length=str(len(body)), content_type="application/x-ndjson"
-    )
-    asyncio.run(put)
+    objects.put_bytes(svc, caller, namespace, CURVE_BUCKET, name, path.read_bytes(), "application/x-ndjson")
     return {"namespaceName": namespace, "bucketName": CURVE_BUCKET, "objectName": name}
 
 
