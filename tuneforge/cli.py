@@ -846,7 +846,7 @@ def serve(
     ray_cpus_per_worker: float,
 ) -> None:
     """Run the OCI-compatible fine-tuning API and its training workers."""
-    from tuneforge.api.server import serve as run_server
+    from tuneforge.server import serve as run_server
     from tuneforge.services.config import ServiceConfig
 
     config = ServiceConfig(

@@ -36,9 +36,10 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
     from tuneforge.data import DEFAULT_SEED
     from tuneforge.jobs.runner import RunSettings
     from tuneforge.jobs.worker import WorkerPool
-    from tuneforge.services import endpoints, inference
+    from tuneforge.services.actions import inference
+    from tuneforge.services.background.sweep_coordinator import SweepCoordinator
     from tuneforge.services.context import Services
-    from tuneforge.services.sweep_coordinator import SweepCoordinator
+    from tuneforge.services.resources import endpoints
     from tuneforge.store.db import open_store
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
