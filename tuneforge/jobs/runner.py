@@ -20,14 +20,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from tuneforge.jobs import lifecycle, queue
-from tuneforge.jobs.command import run_folder, train_args
+from tuneforge.jobs.command import job_train_args, run_folder
 from tuneforge.jobs.executors import Attempt, Executor, Launch
 from tuneforge.run_folder import ExitCode, RunError
 from tuneforge.store import workrequests
 from tuneforge.store.tables import ClusterRow, JobRow, MetricRecord, ModelRow, WorkRequestRow, utcnow
+from tuneforge.train_command import TERMINATE_GRACE_S
 
 log = logging.getLogger("tuneforge.jobs")
-TERMINATE_GRACE_S = 120.0  # time a stopped trainer gets to write its checkpoint before it is killed
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _start(sessions, job_id: str, settings: RunSettings, executor: Executor) -> 
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.clear_error()
         cluster = session.get(ClusterRow, job.cluster_id)
-        args = train_args(
+        args = job_train_args(
             base_model_id=model.base_model_id,
             training_config=model.fine_tune_details["trainingConfig"],
             job_dir=job_dir,

@@ -13,20 +13,18 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.hyperparams import SNAKE_NAMES
 from tuneforge.run_folder import ExitCode, RunFolder
 from tuneforge.sweeps.spec import SweepSpec
+from tuneforge.train_command import TERMINATE_GRACE_S, launched, train_args
 
 Number = int | float
 POLL_SECONDS = 0.5
-TERMINATE_GRACE_S = 120.0  # as the service's runner: time a SIGTERMed trainer gets to checkpoint before SIGKILL
 
 
 def never() -> bool:
@@ -83,22 +81,21 @@ class TrainJob:
 
 
 def train_command(spec: SweepSpec, job: TrainJob, slot: Slot, resume: bool) -> list[str]:
-    args = ["train", "--base-model", spec.base_model_id, "--dataset", str(job.dataset), "--output", str(job.folder.path)]
-    args += ["--seed", str(spec.seed), "--device", spec.device, "--precision", spec.precision, "--json"]
-    if spec.weights:
-        args += ["--weights", spec.weights]
-    if spec.micro_batch_size:
-        args += ["--micro-batch-size", str(spec.micro_batch_size)]
-    if slot.threads:
-        args += ["--threads", str(slot.threads)]
-    if spec.mlflow_tracking_uri:
-        args += ["--mlflow-tracking-uri", spec.mlflow_tracking_uri]
-    if resume:
-        args.append("--resume")
-    for name, value in job.config.items():
-        # repr: the shortest text that reads back as the same float
-        args += ["--" + SNAKE_NAMES[name].replace("_", "-"), repr(value) if isinstance(value, float) else str(value)]
-    return [sys.executable, "-m", "tuneforge.jobs.launch", str(os.getpid()), "--", *args]
+    args = train_args(
+        base_model_id=spec.base_model_id,
+        dataset=job.dataset,
+        output=job.folder.path,
+        training_config=job.config,
+        seed=spec.seed,
+        weights=spec.weights,
+        resume=resume,
+        device=spec.device,
+        precision=spec.precision,
+        micro_batch_size=spec.micro_batch_size,
+        threads=slot.threads,
+        mlflow_tracking_uri=spec.mlflow_tracking_uri,
+    )
+    return launched(args, os.getpid())
 
 
 class TrainProcess:

@@ -22,7 +22,7 @@ class Launch:
     job_id: str
     job_dir: Path
     attempt: int
-    args: list[str]  # `tuneforge train ...` (tuneforge.jobs.command.train_args)
+    args: list[str]  # `tuneforge train ...` (tuneforge.train_command.train_args)
     units: int  # units of its cluster the job holds
     unit_shape: str  # the cluster's unitShape, e.g. LARGE_GENERIC or H100_X8
     previous_ref: str | None  # the ref of the job's previous attempt, if one was started

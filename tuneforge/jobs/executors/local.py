@@ -13,10 +13,9 @@ import subprocess
 import psutil
 
 from tuneforge.jobs import queue
-from tuneforge.jobs.command import launched, log_file
+from tuneforge.jobs.command import log_file
 from tuneforge.jobs.executors import Launch
-
-TERMINATE_GRACE_S = 120.0  # time a SIGTERMed trainer of an earlier attempt gets to write its checkpoint
+from tuneforge.train_command import TERMINATE_GRACE_S, launched
 
 
 class LocalAttempt:

@@ -30,8 +30,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tuneforge.jobs.command import launched, log_file
+from tuneforge.jobs.command import log_file
 from tuneforge.run_folder import ExitCode, write_json_atomic
+from tuneforge.train_command import launched
 
 
 @dataclass(frozen=True)
