@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,23 @@ def _fresh_target(target: Path) -> Path:
     return tmp
 
 
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename the finished `tmp` into place, every file in it with the mode a plain file gets under the
+    user's umask first: safetensors writes through a private temporary file, so its weights come out 0600
+    (and copy2 carries that mode over from the run's adapter) beside 0644 tokenizer files."""
+    probe = tmp.with_name(tmp.name + ".mode")
+    probe.unlink(missing_ok=True)  # one a killed export left would keep its old mode
+    probe.touch()
+    try:
+        mode = stat.S_IMODE(probe.stat().st_mode)
+    finally:
+        probe.unlink()
+    for path in [tmp, *tmp.rglob("*")] if tmp.is_dir() else [tmp]:
+        if path.is_file() and not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
+            path.chmod(mode)
+    tmp.rename(target)
+
+
 def _base_needed(run: _Run) -> Path:
     if not (run.base_dir / "config.json").is_file():
         raise ExportError(f"--model {run.folder.path.name}: its base weights are no longer on this machine")
@@ -101,7 +119,7 @@ def export_peft(run_dir: str | os.PathLike, target_dir: str | os.PathLike) -> Pa
                 shutil.copy2(base / name, tmp / name)
         (tmp / "model.json").write_text(json.dumps(_portable_model_json(run), indent=1))
         (tmp / "README.md").write_text(_peft_readme(run))
-        tmp.rename(target)
+        _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -205,7 +223,7 @@ def export_merged(run_dir: str | os.PathLike, target_dir: str | os.PathLike) -> 
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "model.json").write_text(json.dumps(_portable_model_json(run), indent=1))
-        tmp.rename(target)
+        _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -226,7 +244,7 @@ def export_gguf(run_dir: str | os.PathLike, target_file: str | os.PathLike, gguf
         from tuneforge.serving.gguf_writer import write_gguf
 
         write_gguf(model, tokenizer, run.base_dir, tmp, gguf_type, name=run.folder.path.name)
-        tmp.rename(target)
+        _publish(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
