@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from tokenizers.decoders import DecodeStream
 
+REPLACEMENT = "\ufffd"  # what decoding makes of bytes that are not (yet) a whole UTF-8 character
+
 
 class TextAssembler:
     def __init__(self, backend_tokenizer, stop: tuple[str, ...] = ()):
@@ -31,12 +33,14 @@ class TextAssembler:
         return self._cut_or_emit()
 
     def flush(self) -> str:
-        """At the end: what was held back. Bytes that never formed a whole character come out as the
-        replacement character, as in a plain `decode` of the same tokens."""
+        """At the end: what was held back. Bytes that never formed a whole character (a reply cut by
+        max_tokens inside a multi-byte character) are dropped: a plain `decode` would end the text
+        with U+FFFD, which the longer reply of the same seed does not have at that place."""
         if not self.stopped:
             whole = self._tokenizer.decode(self._ids, skip_special_tokens=True)
             if whole.startswith(self.text):
-                self.text = whole
+                # DecodeStream held back only a tail ending in U+FFFD: drop the replacement characters it ends with
+                self.text += whole[len(self.text) :].rstrip(REPLACEMENT)
             delta, stopped = self._cut_or_emit()
             if not stopped:
                 return delta + self._emit(len(self.text))
