@@ -28,6 +28,11 @@ def create_app(services: Services) -> FastAPI:
         title="TuneForge",
         version=__version__,
         description="OCI Generative AI compatible fine-tuning API (custom models) and an Object Storage subset.",
+        # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN (blank offline) and the only
+        # packaged Swagger UI (swagger-ui-bundle, 4.15) cannot read OpenAPI 3.1. /openapi.json stays, unsigned:
+        # any OpenAPI viewer reads it (docs/service.md, "The OpenAPI document").
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.config = services.config  # the console's session keys live in the data dir
