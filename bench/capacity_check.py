@@ -60,7 +60,7 @@ def shape_of(name: str) -> dict:
 
 def write_model(name: str, out: Path) -> Path:
     import torch
-    from tiny_models import build_tokenizer
+    from helpers.tiny_models import build_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(**shape_of(name), max_position_embeddings=4096)

@@ -35,8 +35,8 @@ ROWS, SEQ = 4, 1024  # rows per step and tokens per row: the last 3/4 completion
 
 def write_shape(name: str, out: Path) -> Path:
     import torch
+    from helpers.tiny_models import build_tokenizer
     from random_init import SHAPES
-    from tiny_models import build_tokenizer
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     if (out / "config.json").is_file():

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/memory_scaling.py [--quick]
 
-A tiny random Llama (tests/tiny_models.py: hidden 256, 2 layers) with a 32k and a 128k vocabulary
+A tiny random Llama (tests/helpers/tiny_models.py: hidden 256, 2 layers) with a 32k and a 128k vocabulary
 (Llama 3's 128,256), fp32 LoRA (r 8) over an fp32 model whose matmuls run in the dtype TuneForge's
 `--precision auto` picks (bf16 on CPUs with AVX512-BF16/AMX, else fp32). One step = `completion_stats`
 on a batch + backward, with the loss chunked over completion positions as the engine does
@@ -44,7 +44,7 @@ def peak_mib() -> float:
 
 def measure(vocab: int, seq: int, chunked: bool) -> dict:
     import torch
-    from tiny_models import build_model
+    from helpers.tiny_models import build_model
 
     from tuneforge.engine import loss
     from tuneforge.engine.adapters import apply_lora

@@ -1,26 +1,19 @@
-"""Shared test setup. Kept minimal; fixtures used by several test files may be appended here."""
+"""Fixtures shared by every test folder. Only fixtures and hooks live in conftest.py files: helpers
+are modules under tests/helpers/ (tests/ is on sys.path through pyproject's pytest `pythonpath`)."""
 
-import sys
 from pathlib import Path
 
-# Lets tests import helper modules that live beside them, e.g. `from tiny_models import ...`.
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pytest
-from tiny_models import write_parity_dataset
+from helpers.tiny_models import save_tiny_checkpoint, write_parity_dataset
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
-    from tiny_models import save_tiny_checkpoint
-
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "llama", "llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_cohere(tmp_path_factory) -> Path:
-    from tiny_models import save_tiny_checkpoint
-
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "cohere", "cohere")
 
 

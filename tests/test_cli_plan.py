@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-# The seed defaults, hard-coded once (tests/ is on sys.path via conftest).
+# The seed defaults, hard-coded once (tests/ is on sys.path: pyproject's pytest pythonpath).
 from test_hyperparams import LORA_DEFAULTS as LORA_CONFIG
 from test_hyperparams import TFEW_DEFAULTS as TFEW_CONFIG
 

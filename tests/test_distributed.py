@@ -104,7 +104,7 @@ def eval_losses(output):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from tiny_models import save_tiny_checkpoint, write_parity_dataset
+    from helpers.tiny_models import save_tiny_checkpoint, write_parity_dataset
 
     root = tmp_path_factory.mktemp("dist")
     return {
@@ -226,7 +226,7 @@ def test_workers_exit_codes_combine_as_the_run_folder_contract_says():
 def test_training_reads_a_sharded_checkpoint_into_the_model_inference_loads(arch, dtype, tmp_path):
     """load_for_training (meta device, then each tensor read into place) against from_pretrained, on a
     checkpoint written as several safetensors shards with an index, as large models are published."""
-    from tiny_models import save_tiny_checkpoint
+    from helpers.tiny_models import save_tiny_checkpoint
     from transformers import AutoModelForCausalLM
 
     from tuneforge.engine.distributed import Distributed
@@ -255,7 +255,7 @@ def test_training_reads_a_sharded_checkpoint_into_the_model_inference_loads(arch
 
 
 def test_a_tensor_missing_from_the_checkpoint_is_named(tmp_path):
-    from tiny_models import save_tiny_checkpoint
+    from helpers.tiny_models import save_tiny_checkpoint
 
     from tuneforge.engine.distributed import Distributed
     from tuneforge.engine.loss import CompletionLoss

@@ -45,7 +45,7 @@ def test_both_methods_learn_on_a_4bit_base(model_id, lr, tiny_llama, parity_data
     # The adapter is an ordinary PEFT adapter: it loads over the full-precision base too.
     assert load_trained(tmp_path, device="cpu", precision="fp32").model is not None
 
-    from tiny_models import build_model
+    from helpers.tiny_models import build_model
 
     from tuneforge.engine.adapters import apply_lora
     from tuneforge.engine.quantize import quantize_linears

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import clients, create_cluster, dataset_lines, lora_model_details, new_identity, upload, wait_for, wait_work_request
+from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
+from helpers.identities import new_identity
+from helpers.waiting import wait_for
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaadurable"
 

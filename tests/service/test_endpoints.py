@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import oci
 import pytest
-from conftest import clients, create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
+from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
 from test_protocol import service_error
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaahosting"

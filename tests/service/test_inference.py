@@ -13,7 +13,8 @@ import sys
 import oci
 import openai
 import pytest
-from conftest import clients, create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
+from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
 from test_protocol import service_error
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaainference"

@@ -11,7 +11,8 @@ import os
 import subprocess
 
 import pytest
-from conftest import ROOT, dataset_lines
+from helpers.fine_tuning import dataset_lines
+from helpers.servers import ROOT
 
 OCI = ROOT / ".venv" / "ocicli" / "bin" / "oci"
 COMPARTMENT = "ocid1.compartment.oc1..aaaacli"

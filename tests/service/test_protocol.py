@@ -8,7 +8,10 @@ import re
 import oci
 import pytest
 import requests
-from conftest import clients, create_cluster, dataset_lines, lora_model_details, new_identity, upload, wait_for
+from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload
+from helpers.identities import new_identity
+from helpers.waiting import wait_for
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaaprotocol"
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

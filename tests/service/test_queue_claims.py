@@ -9,7 +9,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from conftest import database
+from helpers.databases import database
 from sqlalchemy import select
 
 from tuneforge.jobs import queue

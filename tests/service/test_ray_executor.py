@@ -16,18 +16,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import (
-    Service,
-    clients,
-    create_cluster,
-    dataset_lines,
-    free_port,
-    lora_model_details,
-    new_identity,
-    upload,
-    wait_for,
-    wait_work_request,
-)
+from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
+from helpers.identities import new_identity
+from helpers.servers import Service, free_port
+from helpers.waiting import wait_for
 
 pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install -e '.[ray]' (it is in the dev extra)")
 from ray.job_submission import JobSubmissionClient

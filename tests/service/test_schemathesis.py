@@ -10,7 +10,7 @@ import oci
 import pytest
 import requests
 import schemathesis
-from conftest import clients
+from helpers.clients import clients
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 

@@ -22,16 +22,10 @@ import oci
 import openai
 import psutil
 import pytest
-from conftest import (
-    clients,
-    create_cluster,
-    dataset_lines,
-    lora_model_details,
-    new_identity,
-    running_service,
-    upload,
-    wait_work_request,
-)
+from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
+from helpers.identities import new_identity
+from helpers.servers import running_service
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaaload"
 BASE = "meta.llama-3.3-70b-instruct"

@@ -11,18 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import psutil
 import pytest
-from conftest import (
-    Service,
-    clients,
-    create_cluster,
-    dataset_lines,
-    lora_model_details,
-    new_identity,
-    servers_on_one_database,
-    upload,
-    wait_for,
-    wait_work_request,
-)
+from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
+from helpers.identities import new_identity
+from helpers.servers import Service, servers_on_one_database
+from helpers.waiting import wait_for
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaapair"
 LEASE_S = 5

@@ -12,7 +12,10 @@ from pathlib import Path
 import oci
 import openai
 import pytest
-from conftest import clients, create_cluster, new_identity, running_service, upload, wait_work_request
+from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, upload, wait_work_request
+from helpers.identities import new_identity
+from helpers.servers import running_service
 
 from tuneforge import data
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT, database, new_identity
+from helpers.databases import database
+from helpers.identities import new_identity
+from helpers.servers import ROOT
 
 
 def test_migrations_match_the_tables(backend, tmp_path):

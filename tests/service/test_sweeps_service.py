@@ -10,19 +10,12 @@ from __future__ import annotations
 
 import psutil
 import pytest
-from conftest import (
-    LORA_MODEL,
-    Service,
-    clients,
-    create_cluster,
-    database,
-    dataset_lines,
-    new_identity,
-    servers_on_one_database,
-    upload,
-    wait_for,
-    wait_work_request,
-)
+from helpers.clients import clients
+from helpers.databases import database
+from helpers.fine_tuning import LORA_MODEL, create_cluster, dataset_lines, upload, wait_work_request
+from helpers.identities import new_identity
+from helpers.servers import Service, servers_on_one_database
+from helpers.waiting import wait_for
 from test_protocol import service_error
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaasweeps"

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import reference_greedy
+from helpers.serving import reference_greedy
 
 
 def tuneforge(*args, stdin: str | None = None) -> subprocess.CompletedProcess:

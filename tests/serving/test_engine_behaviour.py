@@ -6,22 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 
 import pytest
-from conftest import chat, random_peft_adapter, reference_greedy, run_until_done, serving_engine
+from helpers.serving import chat, random_peft_adapter, reference_greedy, run_until_done, serving_engine
+from helpers.waiting import wait_for
 
 from tuneforge.errors import InvalidParameter
 from tuneforge.serving import AdapterInvalid, AdapterRef, AdapterUnavailable, PromptTooLong, QueueFull, Request
 from tuneforge.serving.text import TextAssembler
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.001)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +124,7 @@ def test_leaving_the_stream_cancels_the_request(tiny_llama):
         break  # the client went away
     result = stream.result(timeout=30)
     assert result.finish_reason == "cancelled" and result.completion_tokens < 400
-    wait_for(lambda: engine.stats().running == 0)
+    wait_for(lambda: engine.stats().running == 0, 30, "the cancelled request to leave the batch", interval=0.001)
 
     async def consume():
         deltas = [d async for d in engine.submit(chat("lazy dog", max_tokens=12))]
@@ -153,7 +145,7 @@ def test_adapter_errors_are_typed_and_name_no_path(llama_engine, adapters, tiny_
     (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(AdapterInvalid, match="DoRA"):
         llama_engine.submit(chat("hi", AdapterRef("dora", dora)))
-    from tiny_models import save_tiny_checkpoint
+    from helpers.tiny_models import save_tiny_checkpoint
 
     wider = save_tiny_checkpoint(tmp_path / "wider", "llama", hidden=64)
     other = random_peft_adapter(wider, tmp_path / "other-base", "LORA", seed=4)

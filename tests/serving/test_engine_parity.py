@@ -4,7 +4,7 @@ LoRA adapters of different ranks, (IA)^3 and the plain base decode together and 
 from __future__ import annotations
 
 import pytest
-from conftest import base_dir, chat, reference_greedy, run_until_done, serving_engine
+from helpers.serving import base_dir, chat, reference_greedy, run_until_done, serving_engine
 
 from tuneforge.serving import AdapterRef, Request, adapter_layers
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from conftest import LLAMA, write_threshold_dataset
+from helpers.sweeps import write_threshold_dataset
+from helpers.tiny_models import LLAMA
 
 from tuneforge import data
 from tuneforge.sweeps.learning_curve import HELPS, fit, plan, subset_size, verdict, write_subset

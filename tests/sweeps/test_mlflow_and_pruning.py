@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LLAMA, read_json, run, sweep_args, wait_for, write_threshold_dataset
+from helpers.sweeps import read_json, run, sweep_args, write_threshold_dataset
+from helpers.tiny_models import LLAMA
+from helpers.waiting import wait_for
 
 from tuneforge.errors import TuneForgeError
 

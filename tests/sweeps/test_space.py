@@ -5,7 +5,8 @@ import math
 
 import optuna
 import pytest
-from conftest import LLAMA, run, sweep_args
+from helpers.sweeps import run, sweep_args
+from helpers.tiny_models import LLAMA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,8 @@ sweep.html, and the learning curve (reusing trial 0); a dataset too small for a 
 import signal
 import subprocess
 
-from conftest import read_json, run, sweep_args, wait_for, write_threshold_dataset
+from helpers.sweeps import read_json, run, sweep_args, write_threshold_dataset
+from helpers.waiting import wait_for
 
 from tuneforge.sweeps.learning_curve import smallest_dataset
 
@@ -28,7 +29,7 @@ def test_ctrl_c_then_resume_finishes_the_sweep_and_its_learning_curve(tiny_llama
         early = [d for d in _trial_dirs(out) if 2 <= (read_json(d / "progress.json") or {}).get("step", 0) <= 40]  # of 96
         return finished and early
 
-    wait_for(one_finished_one_training, what="a finished trial and one early in its training")
+    wait_for(one_finished_one_training, what="a finished trial and one early in its training", interval=0.05)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 3, stderr

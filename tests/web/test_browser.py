@@ -19,7 +19,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import LORA_MODEL, PASSWORD, dataset_bytes, service_helpers
+from helpers.console import PASSWORD, dataset_bytes
+from helpers.fine_tuning import LORA_MODEL
+from helpers.servers import running_service
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -51,8 +53,7 @@ def artifacts(tmp_path_factory) -> Path:
 
 
 def serve_with_user(tmp_path_factory, weights: Path, name: str):
-    helpers = service_helpers()
-    with helpers.running_service("sqlite", tmp_path_factory.mktemp(name), weights) as svc:
+    with running_service("sqlite", tmp_path_factory.mktemp(name), weights) as svc:
         password_file = svc.data_dir.parent / "password"
         password_file.write_text(PASSWORD)
         added = svc.cli("console-users", "add", "--tenancy", TENANCY, "--username", "ada", "--password-file", str(password_file))
@@ -689,7 +690,7 @@ def test_delete_keeps_the_curves_and_the_log(page, server, made, pair, artifacts
 def slower_server(tmp_path_factory):
     """A second server whose model's steps take a visible fraction of a second (tests/service's
     slower model), so that a cancel lands mid-training on any machine."""
-    from tiny_models import save_tiny_checkpoint
+    from helpers.tiny_models import save_tiny_checkpoint
 
     weights = save_tiny_checkpoint(tmp_path_factory.mktemp("slower") / "llama", "llama", hidden=128, layers=4)
     yield from serve_with_user(tmp_path_factory, weights, "console-slower")

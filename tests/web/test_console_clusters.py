@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import LORA_MODEL, TENANCY_A, create_model, field_errors
+from helpers.console import TENANCY_A, create_model, field_errors
+from helpers.fine_tuning import LORA_MODEL
 
 
 def new_cluster(console, **fields):

@@ -10,7 +10,8 @@ from html import unescape
 
 import pytest
 from click.testing import CliRunner
-from conftest import LORA_MODEL, PASSWORD, TENANCY_A, create_form, create_model, dataset_bytes, dataset_problems, field_errors
+from helpers.console import PASSWORD, TENANCY_A, create_form, create_model, dataset_bytes, dataset_problems, field_errors
+from helpers.fine_tuning import LORA_MODEL
 
 from tuneforge.store.tables import ModelRow, ObjectRow
 

@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from conftest import PASSWORD, csrf_of
+from helpers.console import PASSWORD, csrf_of
 
 from tuneforge.web.session import COOKIE
 

@@ -11,7 +11,10 @@ import re
 from html import unescape
 
 import pytest
-from conftest import LORA_MODEL, PASSWORD, create_model, csrf_of, dataset_bytes, field_errors, service_helpers
+from helpers.console import PASSWORD, create_model, csrf_of, dataset_bytes, field_errors
+from helpers.databases import database
+from helpers.fine_tuning import LORA_MODEL
+from helpers.servers import Service
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaaweb"
 GROUP = "LORA_TRAINING_CONFIG"
@@ -200,11 +203,10 @@ SWEEP_TIMEOUT_MS = 240_000  # a bound, not a timing: three tiny trials on a load
 
 @pytest.fixture(scope="module")
 def sweep_server(tmp_path_factory, tiny_llama):
-    helpers = service_helpers()
     root = tmp_path_factory.mktemp("console-sweeps")
     # Two workers: the sweep's two trials train at once on its two-unit cluster.
-    with helpers.database("sqlite") as url:
-        svc = helpers.Service(data_dir=root / "data", database_url=url, weights=tiny_llama, args=["--workers", "2"])
+    with database("sqlite") as url:
+        svc = Service(data_dir=root / "data", database_url=url, weights=tiny_llama, args=["--workers", "2"])
         svc.data_dir.mkdir(parents=True)
         svc.start()
         password_file = svc.data_dir.parent / "password"

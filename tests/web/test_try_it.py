@@ -18,7 +18,7 @@ import re
 
 import httpx
 import pytest
-from conftest import PASSWORD, create_model, csrf_of, dataset_bytes
+from helpers.console import PASSWORD, create_model, csrf_of, dataset_bytes
 from test_browser import CHROMIUM, WIDTHS, at_every_width, expect, wait_active
 from test_browser import artifacts as artifacts
 from test_browser import browser as browser

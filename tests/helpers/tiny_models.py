@@ -11,6 +11,11 @@ import json
 import random
 from pathlib import Path
 
+# The catalog models the tiny checkpoints stand in for: a LoRA base (the tiny Llama) and a T-Few base
+# (the tiny Cohere).
+LLAMA = "meta.llama-3.3-70b-instruct"
+COHERE = "cohere.command-r-08-2024"
+
 CHATML = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"

@@ -1,4 +1,5 @@
-"""Helpers for the sweep tests: the CLI as a subprocess, a small learnable dataset, polling."""
+"""The sweep tests' tools: `tuneforge sweep` as a subprocess on the tiny Llama, a small learnable
+dataset, and reading the JSON files a running sweep writes."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import json
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-LLAMA = "meta.llama-3.3-70b-instruct"
+from helpers.tiny_models import LLAMA
 
 
 def write_threshold_dataset(path: Path, n: int, seed: int = 1) -> Path:
@@ -33,18 +33,8 @@ def run(args: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=600, **kw)
 
 
-def wait_for(condition, timeout: float = 180.0, what: str = "a condition"):
-    """Poll `condition` until it returns something truthy (no sleep stands in for synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def read_json(path: Path) -> dict | None:
+    """The file's JSON, or None while it does not exist or is half written."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
