@@ -89,3 +89,48 @@ def test_no_web_framework_below_the_routers():
             if module.split(".")[0] in ("fastapi", "starlette", "uvicorn"):
                 offences.append(f"{path.relative_to(PACKAGE)} imports {module}")
     assert not offences, "web framework imports below the routers:\n" + "\n".join(offences)
+
+
+def _reaches_into_a_conftest(tree: ast.AST) -> list[str]:
+    """Imports of a module named conftest, and code naming a conftest file or module (what loading one
+    through importlib, runpy or exec needs); docstrings may mention conftest.py."""
+    found = list(dict.fromkeys(f"imports {module}" for module, _ in _imports(tree) if module.split(".")[-1] == "conftest"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+        if (text == "conftest" or text.endswith("conftest.py")) and id(node) not in docstrings:
+            found.append(f"line {node.lineno} names {text!r}")
+    return found
+
+
+def test_tests_import_helpers_as_modules_never_from_a_conftest():
+    """Helpers live in tests/helpers/ and are imported by name: `from conftest import` (or loading a
+    conftest.py through importlib) gets whichever conftest pytest loaded last, so it works only in
+    some collection orders."""
+    tests = Path(__file__).resolve().parent
+    offences = [
+        f"{path.relative_to(tests)}: {found}"
+        for path in sorted(tests.rglob("*.py"))
+        if path != Path(__file__).resolve()  # this file names what it looks for
+        for found in _reaches_into_a_conftest(ast.parse(path.read_text(), filename=str(path)))
+    ]
+    assert not offences, "tests reaching into a conftest.py (import from tests/helpers/ instead):\n" + "\n".join(offences)
+
+
+def test_one_polling_loop_for_the_tests():
+    """tests/helpers/waiting.py's wait_for is the tests' only polling loop: no file writes its own copy."""
+    tests = Path(__file__).resolve().parent
+    copies = [
+        str(path.relative_to(tests))
+        for path in sorted(tests.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.FunctionDef) and node.name == "wait_for"
+    ]
+    assert copies == ["helpers/waiting.py"], copies
