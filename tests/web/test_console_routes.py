@@ -209,10 +209,10 @@ def test_plan_endpoint_uses_the_service_rules(alice):
 
 
 def test_models_list_pages(alice, monkeypatch):
-    from tuneforge.web import routes
+    from tuneforge.web import model_pages
 
     made = {create_model(alice, displayName=f"m{i}") for i in range(3)}
-    monkeypatch.setattr(routes, "MODELS_PER_PAGE", 2)
+    monkeypatch.setattr(model_pages, "MODELS_PER_PAGE", 2)
     first = alice.client.get("/").text
     shown = set(re.findall(r'data-model-id="([^"]+)"', first))
     assert len(shown) == 2 and 'data-live="true"' in first  # they are queued: the list refreshes itself
@@ -379,14 +379,14 @@ def test_dataset_check_says_what_the_server_would_say(alice):
 
 
 def test_dataset_check_is_bounded_and_keeps_nothing(alice, anonymous, monkeypatch):
-    from tuneforge.web import routes
+    from tuneforge.web import model_pages
 
     assert check_dataset(anonymous, dataset_bytes()).status_code == 401
     assert (
         alice.client.post("/console/api/dataset-check", params={"baseModelId": LORA_MODEL}, content=dataset_bytes()).status_code
         == 403
     )
-    monkeypatch.setattr(routes, "MAX_CHECK_BYTES", 1000)
+    monkeypatch.setattr(model_pages, "MAX_CHECK_BYTES", 1000)
     big = check_dataset(alice, dataset_bytes(40)).json()
     assert big["tooLarge"] is True and "checks it when you create the model" in big["message"]
     monkeypatch.undo()

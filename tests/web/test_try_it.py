@@ -1,4 +1,4 @@
-"""The details page's "Try it" panel (web/try_it.py, services/try_it.py, static/try_it.js).
+"""The details page's "Try it" panel (web/try_it_pages.py, services/try_it.py, static/try_it.js).
 
 Route level, in process (TestClient; no worker, so a created model stays CREATING): sign-in, CSRF,
 another tenancy, a model that is not ACTIVE, bad inputs named by field. Cancellation: closing the

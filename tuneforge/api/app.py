@@ -20,7 +20,7 @@ from tuneforge.api import (
 from tuneforge.api.auth import SignatureAuthMiddleware
 from tuneforge.api.protocol import LimitsMiddleware, RequestIdMiddleware
 from tuneforge.services.context import Services
-from tuneforge.web import routes as console
+from tuneforge.web import console
 
 
 def create_app(services: Services) -> FastAPI:

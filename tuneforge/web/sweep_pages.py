@@ -8,20 +8,16 @@ choice of cluster (the service has no other knob), shown with its unit count."""
 
 from __future__ import annotations
 
-import re
-import secrets
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 
 from tuneforge import catalog
-from tuneforge.catalog import BaseModelSpec
-from tuneforge.errors import DatasetError, TuneForgeError
+from tuneforge.errors import DatasetError
 from tuneforge.hyperparams import API_FIELDS
 from tuneforge.services import tenancy
 from tuneforge.services.context import Caller, Services
@@ -29,15 +25,12 @@ from tuneforge.services.errors import ServiceError, validation_message
 from tuneforge.services.protocol import DEFAULT_LIMIT
 from tuneforge.services.resources import base_models, datasets, models, objects, sweeps
 from tuneforge.services.schemas.sweeps import MAX_TRIALS, CreateSweepDetails, KeepBestDetails
-from tuneforge.sweeps.space import parse_param, space_to_json
 from tuneforge.web import cluster_pages, forms, queries
 from tuneforge.web.deps import ConsoleCaller, ServicesDep, csrf_rejected, form_with_csrf, not_found
 from tuneforge.web.render import page, redirect
 
 router = APIRouter(include_in_schema=False)
 SWEEPS_PER_PAGE = 50
-STRATEGIES = {"TPE": "TPE (learns from earlier trials)", "RANDOM": "Random", "GRID": "Grid (every combination, in order)"}
-PRUNERS = {"ASHA": "ASHA: stop trials that fall behind", "NONE": "None: run every trial to its end"}
 FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
 CURVE_LIVE = ("ACCEPTED", "IN_PROGRESS")
 
@@ -90,208 +83,7 @@ def sweeps_page(
 # ---- create ---------------------------------------------------------------------------------
 
 
-def range_key(name: str) -> str:
-    """The form's (and the errors') key of a hyperparameter's search range: "learningRateRange"."""
-    return f"{name}Range"
-
-
-@dataclass
-class SweepForm:
-    """What the new-sweep form shows: values as typed, errors by field (create.html's conventions)."""
-
-    base_model_id: str
-    compartment_id: str
-    display_name: str = ""
-    description: str = ""
-    cluster: str = ""
-    dataset_source: str = "upload"  # "upload" | "object"
-    bucket_name: str = forms.UPLOAD_BUCKET
-    object_name: str = ""
-    kept_upload: str = ""
-    dataset_problems: list[str] = field(default_factory=list)
-    trial_count: str = "4"
-    search_strategy: str = "TPE"
-    pruner: str = "ASHA"
-    learning_curve: bool = False
-    hyperparams: dict[str, str] = field(default_factory=dict)  # fixed values, as typed
-    ranges: dict[str, str] = field(default_factory=dict)  # search ranges, as typed ("1e-5:1e-3:log", "8,16")
-    errors: dict[str, str] = field(default_factory=dict)
-    retry_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
-
-    @property
-    def spec(self) -> BaseModelSpec | None:
-        return queries.spec_of(self.base_model_id)
-
-    @property
-    def kept_file_name(self) -> str:
-        return self.kept_upload.rsplit("/", 1)[-1]
-
-    def value(self, group: str, spec: BaseModelSpec, name: str) -> str:
-        if self.spec is not None and forms.group_of(self.spec) == group and name in self.hyperparams:
-            return self.hyperparams[name]
-        return catalog.format_number(spec.params[name].default)
-
-    def range_value(self, group: str, name: str) -> str:
-        chosen = self.spec is not None and forms.group_of(self.spec) == group
-        return self.ranges.get(name, "") if chosen else ""
-
-    def error_targets(self) -> dict[str, str]:
-        names = (
-            "displayName",
-            "description",
-            "compartmentId",
-            "baseModelId",
-            "cluster",
-            "trialCount",
-            "searchStrategy",
-            "pruner",
-        )
-        targets = {name: name for name in names}
-        targets["isLearningCurveEnabled"] = "isLearningCurveEnabled"
-        targets["dataset"] = "datasetFile" if self.dataset_source == "upload" else "objectName"
-        if self.spec is not None:
-            group = forms.group_of(self.spec)
-            for name in self.spec.params:
-                targets[name] = f"{group}.{name}"
-                targets[range_key(name)] = f"{group}.{range_key(name)}"
-        return targets
-
-    def summary_messages(self) -> dict[str, str]:
-        messages = dict(self.errors)
-        if "dataset" in messages and self.dataset_problems:
-            more = " …" if len(self.dataset_problems) > 1 else ""
-            messages["dataset"] = f"{messages['dataset']} {self.dataset_problems[0]}{more}"
-        return messages
-
-    @classmethod
-    def from_form(cls, form: FormData) -> SweepForm:
-        def text(key: str, default: str = "") -> str:
-            return str(form.get(key) or default).strip()[:4000]
-
-        made = cls(
-            base_model_id=text("baseModelId"),
-            compartment_id=text("compartmentId"),
-            display_name=text("displayName"),
-            description=text("description"),
-            cluster=text("cluster"),
-            dataset_source=text("datasetSource", "upload"),
-            bucket_name=text("bucketName", forms.UPLOAD_BUCKET),
-            object_name=text("objectName"),
-            kept_upload=text("keptUpload"),
-            trial_count=text("trialCount"),
-            search_strategy=text("searchStrategy", "TPE"),
-            pruner=text("pruner", "ASHA"),
-            learning_curve=text("isLearningCurveEnabled") in ("on", "true", "1"),
-            retry_token=text("retryToken") or secrets.token_urlsafe(18),
-        )
-        if made.spec is not None:
-            prefix = forms.group_of(made.spec) + "."
-            for key, value in form.multi_items():
-                if not (key.startswith(prefix) and isinstance(value, str)):
-                    continue
-                name = key.removeprefix(prefix)
-                if name.endswith("Range") and name.removesuffix("Range") in made.spec.params:
-                    made.ranges[name.removesuffix("Range")] = value.strip()[:200]
-                elif name in made.spec.params:
-                    made.hyperparams[name] = value
-        return made
-
-    def check(self) -> dict[str, Any] | None:
-        """Every field the page can check (all problems at once): the CreateSweepDetails body's fields
-        that depend on the form alone, or None when something is wrong (see `errors`)."""
-        spec = self.spec
-        if spec is None:
-            self.errors["baseModelId"] = "Choose a base model."
-            return None
-        if not self.compartment_id:
-            self.errors["compartmentId"] = "Name a compartment (any label; the tenancy OCID is the root compartment)."
-        if not self.cluster:
-            self.errors["cluster"] = "Choose a fine-tuning cluster (create one under Clusters first)."
-        if self.dataset_source == "object" and not self.object_name:
-            self.errors["dataset"] = "Name the dataset object (or upload a file)."
-        if not re.fullmatch(r"\d{1,4}", self.trial_count) or int(self.trial_count) > MAX_TRIALS:
-            shown = self.trial_count[:20] or "an empty count"
-            self.errors["trialCount"] = f"trials: {shown} is not allowed; allowed: an integer from 0 to {MAX_TRIALS}"
-        elif int(self.trial_count) == 0 and not self.learning_curve:
-            self.errors["trialCount"] = "trials: 0 runs nothing; give 1 or more, or tick the learning curve"
-        if self.search_strategy not in STRATEGIES:
-            self.errors["searchStrategy"] = (
-                f"search method: {self.search_strategy[:20]} is not allowed; allowed: TPE, RANDOM, GRID"
-            )
-        if self.pruner not in PRUNERS:
-            self.errors["pruner"] = f"pruner: {self.pruner[:20]} is not allowed; allowed: ASHA, NONE"
-        values, errors = forms.training_values(spec, self.hyperparams)
-        self.errors.update(errors)
-        space = self._space(spec)
-        if self.errors:
-            return None
-        # A value equal to the catalog's default fixes nothing: the field stays in the default search space.
-        fixed = {k: v for k, v in values.items() if v != spec.params[k].default and k not in space}
-        return {
-            "compartmentId": self.compartment_id,
-            "baseModelId": self.base_model_id,
-            "dedicatedAiClusterId": self.cluster,
-            "trainingConfig": {"trainingConfigType": spec.training_config_type, **fixed},
-            "searchSpace": space or None,
-            "trialCount": int(self.trial_count),
-            "searchStrategy": self.search_strategy,
-            "pruner": self.pruner,
-            "isLearningCurveEnabled": self.learning_curve,
-            "displayName": self.display_name or None,
-            "description": self.description or None,
-        }
-
-    def _space(self, spec: BaseModelSpec) -> dict[str, Any]:
-        """The typed ranges as the API's searchSpace, checked by the CLI's own --param parser (its words)."""
-        texts = [f"{name}={text}" for name, text in self.ranges.items() if text]
-        space: dict[str, Any] = {}
-        for text in texts:
-            name = text.split("=", 1)[0]
-            try:
-                space.update(space_to_json({name: parse_param(text, spec)}))
-            except TuneForgeError as err:
-                # "--param 'loraR=3:1': LOW must be below HIGH ..." reads here as "loraR range 3:1: ..."
-                message = re.sub(r"^--param '[^']*': ", "", str(err))
-                message = re.sub(r"; expected NAME=.*$", "; write LOW:HIGH, LOW:HIGH:log or A,B,C", message)
-                head = f"{name} range {self.ranges[name]}: "
-                self.errors[range_key(name)] = message if message.startswith(f"{name}: ") else head + message
-        return space
-
-
-# Which form field a service message is about: the message starts with the API's field path.
-_FIELD_OF_PATH = {
-    "trainingDataset": "dataset",
-    "dedicatedAiClusterId": "cluster",
-    "baseModelId": "baseModelId",
-    "compartmentId": "compartmentId",
-    "displayName": "displayName",
-    "description": "description",
-    "trialCount": "trialCount",
-    "searchStrategy": "searchStrategy",
-    "pruner": "pruner",
-    "isLearningCurveEnabled": "isLearningCurveEnabled",
-    "trainingConfig.trainingConfigType": "baseModelId",
-}
-
-
-def field_of_error(message: str, spec: BaseModelSpec | None) -> tuple[str, str]:
-    """("learningRateRange", "learningRate: ...") for "searchSpace.learningRate: ...", ("loraR", ...) for
-    "trainingConfig.loraR: ...", the mapped field for the others; ("form", message) otherwise."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9.]*): ", message)
-    if not match:
-        return "form", message
-    path, rest = match.group(1), message[match.end() :]
-    head, _, name = path.partition(".")
-    params = spec.params if spec is not None else {}
-    if head == "searchSpace" and name in params:
-        return range_key(name), f"{name} range: {rest}"
-    if head == "trainingConfig" and name in params:
-        return name, f"{name}: {rest}"
-    found = _FIELD_OF_PATH.get(path)
-    return (found, rest[:1].upper() + rest[1:]) if found else ("form", message)
-
-
-def _form_page(request: Request, svc: Services, caller: Caller, form: SweepForm, status: int = 200) -> Response:
+def _form_page(request: Request, svc: Services, caller: Caller, form: forms.SweepForm, status: int = 200) -> Response:
     return page(
         request,
         "sweep_new.html",
@@ -303,14 +95,14 @@ def _form_page(request: Request, svc: Services, caller: Caller, form: SweepForm,
         clusters=cluster_pages.active_clusters(svc, caller, "FINE_TUNING"),
         compartments=tenancy.compartments(svc, caller),
         namespace=objects.namespace_of(caller),
-        strategies=STRATEGIES,
-        pruners=PRUNERS,
+        strategies=forms.SWEEP_STRATEGIES,
+        pruners=forms.SWEEP_PRUNERS,
         max_trials=MAX_TRIALS,
-        range_key=range_key,
+        range_key=forms.range_key,
     )
 
 
-def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | None) -> SweepForm:
+def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | None) -> forms.SweepForm:
     """A blank form, or one that starts from a model: its base model, dataset, cluster and hyperparameters."""
     clusters = cluster_pages.active_clusters(svc, caller, "FINE_TUNING")
     first_cluster = clusters[-1].id if clusters else ""
@@ -320,10 +112,10 @@ def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | 
         model = None
     if model is None or model.type != "CUSTOM":
         default = queries.spec_of(base or "") or next(m for m in catalog.list_models() if not m.deprecated)
-        return SweepForm(base_model_id=default.id, compartment_id=caller.tenancy_id, cluster=first_cluster)
+        return forms.SweepForm(base_model_id=default.id, compartment_id=caller.tenancy_id, cluster=first_cluster)
     ft = model.fine_tune_details
     cluster = ft["dedicatedAiClusterId"] if any(c.id == ft["dedicatedAiClusterId"] for c in clusters) else first_cluster
-    return SweepForm(
+    return forms.SweepForm(
         base_model_id=queries.model_view(model, svc.region)["baseModelName"],
         compartment_id=model.compartment_id,
         display_name=f"{model.display_name}-sweep",
@@ -351,7 +143,7 @@ async def create(request: Request, caller: ConsoleCaller, svc: ServicesDep) -> R
     raw = await form_with_csrf(request)
     if raw is None:
         return csrf_rejected(request)
-    form = SweepForm.from_form(raw)
+    form = forms.SweepForm.from_form(raw)
     body = form.check()
     upload = raw.get("datasetFile")
     if form.dataset_source == "upload" and isinstance(upload, UploadFile) and upload.filename:
@@ -369,7 +161,7 @@ async def create(request: Request, caller: ConsoleCaller, svc: ServicesDep) -> R
     return await run_in_threadpool(_create, request, svc, caller, form, body)
 
 
-def _create(request: Request, svc: Services, caller: Caller, form: SweepForm, body: dict[str, Any] | None) -> Response:
+def _create(request: Request, svc: Services, caller: Caller, form: forms.SweepForm, body: dict[str, Any] | None) -> Response:
     if form.errors or body is None:
         return _form_page(request, svc, caller, form, status=400)
     body["trainingDataset"] = {
@@ -390,8 +182,8 @@ def _create(request: Request, svc: Services, caller: Caller, form: SweepForm, bo
     return _form_page(request, svc, caller, form, status=400)
 
 
-def _show_error(svc: Services, caller: Caller, form: SweepForm, message: str) -> None:
-    name, shown = field_of_error(message, form.spec)
+def _show_error(svc: Services, caller: Caller, form: forms.SweepForm, message: str) -> None:
+    name, shown = form.field_of_error(message)
     if name == "dataset" and form.spec is not None:
         # The service's message is one string; the form lists the problems one per line, as create.html does.
         path = objects.object_path(svc, caller, objects.namespace_of(caller), form.bucket_name, form.object_name)

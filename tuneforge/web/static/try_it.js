@@ -1,4 +1,4 @@
-// The details page's "Try it" panel (templates/details.html, web/try_it.py): a chat with this model,
+// The details page's "Try it" panel (templates/details.html, web/try_it_pages.py): a chat with this model,
 // the answer streamed in as server-sent events read from a fetch() POST (EventSource cannot POST or
 // send the CSRF header). The conversation lives only in the page: each Send posts the whole history,
 // Reset forgets it. With "Compare with the base model" (chosen before the first message, so each

@@ -1,7 +1,7 @@
-"""Console routes for models, served by `tuneforge serve` next to the API: `/` lists models,
-everything else lives under /console. Pages are server-rendered; console.js adds live progress, the
-charts, the create form's checks and the list's refresh. Sign-in is signin.py, clusters
-cluster_pages.py.
+"""Console pages for models, served by `tuneforge serve` next to the API: `/` lists models, the rest
+lives under /console (create, details with the adapter's download, compare), with the JSON the pages
+poll and check with. Pages are server-rendered; console.js adds live progress, the charts, the
+create form's checks and the list's refresh. The create form itself is forms.ModelForm.
 
 Every page needs a signed-in console session (`ConsoleCaller`, a dependency: without one a page
 redirects to the login page and /console/api answers 401); every POST must carry the session's CSRF
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
@@ -37,18 +37,9 @@ from tuneforge.services.errors import ServiceError, validation_message
 from tuneforge.services.protocol import DEFAULT_LIMIT
 from tuneforge.services.resources import datasets, models, objects
 from tuneforge.services.schemas.resources import CreateDedicatedAiClusterDetails, CreateModelDetails
-from tuneforge.web import cluster_pages, forms, queries, signin, sweep_pages, try_it
-from tuneforge.web import session as sessions
-from tuneforge.web.deps import (
-    ConsoleCaller,
-    ServicesDep,
-    SignInRequired,
-    csrf_header_ok,
-    csrf_rejected,
-    form_with_csrf,
-    not_found,
-)
-from tuneforge.web.render import STATIC, page, redirect
+from tuneforge.web import cluster_pages, forms, queries
+from tuneforge.web.deps import ConsoleCaller, ServicesDep, csrf_header_ok, csrf_rejected, form_with_csrf, not_found
+from tuneforge.web.render import page, redirect
 
 router = APIRouter(include_in_schema=False)  # not part of the OCI API document (schemathesis reads it)
 MAX_COMPARE = 6
@@ -57,35 +48,6 @@ MODELS_PER_PAGE = 50
 # as large as the service checks at create time, and at most two at once, the rest told to retry.
 MAX_CHECK_BYTES = datasets.MAX_CHECKED_BYTES
 DATASET_CHECKS = threading.BoundedSemaphore(2)
-
-
-def install(app: FastAPI) -> None:
-    for module in (signin, cluster_pages, try_it, sweep_pages):
-        app.include_router(module.router)
-    app.include_router(router)
-
-    @app.exception_handler(SignInRequired)
-    async def _sign_in_first(request: Request, exc: SignInRequired) -> Response:
-        if request.url.path.startswith("/console/api/"):
-            return JSONResponse({"message": "sign in first"}, status_code=401)
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        response = redirect(signin.sign_in_url(target, "session-ended" if sessions.load(request).ended else None))
-        sessions.save(request, response, sessions.load(request))  # the dead session's cookie is replaced
-        return response
-
-
-# ---- static assets --------------------------------------------------------------------------
-
-
-@router.get("/console/static/{name}")
-def static(name: str) -> Response:
-    # Only files that ship in web/static; the name is never joined into a path unchecked.
-    if name not in os.listdir(STATIC):
-        return Response(status_code=404)
-    media = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}.get(
-        name.rsplit(".", 1)[-1], "application/octet-stream"
-    )
-    return FileResponse(STATIC / name, media_type=media, headers={"cache-control": "max-age=300"})
 
 
 # ---- models list ----------------------------------------------------------------------------
@@ -158,7 +120,7 @@ def _all_models(svc: Services, caller: Caller) -> list:
 # ---- create ---------------------------------------------------------------------------------
 
 
-def _form_page(request: Request, svc: Services, caller: Caller, form: forms.CreateForm, status: int = 200) -> Response:
+def _form_page(request: Request, svc: Services, caller: Caller, form: forms.ModelForm, status: int = 200) -> Response:
     return page(
         request,
         "create.html",
@@ -174,7 +136,7 @@ def _form_page(request: Request, svc: Services, caller: Caller, form: forms.Crea
     )
 
 
-def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | None) -> forms.CreateForm:
+def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | None) -> forms.ModelForm:
     """A blank form, or one pre-filled from an earlier model: OCI's loop is "try again with other
     hyperparameters or more data", so the details page offers exactly that."""
     try:
@@ -185,10 +147,10 @@ def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | 
         default = next((m.id for m in catalog.list_models() if m.id == base), None) or next(
             m.id for m in catalog.list_models() if not m.deprecated
         )
-        return forms.CreateForm(base_model_id=default, compartment_id=caller.tenancy_id)
+        return forms.ModelForm(base_model_id=default, compartment_id=caller.tenancy_id)
     ft = model.fine_tune_details
     config = {k: catalog.format_number(v) for k, v in ft["trainingConfig"].items() if k in API_FIELDS}
-    return forms.CreateForm(
+    return forms.ModelForm(
         base_model_id=queries.model_view(model, svc.region)["baseModelName"],
         compartment_id=model.compartment_id,
         display_name=f"{model.display_name}-retry",
@@ -216,7 +178,7 @@ async def create(request: Request, caller: ConsoleCaller, svc: ServicesDep) -> R
     raw = await form_with_csrf(request)  # read only now that the session is known to be signed in
     if raw is None:
         return csrf_rejected(request)
-    form = forms.CreateForm.from_form(raw)
+    form = forms.ModelForm.from_form(raw)
     values = form.check()
     upload = raw.get("datasetFile")
     has_file = isinstance(upload, UploadFile) and bool(upload.filename)
@@ -236,7 +198,7 @@ async def create(request: Request, caller: ConsoleCaller, svc: ServicesDep) -> R
     return await run_in_threadpool(_create, request, svc, caller, form, values)
 
 
-def _create(request: Request, svc: Services, caller: Caller, form: forms.CreateForm, values: dict[str, Any]) -> Response:
+def _create(request: Request, svc: Services, caller: Caller, form: forms.ModelForm, values: dict[str, Any]) -> Response:
     if form.errors:
         return _form_page(request, svc, caller, form, status=400)
     try:
@@ -262,8 +224,8 @@ def _create(request: Request, svc: Services, caller: Caller, form: forms.CreateF
     return _form_page(request, svc, caller, form, status=400)
 
 
-def _show_error(svc: Services, caller: Caller, form: forms.CreateForm, message: str) -> None:
-    field, shown = forms.field_of_error(message)
+def _show_error(svc: Services, caller: Caller, form: forms.ModelForm, message: str) -> None:
+    field, shown = form.field_of_error(message)
     if field == "dataset" and form.spec is not None:
         # The service's message is one string; the form lists the problems one per line.
         report = _check_object(svc, caller, form.spec, form.bucket_name, form.object_name)
