@@ -11,7 +11,9 @@ from click.testing import CliRunner
 from test_hyperparams import LORA_DEFAULTS as LORA_CONFIG
 from test_hyperparams import TFEW_DEFAULTS as TFEW_CONFIG
 
-from tuneforge.cli import main, overrides_from_flags, plan
+from tuneforge.cli import main
+from tuneforge.cli.catalog import plan
+from tuneforge.cli.options import overrides_from_flags
 from tuneforge.errors import InvalidParameter
 
 MODEL_IDS = [

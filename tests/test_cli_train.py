@@ -146,12 +146,12 @@ def test_catalog_model_without_weights_says_how_to_provide_them(parity_dataset, 
 
 @pytest.mark.parametrize("has_bf16, warned", [(False, True), (True, False)])
 def test_bf16_on_a_cpu_without_bf16_hardware_is_warned_about(has_bf16, warned, monkeypatch, capsys):
-    from tuneforge import cli
+    from tuneforge.cli.options import precision_notice
     from tuneforge.engine import precision
 
     monkeypatch.setattr(precision, "cpu_has_bf16_matmuls", lambda: has_bf16)
-    cli._precision_notice("cpu", "bf16")
-    cli._precision_notice("cpu", "auto")  # auto never warns: it picks fp32 on such CPUs
+    precision_notice("cpu", "bf16")
+    precision_notice("cpu", "auto")  # auto never warns: it picks fp32 on such CPUs
     err = capsys.readouterr().err
     assert ("--precision bf16: this CPU has neither AVX512-BF16 nor AMX" in err) is warned
     assert err.count("Warning") == int(warned)

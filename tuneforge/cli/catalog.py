@@ -1,0 +1,268 @@
+"""`tuneforge models` and `tuneforge plan`: the catalog, and what a fine-tune would do, without training
+(nothing heavy is imported: `plan` answers in well under a second)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tuneforge.cli.options import hyperparameter_options, overrides_from_flags, print_json, print_rows, warn_deprecated
+
+# --- tuneforge models ----------------------------------------------------------------------------
+
+
+def _model_json(model) -> dict[str, Any]:
+    return {
+        "id": model.id,
+        "vendor": model.vendor,
+        "method": model.method,
+        "trainingConfigType": model.training_config_type,
+        "deprecated": model.deprecated,
+        "architecture": model.architecture,
+        "weightsRepo": model.weights_repo,
+        "contextTokens": model.context_tokens,
+        "maxPromptTokens": model.max_prompt_tokens,
+        "maxCompletionTokens": model.max_completion_tokens,
+        "hyperparameters": {
+            p.name: {
+                "type": p.type,
+                "minimum": p.minimum,
+                "maximum": p.maximum,
+                "minExclusive": p.min_exclusive,
+                "maxExclusive": p.max_exclusive,
+                "default": p.default,
+                "tunable": p.tunable,
+                "allowed": p.allowed(),
+                "description": p.description,
+            }
+            for p in model.params.values()
+        },
+    }
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array with every range.")
+def models(as_json: bool) -> None:
+    """List the base models that can be fine-tuned, with their default hyperparameters."""
+    from tuneforge.catalog import format_number, list_models
+
+    catalog = list_models()
+    if as_json:
+        print_json([_model_json(m) for m in catalog])
+        return
+    width = max(len(m.id) for m in catalog)
+    for m in catalog:
+        defaults = " ".join(f"{p.name}={format_number(p.default)}" for p in m.params.values())
+        marker = "deprecated" if m.deprecated else ""
+        click.echo(f"{m.id:<{width}}  {m.method:<4}  {marker:<10}  {defaults}")
+
+
+# --- tuneforge plan ------------------------------------------------------------------------------
+
+
+def _capacity_options(f: Callable) -> Callable:
+    from tuneforge.capacity import GPU_TYPES
+
+    options = [
+        click.option(
+            "--gpus", type=click.IntRange(min=1), default=None, help="GPUs per machine: show per-GPU memory, fit and time."
+        ),
+        click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Machines (with --gpus)."),
+        click.option(
+            "--gpu-type",
+            type=click.Choice(sorted(GPU_TYPES)),
+            default="h100",
+            show_default=True,
+            help="Its bf16 peak and link speed set the time estimate.",
+        ),
+        click.option(
+            "--gpu-memory-gib", type=click.FloatRange(min=1), default=None, help="Memory per GPU (default: the type's)."
+        ),
+        click.option(
+            "--quantize-base", type=click.Choice(["nf4"]), default=None, help="As train's: a 4-bit frozen base (QLoRA)."
+        ),
+        click.option(
+            "--activation-checkpointing/--no-activation-checkpointing", default=False, show_default=True, help="As train's."
+        ),
+        click.option(
+            "--micro-batch-size", type=click.IntRange(min=1), default=None, help="As train's (rows per pass on each GPU)."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _load_token_counter(weights: Path | None) -> Callable[[str], int] | None:
+    """A token counter from `weights`/tokenizer.json via the `tokenizers` library (no torch), or None."""
+    if weights is None:
+        return None
+    tokenizer_file = weights / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        click.echo(f"Note: no tokenizer.json in {weights}; token lengths not checked.", err=True)
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+@click.command()
+@click.option("--base-model", "base_model", required=True, metavar="ID", help="Catalog model id (see `tuneforge models`).")
+@click.option(
+    "--dataset",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSONL file of prompt/completion pairs (required unless --gpus: then the bundled example stands in).",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the 80:20 split (default 42).")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Model folder; if it holds tokenizer.json, prompt/completion token lengths are checked.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_capacity_options
+@hyperparameter_options
+def plan(
+    base_model: str,
+    dataset: Path,
+    seed: int | None,
+    weights: Path | None,
+    as_json: bool,
+    gpus: int | None,
+    nodes: int,
+    gpu_type: str,
+    gpu_memory_gib: float | None,
+    quantize_base: str | None,
+    activation_checkpointing: bool,
+    micro_batch_size: int | None,
+    **flags: Any,
+) -> None:
+    """Validate a fine-tuning request and show what training would do, without training.
+
+    With --gpus: the memory each GPU needs, whether it fits, the training time and what to change (docs/scale-out.md)."""
+    from tuneforge import data
+    from tuneforge.catalog import get_model
+    from tuneforge.hyperparams import make_plan, resolve_training_config
+
+    model = get_model(base_model)
+    config = resolve_training_config(model, overrides_from_flags(flags, model))
+    seed = data.DEFAULT_SEED if seed is None else seed
+    stand_in_data = dataset is None
+    if stand_in_data:
+        if gpus is None:
+            raise click.UsageError("Missing option '--dataset' (it may be left out only with --gpus).")
+        # A capacity question without data ("does a 70B LoRA fit 8 x 80 GB?"): memory barely depends on the data,
+        # time does, so the bundled example sizes the run and the output says so.
+        dataset = Path(__file__).parents[1] / "examples" / "dates.jsonl"
+    count_tokens = _load_token_counter(weights)
+    if count_tokens is None and gpus is None:
+        n = data.scan_dataset(dataset)
+    else:
+        examples = data.read_examples(dataset)
+        if count_tokens is not None:
+            data.check_token_lengths(
+                examples,
+                count_tokens,
+                max_prompt_tokens=model.max_prompt_tokens,
+                max_completion_tokens=model.max_completion_tokens,
+                context_tokens=model.context_tokens,
+                path=dataset,
+            )
+        n = len(examples)
+    summary = make_plan(n, config)
+    capacity = None
+    if gpus is not None:
+        from tuneforge.capacity import Layout
+
+        layout = Layout(gpu_type, gpus, nodes, gpu_memory_gib, activation_checkpointing, quantize_base, micro_batch_size)
+        capacity = _capacity(model, config, examples, seed, count_tokens, weights, layout)
+    if model.deprecated:
+        warn_deprecated(model)
+    if as_json:
+        print_json(
+            {
+                "baseModelId": model.id,
+                "method": model.method,
+                "deprecated": model.deprecated,
+                "trainingConfig": config.to_api(),
+                **summary.to_json(),
+                "seed": seed,
+                "tokenLengthsChecked": count_tokens is not None,
+                **({"datasetNote": "not given; the bundled example sizes the run"} if stand_in_data else {}),
+                **({"capacity": capacity.to_json()} if capacity else {}),
+            }
+        )
+        return
+    api = config.to_api()
+    rows: list[tuple[str, Any]] = [
+        ("baseModelId", model.id + (" (DEPRECATED)" if model.deprecated else "")),
+        ("method", f"{model.method} ({api.pop('trainingConfigType')})"),
+        (
+            "dataset",
+            f"not given; the bundled example ({n} examples) sizes the run" if stand_in_data else f"{dataset}: {n} examples",
+        ),
+        ("split", f"{summary.training_examples} training + {summary.validation_examples} validation (80:20, seed {seed})"),
+        *api.items(),
+        ("stepsPerEpoch", summary.steps_per_epoch),
+        (
+            "totalTrainingSteps",
+            f"{summary.total_training_steps} = {config.total_training_epochs} * "
+            f"ceil({summary.training_examples} / {config.training_batch_size})",
+        ),
+        ("tokenLengths", "checked" if count_tokens else "not checked (pass --weights DIR with tokenizer.json)"),
+    ]
+    print_rows(rows + (_capacity_rows(capacity) if capacity else []))
+
+
+def _capacity(model, config, examples, seed, count_tokens, weights: Path | None, layout):
+    """The capacity model's estimate for this dataset: real token counts with a tokenizer, else CHARS_PER_TOKEN."""
+    from tuneforge import capacity, data
+    from tuneforge.catalog import ModelShape
+
+    shape = model.shape
+    if weights is not None and (weights / "config.json").is_file():  # the weights' own architecture over the catalog's
+        shape = ModelShape.from_hf_config(json.loads((weights / "config.json").read_text()))
+    count = count_tokens or capacity.estimated_tokens
+    train, val = data.split_examples(examples, seed)
+    lengths = [[(count(e.prompt), count(e.completion)) for e in part] for part in (train, val)]
+    work = capacity.workload(model.method, config, len(train), len(val), *lengths, tokens_counted=count_tokens is not None)
+    return capacity.estimate(shape, work, layout)
+
+
+def _duration(hours: float) -> str:
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
+
+
+def _capacity_rows(est) -> list[tuple[str, Any]]:
+    from tuneforge.capacity import GPU_TYPES, UTILISATION
+
+    lay, g, acts = est.layout, est.gib, est.activations_gib
+    where = f"{lay.world} x {GPU_TYPES[lay.gpu_type].name}" + (f" on {lay.nodes} machines" if lay.nodes > 1 else "")
+    chosen = [
+        name for name, on in (("activation checkpointing", lay.activation_checkpointing), ("nf4 base", lay.quantize_base)) if on
+    ]
+    memory = (
+        f"{est.total_gib:.1f} GiB: weights {g['weights']:.1f} + gathered layers {g['gatheredWeights']:.1f} + adapter and optimizer "
+        f"{g['adapterAndOptimizer']:.2f} + activations {g['activations']:.1f} + logits {g['logits']:.1f} + reserve {g['reserve']:.1f}"
+    )
+    activations = (
+        f"{acts['withoutCheckpointing']:.1f} GiB without checkpointing, {acts['withCheckpointing']:.1f} GiB with "
+        f"({est.rows_per_pass} row(s) per pass on each GPU, {est.passes_per_step} pass(es) per step)"
+    )
+    tokens = "counted" if est.tokens_counted else "estimated at 4 characters a token"
+    time = f"{_duration(est.hours)}, {est.gpu_hours:.3g} GPU-hours ({est.bound_by}-bound; {UTILISATION:.0%} of the bf16 peak; tokens {tokens})"
+    rows = [
+        ("gpus", f"{where}, {lay.memory_gib:g} GiB each" + (f" ({', '.join(chosen)})" if chosen else "")),
+        ("perGpuMemory", memory),
+        ("activations", activations),
+        ("fits", "yes" if est.fits else "NO"),
+        ("trainingTime", time),
+    ]
+    return rows + [("toFit", suggestion) for suggestion in est.suggestions]
