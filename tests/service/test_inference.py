@@ -301,4 +301,4 @@ def test_tuneforge_chat_through_a_server(service, openai_client, hosted):
         text=True,
         timeout=60,
     )
-    assert refused.returncode == 0 and "Traceback" not in refused.stderr and "not found" in refused.stderr
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr and "not found" in refused.stderr

@@ -45,12 +45,14 @@ def chat(
     """Chat in the terminal, replies streamed: /reset clears the history, /exit or Ctrl-D ends."""
     from tuneforge.serving.terminal import COMMANDS, RemoteEngine, chat_loop, open_engine
 
+    remote = None
     if server is not None:
         if model_dir is None or base_model is not None:
             raise click.UsageError("with --endpoint, give --model MODEL_ID (a custom model, an endpoint or a base model name)")
         if not api_key:
             raise click.UsageError("--endpoint needs --api-key KEY (or $TUNEFORGE_API_KEY): `tuneforge api-keys create-bearer`")
-        engine, adapter, what = RemoteEngine(server, model_dir, api_key), None, f"{model_dir} at {server}"
+        remote = _CountingRefusals(RemoteEngine(server, model_dir, api_key))
+        engine, adapter, what = remote, None, f"{model_dir} at {server}"
     else:
         if (model_dir is None) == (base_model is None):
             raise click.UsageError("give either --model DIR or --base-model ID (with --weights), or --model ID --endpoint URL")
@@ -66,6 +68,50 @@ def chat(
         chat_loop(engine, adapter, sampling, system)
     finally:
         engine.shutdown()
+    if remote is not None and remote.refused:
+        # chat_loop has printed the server's sentence for each refused turn (and read on: a long prompt
+        # refused is not the end of a conversation); the exit status says the session did not go well.
+        raise SystemExit(1)
+
+
+class _CountingRefusals:
+    """A RemoteEngine that counts the turns the server refused or could not be reached for (RemoteError,
+    when the request is sent or while the reply streams), so that `chat --endpoint` can exit non-zero."""
+
+    def __init__(self, engine):
+        self.engine, self.refused = engine, 0
+
+    def submit(self, request):
+        from tuneforge.serving.terminal import RemoteError
+
+        try:
+            return _CountedStream(self.engine.submit(request), self)
+        except RemoteError:
+            self.refused += 1
+            raise
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+
+class _CountedStream:
+    def __init__(self, stream, counter: _CountingRefusals):
+        self.stream, self.counter = stream, counter
+
+    def __iter__(self):
+        from tuneforge.serving.terminal import RemoteError
+
+        try:
+            yield from self.stream
+        except RemoteError:
+            self.counter.refused += 1
+            raise
+
+    def cancel(self) -> None:
+        self.stream.cancel()
+
+    def result(self):
+        return self.stream.result()
 
 
 @click.command()
