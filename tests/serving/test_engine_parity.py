@@ -42,7 +42,8 @@ def test_mixed_batch_greedy_equals_peft_generate(arch, lora_path, tiny_llama, ti
         got = stream.result()
         assert list(got.token_ids) == expected, (name, prompt)
         assert got.finish_reason == ("stop" if len(expected) < max_tokens else "length")
-        assert got.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+        # a reply cut inside a multi-byte character drops its incomplete bytes (a plain decode ends with U+FFFD)
+        assert got.text == engine.tokenizer.decode(expected, skip_special_tokens=True).rstrip("\ufffd")
     engine.shutdown()
 
 

@@ -25,6 +25,7 @@ class ServiceConfig:
     serving_max_batch: int = 32  # rows one decode step of the serving engine carries
     serving_max_queue: int = 256  # inference requests waiting for a row; more: 429
     serving_max_adapters: int = 8  # adapters kept loaded per base model (least recently used go first)
+    serving_max_wait_s: float | None = 30.0  # expected wait for a decode row above this: 429 + Retry-After (docs/serving.md)
 
     @property
     def url(self) -> str:

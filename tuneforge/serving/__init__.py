@@ -38,18 +38,20 @@ Errors (all TuneForgeError: str(err) is a sentence for the user, without paths o
   PromptTooLong(prompt_tokens, context_tokens)                                             -> 400
   AdapterUnavailable  folder missing, no adapter files, or its training not finished       -> 404
   AdapterInvalid      not servable on this base (type, shapes, DoRA, ...)                  -> 400
-  QueueFull(waiting)  max_queue requests already wait for a row                            -> 429
+  QueueFull(waiting, retry_after_s)  max_queue requests already wait for a row             -> 429
+    WaitTooLong(QueueFull)  the expected wait for a row exceeds max_wait_s                 -> 429
+    StartTimeout(QueueFull) still no row at START_DEADLINE x max_wait_s (from the stream)  -> 429
   EngineClosed        the engine or pool was shut down                                     -> 503
   ServingError        base class; also raised from a stream whose step failed              -> 500
-  All but the last come from submit(), before anything is queued.
+  All but the last and StartTimeout come from submit(), before anything is queued.
 
 Engine (tuneforge.serving.engine): Engine(weights: Weights, config=EngineConfig()) loads the base
   and starts its decode thread. submit(request) -> Stream; generate(request) -> Completion;
-  count_tokens(request) -> int; stats() -> EngineStats(running, waiting, adapters, steps,
+  count_tokens(request) -> int; expected_wait_s() -> float (for a request submitted now); stats() -> EngineStats(running, waiting, adapters, steps,
   generated_tokens, peak_running, kv_cache_bytes, prefix_cache_bytes, prefix_hit_tokens);
   shutdown(timeout=30); attributes tokenizer, max_context, weights (weights.stand_in: the answers
   come from the bundled stand-in), device.
-EngineConfig(device="auto", precision="auto", max_batch=64, max_queue=256, max_adapters=8,
+EngineConfig(device="auto", precision="auto", max_batch=64, max_queue=256, max_wait_s=30.0, max_adapters=8,
   max_context=None, prefill_tokens=1024, prefix_cache_mb=256, threads=None): threads sets torch's
   intra-op threads, which is process-wide.
 EnginePool(config): get(weights | path) -> Engine (loaded once per base folder, shared);
@@ -74,6 +76,8 @@ from tuneforge.serving.requests import (
     QueueFull,
     Request,
     ServingError,
+    StartTimeout,
+    WaitTooLong,
 )
 
 _LAZY = {  # these import torch: loaded on first use
@@ -97,6 +101,8 @@ __all__ = [
     "QueueFull",
     "Request",
     "ServingError",
+    "StartTimeout",
+    "WaitTooLong",
     *_LAZY,
 ]
 

@@ -1,12 +1,13 @@
 """The serving engine: one base model, many adapters, continuous batching with chunked prefill on one decode thread.
 
 `Engine.submit` (any thread) checks and tokenizes a request, reads its adapter if it is not
-resident, and queues it; a full queue is `QueueFull`. The decode thread runs `step` while there
-is work:
+resident, and queues it; a full queue is `QueueFull`, and so is a request that is not expected to
+get a row within `max_wait_s` (`WaitTooLong`, see "Admission" below). The decode thread runs `step`
+while there is work:
 
   1. drop cancelled requests;
   2. admit waiting requests, oldest first, while rows are free (`max_batch`) and their adapter has
-     (or gets) a slot; an admitted request is prefilling;
+     (or gets) a slot; an admitted request is prefilling; end those still waiting past their deadline;
   3. plan one forward: the next token of every decoding row, then chunks of the prefilling prompts,
      oldest first, within the step's prompt-token budget (`prefill_tokens`). A prompt starts from
      the longest prefix the prefix cache holds for its adapter (only the rest is computed); a prompt
@@ -22,12 +23,24 @@ costs the running rows a few chunk-sized steps instead of one step as long as th
 (Sarathi-Serve's chunked prefill, vLLM's default scheduler). The model is transformers' own
 forward; the engine supplies the cache (`SlotCache`), the step plan its attention reads
 (`StepPlan`), per-token positions, and which adapter each token uses (`AdapterRows`).
+
+Admission: a queue bounded only by its length lets a request wait for minutes behind the rows ahead
+of it while its client hears nothing. So `submit` estimates the wait: the decode thread publishes,
+after every step, how many more steps each running row is expected to hold its row (its prompt's
+prefill steps plus the tokens it may generate, at most the recent average per request), and the
+measured time of a step; `submit` hands the rows as they free up to the requests queued ahead, in
+order, and the new request gets the next one. Above `max_wait_s` it is refused at once
+(`WaitTooLong`, HTTP 429 with Retry-After) instead of queued. The estimate can be wrong (requests
+run longer than the recent ones did, steps slow down), so a request still waiting for a row after
+START_DEADLINE x `max_wait_s` is ended (`StartTimeout`): nothing waits unboundedly.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -39,7 +52,17 @@ from tuneforge.errors import InvalidParameter
 from tuneforge.serving import adapter_layers
 from tuneforge.serving.adapter_store import AdapterSlots, ServedAdapter, read_adapter
 from tuneforge.serving.kv_cache import ATTENTION, BLOCK, Chunk, PrefixCache, SlotCache, StepPlan, shared_prefix
-from tuneforge.serving.requests import Completion, EngineClosed, FinishReason, PromptTooLong, QueueFull, Request, ServingError
+from tuneforge.serving.requests import (
+    Completion,
+    EngineClosed,
+    FinishReason,
+    PromptTooLong,
+    QueueFull,
+    Request,
+    ServingError,
+    StartTimeout,
+    WaitTooLong,
+)
 from tuneforge.serving.sampling import RowParams, Uniforms, next_tokens
 from tuneforge.serving.stream import Stream
 from tuneforge.serving.text import TextAssembler
@@ -51,6 +74,12 @@ log = logging.getLogger(__name__)
 # are prefilled; larger is fewer passes over the weights per prompt. A CPU computes a few hundred
 # tokens a second where a GPU computes tens of thousands (bench/RESULTS.md has the measured trade-off).
 DEFAULT_PREFILL_TOKENS = {"cpu": 64, "cuda": 2048}
+# How long a request may wait for a row before it starts, by default (seconds): a client that hears
+# nothing for longer gives up (the openai SDK's and OCI's clients time out a read after 60 s or more,
+# a person much sooner), and a 429 with Retry-After tells it when to come back instead.
+DEFAULT_MAX_WAIT_S = 30.0
+START_DEADLINE = 2  # x max_wait_s: a queued request that has not started by then is ended (StartTimeout)
+_EMA = 0.1  # weight of the newest sample in the step-time and per-request averages
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,7 @@ class EngineConfig:
     precision: str = "auto"  # auto | bf16 | fp32: the base's matrix products (tuneforge.engine.precision)
     max_batch: int = 64  # rows (requests) in flight together, prefilling or decoding
     max_queue: int = 256  # requests waiting for a row; one more is QueueFull
+    max_wait_s: float | None = DEFAULT_MAX_WAIT_S  # expected wait for a row above this: WaitTooLong; None: no bound
     max_adapters: int = 8  # adapters resident at once (LRU)
     max_context: int | None = None  # prompt + completion tokens; None: the model's max_position_embeddings
     prefill_tokens: int | None = None  # prompt tokens computed per step, in chunks; None: DEFAULT_PREFILL_TOKENS
@@ -98,6 +128,8 @@ class _Row:
     wait_until: int = 0  # ... until that row has computed this many prompt tokens
     generated: list[int] = field(default_factory=list)
     counts: torch.Tensor | None = None  # [vocab] generated-token counts, penalized requests only
+    queued_at: float = field(default_factory=time.monotonic)
+    admitted_step: int = 0  # the engine's step count when it got its row
 
     @property
     def prefilling(self) -> bool:
@@ -140,6 +172,11 @@ class Engine:
         self._tokenizer_lock = threading.Lock()
         self._closed: str | None = None  # why submit is refused
         self._steps = self._generated = self._peak_running = self._prefix_hits = 0
+        # Admission's estimate (see the module docstring): seconds per step, tokens per finished request
+        # (0: none measured yet), and the steps each running row is still expected to take (under _cond).
+        self._step_s = 0.0
+        self._tokens_per_request = 0.0
+        self._running_left: list[int] = []
         self._thread = threading.Thread(target=self._loop, name=f"tuneforge-serving-{weights.description}", daemon=True)
         if start:
             self._thread.start()
@@ -168,11 +205,39 @@ class Engine:
         with self._cond:
             if self._closed:
                 raise EngineClosed(self._closed)
+            wait = self._expected_wait_s()
+            bound = self.config.max_wait_s
             if len(self._waiting) >= self.config.max_queue:
-                raise QueueFull(len(self._waiting))
+                raise QueueFull(len(self._waiting), round(wait - (bound or 0)))
+            if bound is not None and wait > bound:
+                raise WaitTooLong(len(self._waiting), wait, bound)
             self._waiting.append(row)
             self._cond.notify()
         return stream
+
+    def expected_wait_s(self) -> float:
+        """Seconds a request submitted now is expected to wait for a row (0 while one is free)."""
+        with self._cond:
+            return self._expected_wait_s()
+
+    def _expected_wait_s(self) -> float:
+        """(Under _cond.) The rows free up after the steps the running ones have left; each request
+        queued ahead takes the first to free up, for the steps it is expected to take; the new one
+        gets the next. 0 until a step has been timed."""
+        free = self.config.max_batch - len(self._running_left)
+        if not self._step_s or free > len(self._waiting):
+            return 0.0
+        free_at = [0] * max(0, free) + self._running_left
+        heapq.heapify(free_at)
+        for row in self._waiting:
+            heapq.heapreplace(free_at, free_at[0] + self._expected_steps(row))
+        return free_at[0] * self._step_s
+
+    def _expected_steps(self, row: _Row) -> int:
+        """Steps a request holds its row: its prompt's prefill chunks, then its tokens (at most the
+        recent average per finished request, which is usually far below max_tokens)."""
+        tokens = row.max_new if not self._tokens_per_request else min(row.max_new, round(self._tokens_per_request) + 1)
+        return -(-len(row.prompt_ids) // self.prefill_tokens) + tokens
 
     def generate(self, request: Request) -> Completion:
         """submit() and wait for the whole completion."""
@@ -246,11 +311,18 @@ class Engine:
         """One scheduling step (the decode thread's; public for tests and benchmarks that drive it by hand)."""
         self._drop_cancelled()
         self._admit()
+        self._expire_waiting()
         chunks = self._chunks()
         if self._decoding or chunks:
             self._peak_running = max(self._peak_running, self._decoding + len(chunks))
+            started = time.perf_counter()
             self._run(chunks)
+            took = time.perf_counter() - started
+            self._step_s = took if not self._step_s else (1 - _EMA) * self._step_s + _EMA * took
         self._steps += 1
+        left = [max(1, self._expected_steps(r) - (self._steps - r.admitted_step)) for r in self._rows]
+        with self._cond:
+            self._running_left = left
 
     def _drop_cancelled(self) -> None:
         for row in [r for r in self._rows if r.stream.cancelled]:
@@ -261,6 +333,19 @@ class Engine:
                 self._waiting.remove(row)
         for row in cancelled:
             row.stream.finish(self._completion(row, "cancelled"))
+
+    def _expire_waiting(self) -> None:
+        """End the requests still without a row START_DEADLINE x max_wait_s after they were queued."""
+        if self.config.max_wait_s is None:
+            return
+        now = time.monotonic()
+        deadline = now - START_DEADLINE * self.config.max_wait_s
+        with self._cond:
+            expired = [r for r in self._waiting if r.queued_at <= deadline]
+            for row in expired:
+                self._waiting.remove(row)
+        for row in expired:
+            row.stream.fail(StartTimeout(now - row.queued_at))
 
     def _admit(self) -> None:
         room = self.config.max_batch - len(self._rows)
@@ -277,7 +362,7 @@ class Engine:
                 continue
             if slot is None:  # every adapter slot is pinned by running rows: wait for one to free up
                 continue
-            row.slot, row.adapter = slot, None
+            row.slot, row.adapter, row.admitted_step = slot, None, self._steps
             self._unqueue(row)
             row.cache_slot = len(self._rows)
             self._rows.append(row)
@@ -493,6 +578,9 @@ class Engine:
             self._cache.release()
 
     def _finish(self, row: _Row, reason: FinishReason) -> None:
+        if reason != "cancelled":
+            n = len(row.generated)
+            self._tokens_per_request = n if not self._tokens_per_request else (1 - _EMA) * self._tokens_per_request + _EMA * n
         tail = row.assembler.flush()  # text held back as a possible stop sequence: it cannot become one now
         if tail:
             row.stream.put(tail)
@@ -518,6 +606,8 @@ class Engine:
             self._prefilling.clear()
             self._decoding = 0
             self._cache.release()
+            with self._cond:
+                self._running_left = []
             return
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()

@@ -24,11 +24,36 @@ class ServingError(TuneForgeError):
 
 
 class QueueFull(ServingError):
-    """Too many requests wait for a decode slot (HTTP 429)."""
+    """Too many requests wait for a decode slot (HTTP 429). `retry_after_s`: when to try again
+    (the HTTP layer's Retry-After), from the engine's estimate of when a slot frees up."""
 
-    def __init__(self, waiting: int):
-        self.waiting = waiting
-        super().__init__(f"the model is busy: {waiting} requests are already waiting; retry later")
+    def __init__(self, waiting: int, retry_after_s: int = 1, message: str | None = None):
+        self.waiting, self.retry_after_s = waiting, max(1, retry_after_s)
+        super().__init__(message or f"the model is busy: {waiting} requests are already waiting; retry in {self.retry_after_s} s")
+
+
+class WaitTooLong(QueueFull):
+    """A row is not expected to free up for this request within the engine's `max_wait_s` (HTTP 429):
+    refused at once rather than left waiting longer than the documented bound."""
+
+    def __init__(self, waiting: int, expected_wait_s: float, max_wait_s: float):
+        self.expected_wait_s, self.max_wait_s = expected_wait_s, max_wait_s
+        super().__init__(
+            waiting,
+            math.ceil(expected_wait_s - max_wait_s),
+            f"the model is busy: this request would wait about {math.ceil(expected_wait_s)} s for a decode slot "
+            f"({waiting} requests are already waiting), longer than this server's bound of {max_wait_s:g} s; "
+            f"retry in {max(1, math.ceil(expected_wait_s - max_wait_s))} s",
+        )
+
+
+class StartTimeout(QueueFull):
+    """A queued request did not get a decode slot within twice `max_wait_s` (the admission estimate was
+    wrong): it is ended instead of waiting on (HTTP 429, or an error event when its stream had started)."""
+
+    def __init__(self, waited_s: float):
+        self.waited_s = waited_s
+        super().__init__(0, 1, f"the model is busy: this request waited {waited_s:.0f} s without starting; retry later")
 
 
 class PromptTooLong(ServingError):
