@@ -26,7 +26,6 @@ losses, stop requests) are summed or agreed across the ranks first, so all ranks
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,14 +38,14 @@ from tuneforge.catalog import BaseModelSpec
 from tuneforge.engine import quantize
 from tuneforge.engine.adapters import adapter_parameters, apply_ia3, apply_lora, initial_adapter
 from tuneforge.engine.batches import Encoded, collate, encode_example
-from tuneforge.engine.checkpoint import TrainState, remove_checkpoint, restore_checkpoint, save_checkpoint
+from tuneforge.engine.checkpoint import TrainState, restore_checkpoint, save_checkpoint
 from tuneforge.engine.distributed import Distributed
 from tuneforge.engine.early_stopping import EarlyStopping
 from tuneforge.engine.eval_plan import EvalPlan
 from tuneforge.engine.loss import CompletionLoss, shared_prefix_len
 from tuneforge.engine.metrics_log import MetricsLog, should_log
-from tuneforge.engine.peft_format import peft_config, save_adapter
 from tuneforge.engine.precision import pick_device, pick_dtype
+from tuneforge.engine.result import finish_folder, run_result, write_adapter
 from tuneforge.engine.weights import Weights, load_for_training
 from tuneforge.hyperparams import TrainingConfig, steps_per_epoch, total_training_steps
 from tuneforge.run_folder import Progress, RunFolder, RunResult
@@ -163,25 +162,11 @@ def fine_tune(run: RunSpec) -> RunResult:
         dist.close()
 
 
-def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
-    started = time.time()
+def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dtype, share_prefix: bool):
+    """1. the base model's weights and tokenizer, the dataset read, split (seeded 80:20), length-checked and
+    encoded; 2. the method's adapter attached to the frozen base, sharded over the ranks.
+    Returns (scorer, train_set, val_set, pad_id)."""
     cfg = run.config
-    folder = RunFolder(run.output)
-    writer = dist.main_only(lambda: folder)  # rank 0 writes the run folder; every rank reads it
-    if dist.is_main:
-        folder.path.mkdir(parents=True, exist_ok=True)
-    writer.clear_error()
-    if run.resume and not folder.has_checkpoint() and (finished := folder.read_result()) is not None:
-        return finished  # finished before whoever asked to resume noticed (the service died just as it ended)
-    writer.write_progress(Progress(0, None, 0.0, "loading", detail="loading the base model's weights"))
-
-    # 1. weights and data; 2. the method's adapter on the frozen base, sharded over the ranks
-    torch.manual_seed(run.seed)
-    device = dist.device
-    dtype = pick_dtype(run.precision, device)
-    share_prefix = use_shared_prefix(run.shared_prefix, device)
-    if run.quantize_base:
-        quantize.require(run.quantize_base, device, dist.world)
     examples = data.read_examples(run.dataset)
     train_examples, val_examples = data.split_examples(examples, run.seed)
 
@@ -208,7 +193,32 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
     )
     train_set = [encode_example(tokenizer, e.prompt, e.completion) for e in train_examples]
     val_set = [encode_example(tokenizer, e.prompt, e.completion) for e in val_examples]
-    pad_id = tokenizer.pad_token_id
+    return scorer, train_set, val_set, tokenizer.pad_token_id
+
+
+def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
+    """Steps 1-7 of the module docstring, in that order, each marked with its number below; what is
+    handed back at the end (the adapter, model.json, the report) is assembled in result.py."""
+    started = time.time()
+    cfg = run.config
+    folder = RunFolder(run.output)
+    writer = dist.main_only(lambda: folder)  # rank 0 writes the run folder; every rank reads it
+    if dist.is_main:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    writer.clear_error()
+    if run.resume and not folder.has_checkpoint() and (finished := folder.read_result()) is not None:
+        return finished  # finished before whoever asked to resume noticed (the service died just as it ended)
+    writer.write_progress(Progress(0, None, 0.0, "loading", detail="loading the base model's weights"))
+
+    # 1. weights and data; 2. the method's adapter on the frozen base, sharded over the ranks
+    torch.manual_seed(run.seed)
+    device = dist.device
+    dtype = pick_dtype(run.precision, device)
+    share_prefix = use_shared_prefix(run.shared_prefix, device)
+    if run.quantize_base:
+        quantize.require(run.quantize_base, device, dist.world)
+    scorer, train_set, val_set, pad_id = load_model_and_data(run, dist, writer, dtype, share_prefix)
+    model = scorer.model
 
     n_train, batch_size, epochs = len(train_set), cfg.training_batch_size, cfg.total_training_epochs
     per_epoch = steps_per_epoch(n_train, batch_size)
@@ -338,47 +348,21 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
     final_loss, final_acc = evaluate(scorer, val_set, pad_id, device, dist=dist)
     state.eval_seconds += time.time() - t0
     progress("saving", "saving the adapter")
-    adapter = dist.full_tensors(params)
-    dist.main_only(
-        write_adapter,
-        folder,
-        adapter,
-        peft_config(
-            run.base_model.method,
-            base_model=str(run.weights.path),
-            r=cfg.lora_r,
-            alpha=cfg.lora_alpha,
-            dropout=cfg.lora_dropout,
-        ),
-    )
-
-    result = RunResult(
-        base_model_id=run.base_model.id,
-        method=run.base_model.method,
-        training_config=cfg.to_api(),
-        weights={"source": run.weights.source, "path": str(run.weights.path), "description": run.weights.description},
-        stand_in=run.weights.stand_in,
-        device=device.split(":")[0],
-        precision=str(dtype).removeprefix("torch."),
-        seed=run.seed,
-        training_examples=n_train,
-        validation_examples=len(val_set),
-        total_training_steps=total_steps,
-        steps_run=state.step,
+    dist.main_only(write_adapter, folder, dist.full_tensors(params), run)
+    result = run_result(
+        run,
+        dist,
+        dtype=dtype,
+        share_prefix=share_prefix,
+        n_train=n_train,
+        n_val=len(val_set),
+        total_steps=total_steps,
+        state=state,
         early_stopped=early_stopped,
-        best_step=state.best_step,
-        evaluation_cycles=state.evals,
-        evaluation_every_steps=plan.every,
-        evaluation_cycle_examples=plan.examples,
-        timings={"totalSeconds": time.time() - started, "trainSeconds": state.train_seconds, "evalSeconds": state.eval_seconds},
-        final_accuracy=final_acc,
+        plan=plan,
+        total_seconds=time.time() - started,
         final_loss=final_loss,
-        extra={
-            "distributed": dist.describe(),
-            "activationCheckpointing": run.activation_checkpointing,
-            "quantizeBase": run.quantize_base,
-            "sharedPrefix": share_prefix,
-        },
+        final_accuracy=final_acc,
     )
     writer.write_result(result)
     progress("done", eta=0.0)
@@ -386,22 +370,6 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
     dist.main_only(finish_folder, folder, result, log)
     dist.barrier()  # the other ranks return once the run folder is complete
     return result
-
-
-def write_adapter(folder: RunFolder, adapter: dict[str, torch.Tensor], config) -> None:
-    """The adapter in PEFT format, swapped in whole (a reader never sees half of one)."""
-    tmp = folder.adapter_dir.with_name(folder.adapter_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_adapter(adapter, tmp, config)
-    shutil.rmtree(folder.adapter_dir, ignore_errors=True)
-    tmp.rename(folder.adapter_dir)
-
-
-def finish_folder(folder: RunFolder, result: RunResult, log: MetricsLog) -> None:
-    from tuneforge.report import write_report
-
-    write_report(folder.path, result.to_json(), log.records())
-    remove_checkpoint(folder)
 
 
 def _eta(state: TrainState, total_steps: int, plan: EvalPlan, batch_size: int, n_val: int, cycle_examples: int) -> float:
