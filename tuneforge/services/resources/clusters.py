@@ -19,12 +19,14 @@ from tuneforge.services.schemas.resources import (
     UpdateDedicatedAiClusterDetails,
 )
 from tuneforge.services.tenancy import owned
-from tuneforge.services.transactions import commit_versioned
+from tuneforge.services.transactions import commit_versioned, retrying
 from tuneforge.store import ids, workrequests
 from tuneforge.store.tables import ClusterRow, EndpointRow, JobRow, utcnow
 
 STATES = ("CREATING", "ACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED", "NEEDS_ATTENTION")
 ENDPOINTS_PER_HOSTING_CLUSTER = 50  # OCI: "A hosting dedicated AI cluster can have up to 50 endpoints"
+# An endpoint's states that hold a slot of its cluster and keep its model from deletion (FAILED hosts nothing).
+HOSTING_STATES = ("ACTIVE", "CREATING", "UPDATING")
 SORT_COLUMNS = {
     "timeCreated": ClusterRow.time_created,
     "displayName": ClusterRow.display_name,
@@ -56,10 +58,11 @@ def to_api(row: ClusterRow, used_endpoints: int = 0) -> DedicatedAiCluster:
 
 
 def _used(session: Session, row: ClusterRow) -> int:
+    """usedEndpointCapacity: the endpoints that hold a slot (a FAILED endpoint hosts nothing)."""
     return session.scalar(
         select(func.count())
         .select_from(EndpointRow)
-        .where(EndpointRow.cluster_id == row.id, EndpointRow.lifecycle_state != "DELETED")
+        .where(EndpointRow.cluster_id == row.id, EndpointRow.lifecycle_state.in_(HOSTING_STATES))
     )
 
 
@@ -165,6 +168,12 @@ def list_clusters(
 def update_cluster(
     svc: Services, caller: Caller, cluster_id: str, details: UpdateDedicatedAiClusterDetails, if_match: str | None = None
 ) -> Answer[DedicatedAiCluster]:
+    return retrying(lambda: _update(svc, caller, cluster_id, details, if_match))
+
+
+def _update(
+    svc: Services, caller: Caller, cluster_id: str, details: UpdateDedicatedAiClusterDetails, if_match: str | None
+) -> Answer[DedicatedAiCluster]:
     with svc.session() as session:
         row = owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -176,23 +185,31 @@ def update_cluster(
                 setattr(row, field, value)
         row.time_updated = utcnow()
         wr_id = _work_request(svc, session, row, "UPDATE_DEDICATED_AI_CLUSTER")
-        commit_versioned(session, if_match)
+        commit_versioned(session)
         return _answer(session, row, wr_id)
 
 
 def change_compartment(svc: Services, caller: Caller, cluster_id: str, compartment_id: str, if_match: str | None = None) -> None:
+    retrying(lambda: _change_compartment(svc, caller, cluster_id, compartment_id, if_match))
+
+
+def _change_compartment(svc: Services, caller: Caller, cluster_id: str, compartment_id: str, if_match: str | None) -> None:
     with svc.session() as session:
         row = owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
         check_if_match(if_match, etag(row.id, row.revision))
         if row.lifecycle_state != "ACTIVE":
             raise incorrect_state(f"dedicated AI cluster {row.id} is {row.lifecycle_state}")
         row.compartment_id, row.time_updated = compartment_id, utcnow()
-        commit_versioned(session, if_match)
+        commit_versioned(session)
 
 
 def delete_cluster(svc: Services, caller: Caller, cluster_id: str, if_match: str | None = None) -> str:
     """409 IncorrectState while training jobs are queued or running on it (the SDK retries 409).
     Returns the DELETE_DEDICATED_AI_CLUSTER work request id."""
+    return retrying(lambda: _delete(svc, caller, cluster_id, if_match))
+
+
+def _delete(svc: Services, caller: Caller, cluster_id: str, if_match: str | None) -> str:
     with svc.session() as session:
         row = owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -203,10 +220,15 @@ def delete_cluster(svc: Services, caller: Caller, cluster_id: str, if_match: str
             raise incorrect_state(
                 f"dedicated AI cluster {row.id} has {busy} training job(s) queued or running; delete or wait for them"
             )
-        hosted = _used(session, row)
-        if hosted:
-            raise incorrect_state(f"dedicated AI cluster {row.id} hosts {hosted} endpoint(s); delete them first")
+        # FAILED endpoints hold no slot but still name the cluster: they go first, as the hosting ones do.
+        endpoints = session.scalar(
+            select(func.count())
+            .select_from(EndpointRow)
+            .where(EndpointRow.cluster_id == row.id, EndpointRow.lifecycle_state != "DELETED")
+        )
+        if endpoints:
+            raise incorrect_state(f"dedicated AI cluster {row.id} has {endpoints} endpoint(s); delete them first")
         row.lifecycle_state, row.time_updated = "DELETED", utcnow()
         wr_id = _work_request(svc, session, row, "DELETE_DEDICATED_AI_CLUSTER")
-        commit_versioned(session, if_match)
+        commit_versioned(session)
         return wr_id

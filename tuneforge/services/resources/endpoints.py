@@ -5,9 +5,15 @@ Rules, as OCI has them: the model must be ACTIVE; one hosting cluster hosts up t
 of the same base model (the first endpoint decides which); the cluster's unit shape must be of the
 model's family (Cohere shapes for Cohere models, generic/Llama shapes for Meta models). An endpoint
 is CREATING until the serving engine has its base weights and adapter loaded (`Services.warm_endpoint`;
-without a serving engine it is ACTIVE at once), then ACTIVE; deleting it is immediate. Creating an
-endpoint updates its cluster's row in the same transaction (the capacity it uses changes), which also
-serialises concurrent creates on one cluster: the 50th and 51st cannot both win.
+without a serving engine it is ACTIVE at once), then ACTIVE (or FAILED: a FAILED endpoint hosts
+nothing, so it no longer counts in its cluster's usedEndpointCapacity); deleting it is immediate.
+
+Concurrency: creating an endpoint updates, in the transaction that inserts it, its cluster's row (the
+capacity it uses changes) and its custom model's row (what hosts the model changes: its etag moves);
+both are versioned (services/transactions.py), so the 50th and 51st endpoint of a cluster cannot both
+win, and neither can an endpoint create and a delete of its model sent at the same moment: the loser
+runs again on what the winner committed and fails with the rule's own words (the model is DELETING;
+the model is hosted). Races among the server's own requests are retried there, never answered 409.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,10 +32,10 @@ from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
 from tuneforge.services.resources import base_models
-from tuneforge.services.resources.clusters import ENDPOINTS_PER_HOSTING_CLUSTER
+from tuneforge.services.resources.clusters import ENDPOINTS_PER_HOSTING_CLUSTER, HOSTING_STATES
 from tuneforge.services.schemas.resources import CreateEndpointDetails, Endpoint, UpdateEndpointDetails
 from tuneforge.services.tenancy import owned
-from tuneforge.services.transactions import commit_versioned
+from tuneforge.services.transactions import Conflict, commit_versioned, retrying
 from tuneforge.store import ids, workrequests
 from tuneforge.store.tables import ClusterRow, EndpointRow, JobRow, ModelRow, WorkRequestRow, utcnow
 
@@ -88,9 +94,9 @@ def hosted_spec(svc: Services, session: Session, caller: Caller, model_id: str, 
     if spec is not None:
         return spec
     model = session.get(ModelRow, model_id)
-    if model is None or model.tenancy_id != caller.tenancy_id or model.lifecycle_state == "DELETED":
+    if model is None or model.tenancy_id != caller.tenancy_id:
         raise invalid(f"{field}: no model {model_id!r} in your tenancy")
-    if model.lifecycle_state != "ACTIVE":
+    if model.lifecycle_state != "ACTIVE":  # DELETED too: the loser of a race with its delete is told so
         raise invalid(f"{field}: model {model_id!r} is {model.lifecycle_state}; only an ACTIVE model can be hosted")
     return base_models.resolve(model.base_model_id, svc.region)
 
@@ -108,22 +114,57 @@ def _check_shape(cluster: ClusterRow, spec: BaseModelSpec) -> None:
 
 def _live_endpoints(session: Session, cluster_id: str) -> list[EndpointRow]:
     return list(
-        session.scalars(select(EndpointRow).where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state != "DELETED"))
+        session.scalars(
+            select(EndpointRow).where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state.in_(HOSTING_STATES))
+        )
     )
 
 
 def used_capacity(session: Session, cluster_id: str) -> int:
+    """The cluster's endpoints that hold a slot (a FAILED one hosts nothing: it frees its slot)."""
     return session.scalar(
         select(func.count())
         .select_from(EndpointRow)
-        .where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state != "DELETED")
+        .where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state.in_(HOSTING_STATES))
     )
+
+
+def _claim_model(session: Session, model_id: str) -> None:
+    """Move the custom model's revision in this transaction, only while it is still ACTIVE at the
+    revision read: a delete of the model that read it before fails its own versioned UPDATE (and runs
+    again, seeing this endpoint), and a delete that committed first makes this one run again."""
+    model = session.get(ModelRow, model_id)
+    claimed = session.execute(
+        update(ModelRow)
+        .where(ModelRow.id == model_id, ModelRow.revision == model.revision, ModelRow.lifecycle_state == "ACTIVE")
+        .values(revision=ModelRow.revision + 1)
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    if not claimed:
+        raise Conflict
 
 
 def create_endpoint(
     svc: Services, caller: Caller, details: CreateEndpointDetails, retry_token: str | None = None
 ) -> Answer[Endpoint]:
     digest = idempotency.body_hash(details)
+    created = retrying(lambda: _insert(svc, caller, details, retry_token, digest))
+    if isinstance(created, Answer):  # the retry token's earlier create
+        return created
+    row, wr_id = created
+    if svc.warm_endpoint is None:
+        finish_creation(svc, row.id)
+    else:
+        svc.warm_endpoint(row.id)
+    with svc.session() as session:
+        return _answer(session.get(EndpointRow, row.id), wr_id)
+
+
+def _insert(
+    svc: Services, caller: Caller, details: CreateEndpointDetails, retry_token: str | None, digest: str
+) -> Answer[Endpoint] | tuple[EndpointRow, str]:
+    """One try at the create's transaction: the new CREATING row and its work request's id, or the
+    answer of the retry token's earlier create."""
     with svc.session() as session:
         earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateEndpoint", digest)
         if earlier is not None:
@@ -138,6 +179,8 @@ def create_endpoint(
             raise invalid(f"{field}: cluster {cluster.id!r} is {cluster.lifecycle_state}, not ACTIVE")
         spec = hosted_spec(svc, session, caller, details.model_id)
         _check_shape(cluster, spec)
+        if base_models.find(details.model_id, svc.region) is None:
+            _claim_model(session, details.model_id)
         hosted = _live_endpoints(session, cluster.id)
         if len(hosted) >= ENDPOINTS_PER_HOSTING_CLUSTER:
             raise invalid(
@@ -174,23 +217,22 @@ def create_endpoint(
         cluster.time_updated = now  # a versioned UPDATE: concurrent creates on this cluster conflict (see the docstring)
         idempotency.record(session, caller.tenancy_id, retry_token, "CreateEndpoint", digest, row.id, wr.id)
         try:
-            commit_versioned(session, None)
+            commit_versioned(session)
         except IntegrityError:
             session.rollback()
             earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateEndpoint", digest)
             if earlier is None:
                 raise
             return _answer(session.get(EndpointRow, earlier.resource_id), earlier.work_request_id)
-    if svc.warm_endpoint is None:
-        finish_creation(svc, row.id)
-    else:
-        svc.warm_endpoint(row.id)
-    with svc.session() as session:
-        return _answer(session.get(EndpointRow, row.id), wr.id)
+        return row, wr.id
 
 
 def finish_creation(svc: Services, endpoint_id: str, error: str | None = None) -> None:
     """CREATING -> ACTIVE (or FAILED with `error`, a message for the user), with its work request."""
+    retrying(lambda: _finish_creation(svc, endpoint_id, error))
+
+
+def _finish_creation(svc: Services, endpoint_id: str, error: str | None) -> None:
     with svc.session() as session:
         row = session.get(EndpointRow, endpoint_id)
         if row is None or row.lifecycle_state != "CREATING":
@@ -210,7 +252,7 @@ def finish_creation(svc: Services, endpoint_id: str, error: str | None = None) -
                 session, wr.id, f"Endpoint {'failed: ' + error if error else 'ACTIVE: the model is loaded and answering.'}"
             )
             workrequests.finish(session, wr, "FAILED" if error else "SUCCEEDED")
-        session.commit()
+        commit_versioned(session)
 
 
 def creating(svc: Services) -> list[str]:
@@ -256,6 +298,12 @@ def list_endpoints(
 def update_endpoint(
     svc: Services, caller: Caller, endpoint_id: str, details: UpdateEndpointDetails, if_match: str | None = None
 ) -> Answer[Endpoint]:
+    return retrying(lambda: _update(svc, caller, endpoint_id, details, if_match))
+
+
+def _update(
+    svc: Services, caller: Caller, endpoint_id: str, details: UpdateEndpointDetails, if_match: str | None
+) -> Answer[Endpoint]:
     with svc.session() as session:
         row = owned(session, caller, EndpointRow, endpoint_id, "endpoint")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -270,21 +318,29 @@ def update_endpoint(
             row.guardrails = {**row.guardrails, **guardrails}
         row.time_updated = utcnow()
         wr = _work_request(svc, session, row, "UPDATE_ENDPOINT", done=True)
-        commit_versioned(session, if_match)
+        commit_versioned(session)
         return _answer(row, wr.id)
 
 
 def change_compartment(svc: Services, caller: Caller, endpoint_id: str, compartment_id: str, if_match: str | None = None) -> None:
+    retrying(lambda: _change_compartment(svc, caller, endpoint_id, compartment_id, if_match))
+
+
+def _change_compartment(svc: Services, caller: Caller, endpoint_id: str, compartment_id: str, if_match: str | None) -> None:
     with svc.session() as session:
         row = owned(session, caller, EndpointRow, endpoint_id, "endpoint")
         check_if_match(if_match, etag(row.id, row.revision))
         if row.lifecycle_state in ("DELETING", "DELETED"):
             raise incorrect_state(f"endpoint {row.id} is {row.lifecycle_state}")
         row.compartment_id, row.time_updated = compartment_id, utcnow()
-        commit_versioned(session, if_match)
+        commit_versioned(session)
 
 
 def delete_endpoint(svc: Services, caller: Caller, endpoint_id: str, if_match: str | None = None) -> str:
+    return retrying(lambda: _delete(svc, caller, endpoint_id, if_match))
+
+
+def _delete(svc: Services, caller: Caller, endpoint_id: str, if_match: str | None) -> str:
     with svc.session() as session:
         row = owned(session, caller, EndpointRow, endpoint_id, "endpoint")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -295,7 +351,7 @@ def delete_endpoint(svc: Services, caller: Caller, endpoint_id: str, if_match: s
         cluster = session.get(ClusterRow, row.cluster_id)
         if cluster is not None:
             cluster.time_updated = utcnow()  # its used capacity changed
-        commit_versioned(session, if_match)
+        commit_versioned(session)
         return wr.id
 
 
@@ -345,9 +401,10 @@ def model_target(svc: Services, caller: Caller, model_id: str) -> Target:
 
 
 def hosting_endpoints(session: Session, model_id: str) -> int:
-    """Endpoints (not DELETED) that host a model: a hosted model cannot be deleted."""
+    """Endpoints that host a model (CREATING, ACTIVE or UPDATING; a FAILED one hosts nothing): a
+    hosted model cannot be deleted."""
     return session.scalar(
         select(func.count())
         .select_from(EndpointRow)
-        .where(EndpointRow.model_id == model_id, EndpointRow.lifecycle_state != "DELETED")
+        .where(EndpointRow.model_id == model_id, EndpointRow.lifecycle_state.in_(HOSTING_STATES))
     )

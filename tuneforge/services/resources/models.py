@@ -33,7 +33,7 @@ from tuneforge.services.schemas.resources import (
     UpdateModelDetails,
 )
 from tuneforge.services.tenancy import find_owned, owned
-from tuneforge.services.transactions import commit_versioned
+from tuneforge.services.transactions import commit_versioned, retrying
 from tuneforge.serving.export import ExportError, export_peft
 from tuneforge.store import ids, objects, workrequests
 from tuneforge.store.tables import ClusterRow, JobRow, MetricRecord, ModelRow, WorkRequestEntry, WorkRequestRow
@@ -377,6 +377,10 @@ def update_model(
     svc: Services, caller: Caller, model_id: str, details: UpdateModelDetails, if_match: str | None = None
 ) -> Answer[Model]:
     """Synchronous, as in OCI (update_model_and_wait_for_state polls the model, not a work request)."""
+    return retrying(lambda: _update(svc, caller, model_id, details, if_match))
+
+
+def _update(svc: Services, caller: Caller, model_id: str, details: UpdateModelDetails, if_match: str | None) -> Answer[Model]:
     with svc.session() as session:
         row = owned(session, caller, ModelRow, model_id, "model")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -387,11 +391,15 @@ def update_model(
             if value is not None:
                 setattr(row, field, value)
         lifecycle.touch(row)
-        commit_versioned(session, if_match)
+        commit_versioned(session)
         return _answer(row, svc.region)
 
 
 def change_compartment(svc: Services, caller: Caller, model_id: str, compartment_id: str, if_match: str | None = None) -> None:
+    retrying(lambda: _change_compartment(svc, caller, model_id, compartment_id, if_match))
+
+
+def _change_compartment(svc: Services, caller: Caller, model_id: str, compartment_id: str, if_match: str | None) -> None:
     with svc.session() as session:
         row = owned(session, caller, ModelRow, model_id, "model")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -399,14 +407,24 @@ def change_compartment(svc: Services, caller: Caller, model_id: str, compartment
             raise incorrect_state(f"model {row.id} is {row.lifecycle_state}")
         row.compartment_id = compartment_id
         lifecycle.touch(row)
-        commit_versioned(session, if_match)
+        commit_versioned(session)
 
 
 def delete_model(svc: Services, caller: Caller, model_id: str, if_match: str | None = None) -> str:
     """Cancels the training job if it runs (its worker stops it with SIGTERM), then DELETED. Returns
-    the DELETE_MODEL work request id."""
+    the DELETE_MODEL work request id. 409 while an endpoint hosts the model: the check and the
+    versioned UPDATE to DELETING are one transaction, and creating an endpoint moves the model's
+    revision in its own, so of a delete and an endpoint create sent at the same moment one loses
+    (services/resources/endpoints.py)."""
     if base_models.find(model_id, svc.region) is not None:
         raise not_found("model")
+    wr_id, remove = retrying(lambda: _delete(svc, caller, model_id, if_match))
+    for path in remove:
+        shutil.rmtree(path, ignore_errors=True)
+    return wr_id
+
+
+def _delete(svc: Services, caller: Caller, model_id: str, if_match: str | None) -> tuple[str, list[Path]]:
     with svc.session() as session:
         row = owned(session, caller, ModelRow, model_id, "model")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -414,14 +432,12 @@ def delete_model(svc: Services, caller: Caller, model_id: str, if_match: str | N
             raise not_found("model")
         pending = lifecycle.pending_delete_request(session, row.id)
         if pending is not None:  # already being deleted: same answer as the first delete
-            return pending.id
+            return pending.id, []
         if hosted := endpoints.hosting_endpoints(session, row.id):
             raise incorrect_state(f"model {row.id} is hosted by {hosted} endpoint(s); delete them first")
         wr, remove = lifecycle.request_deletion(session, row, svc.region)
-        commit_versioned(session, if_match)
-    for path in remove:
-        shutil.rmtree(path, ignore_errors=True)
-    return wr.id
+        commit_versioned(session)
+        return wr.id, remove
 
 
 def stop_training(svc: Services, caller: Caller, model_id: str, reason: str) -> None:
@@ -429,11 +445,15 @@ def stop_training(svc: Services, caller: Caller, model_id: str, reason: str) -> 
     FAILED with `reason` as lifecycleDetails, its curves and work request logs kept, its create work
     request CANCELED. A queued job ends at once; a running trainer is stopped by its worker (SIGTERM:
     it checkpoints and exits), which then ends the model. 409 unless the model is CREATING."""
+    for path in retrying(lambda: _stop(svc, caller, model_id, reason)):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _stop(svc: Services, caller: Caller, model_id: str, reason: str) -> list[Path]:
     with svc.session() as session:
         row = owned(session, caller, ModelRow, model_id, "model")
         if row.lifecycle_state != "CREATING":
             raise incorrect_state(f"model {row.id} is {row.lifecycle_state}; only a model in training can be stopped")
         remove = lifecycle.request_stop(session, row, reason)
-        commit_versioned(session, None)
-    for path in remove:
-        shutil.rmtree(path, ignore_errors=True)
+        commit_versioned(session)
+        return remove

@@ -31,12 +31,12 @@ from tuneforge.catalog import BaseModelSpec
 from tuneforge.data import DEFAULT_SEED
 from tuneforge.errors import DatasetError, TuneForgeError
 from tuneforge.hyperparams import FIELD_TYPES, make_plan
+from tuneforge.jobs import lifecycle
 from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, incorrect_state, invalid
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
 from tuneforge.services.resources import base_models, datasets, models, objects
-from tuneforge.services.schemas.resources import UpdateModelDetails
 from tuneforge.services.schemas.sweeps import (
     CreateSweepDetails,
     KeepBestDetails,
@@ -46,14 +46,15 @@ from tuneforge.services.schemas.sweeps import (
     SweepSummary,
 )
 from tuneforge.services.tenancy import owned
-from tuneforge.services.transactions import commit_versioned
+from tuneforge.services.transactions import commit_versioned, retrying
 from tuneforge.store import ids, workrequests
 from tuneforge.store.db import normalize_url
-from tuneforge.store.tables import ClusterRow, SweepRow, utcnow
+from tuneforge.store.tables import ClusterRow, ModelRow, SweepRow, utcnow
 from tuneforge.sweeps import SweepSpec, prepare, space_from_json, space_to_json
 
 STATES = ("ACCEPTED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "CANCELING", "CANCELED")
 COORDINATED = ("ACCEPTED", "IN_PROGRESS", "CANCELING")  # states a coordinator works on
+FINISHED = ("SUCCEEDED", "CANCELED", "FAILED")
 SWEEP_OCID = "generativeaisweep"
 ENTITY = "GenerativeAiSweep"
 OPTUNA_SCHEMA = "optuna"  # created by migration 0006 on PostgreSQL
@@ -335,22 +336,33 @@ def list_sweeps(
 
 def cancel_sweep(svc: Services, caller: Caller, sweep_id: str, if_match: str | None = None) -> str:
     """CANCELING; the coordinator stops the trials in training and ends the sweep CANCELED. Returns
-    the sweep's work request (CANCELED once the sweep is). A finished sweep cannot be canceled (409)."""
+    the sweep's work request (CANCELED once the sweep is). Asking again while it is CANCELING gets
+    the same answer; a finished sweep (CANCELED included: there is nothing left to cancel) is 409."""
+    return retrying(lambda: _cancel(svc, caller, sweep_id, if_match))
+
+
+def _cancel(svc: Services, caller: Caller, sweep_id: str, if_match: str | None) -> str:
     with svc.session() as session:
         row = owned(session, caller, SweepRow, sweep_id, "sweep")
         check_if_match(if_match, etag(row.id, row.revision))
-        if row.lifecycle_state in ("CANCELING", "CANCELED"):
+        if row.lifecycle_state == "CANCELING":
             return row.work_request_id
+        if row.lifecycle_state == "CANCELED":
+            raise incorrect_state(f"sweep {row.id} is already CANCELED")
         if row.lifecycle_state not in COORDINATED:
             raise incorrect_state(f"sweep {row.id} is {row.lifecycle_state}; only a sweep in progress can be canceled")
         row.cancel_requested, row.lifecycle_state, row.time_updated = True, "CANCELING", utcnow()
         workrequests.log(session, row.work_request_id, "Canceling: the trials in training are being stopped.")
-        commit_versioned(session, if_match)
+        commit_versioned(session)
         return row.work_request_id
 
 
 def request_learning_curve(svc: Services, caller: Caller, sweep_id: str, if_match: str | None = None) -> Answer[Sweep]:
     """Ask for "would more data help?" on a sweep that ran without it: back IN_PROGRESS until the curve is done."""
+    return retrying(lambda: _request_learning_curve(svc, caller, sweep_id, if_match))
+
+
+def _request_learning_curve(svc: Services, caller: Caller, sweep_id: str, if_match: str | None) -> Answer[Sweep]:
     with svc.session() as session:
         row = owned(session, caller, SweepRow, sweep_id, "sweep")
         check_if_match(if_match, etag(row.id, row.revision))
@@ -363,7 +375,7 @@ def request_learning_curve(svc: Services, caller: Caller, sweep_id: str, if_matc
             row.lifecycle_state = "IN_PROGRESS"
         row.time_updated = utcnow()
         workrequests.log(session, row.work_request_id, "The learning curve was asked for.")
-        commit_versioned(session, if_match)
+        commit_versioned(session)
         return _answer(row, svc.region)
 
 
@@ -372,21 +384,10 @@ def keep_best(
 ) -> KeepBestResult:
     """Rename the best trial's model (to `displayName`, default the sweep's) and, with
     isDeleteOthersEnabled, delete every other trial's model (one an endpoint hosts is kept and said so).
-    The sweep must have finished (SUCCEEDED or CANCELED) with a best trial."""
-    with svc.session() as session:
-        row = owned(session, caller, SweepRow, sweep_id, "sweep")
-        check_if_match(if_match, etag(row.id, row.revision))
-        results = row.results or {}
-        if row.lifecycle_state not in ("SUCCEEDED", "CANCELED", "FAILED") or not results.get("bestModelId"):
-            raise incorrect_state(
-                f"sweep {row.id} is {row.lifecycle_state} with no best trial yet; keep the best once it has finished"
-            )
-        best = results["bestModelId"]
-        others = [t["modelId"] for t in results.get("trials", []) if t.get("modelId") and t["modelId"] != best]
-        row.kept_model_id, row.time_updated = best, utcnow()
-        name = details.display_name or row.display_name
-        commit_versioned(session, if_match)
-    models.update_model(svc, caller, best, UpdateModelDetails(display_name=name))
+    The sweep must have finished (SUCCEEDED, CANCELED or FAILED) with a best trial. The rename and the
+    sweep's keptModelId are one transaction on both versioned rows: a delete of the best model at the
+    same moment either comes after it (and deletes the kept model, as asked) or makes it fail saying so."""
+    best, others = retrying(lambda: _keep(svc, caller, sweep_id, details, if_match))
     deleted, kept = [], []
     for model_id in others if details.is_delete_others_enabled else []:
         try:
@@ -396,3 +397,30 @@ def keep_best(
             if err.status != 404:
                 kept.append({"modelId": model_id, "reason": err.message})
     return KeepBestResult(model_id=best, deleted_model_ids=deleted, not_deleted=kept)
+
+
+def _keep(svc: Services, caller: Caller, sweep_id: str, details: KeepBestDetails, if_match: str | None) -> tuple[str, list[str]]:
+    """One try: the sweep's keptModelId and the best model's new name; (the best, the other trials' models)."""
+    with svc.session() as session:
+        row = owned(session, caller, SweepRow, sweep_id, "sweep")
+        check_if_match(if_match, etag(row.id, row.revision))
+        results = row.results or {}
+        if row.lifecycle_state not in FINISHED:
+            raise incorrect_state(
+                f"sweep {row.id} is {row.lifecycle_state}; keep the best once it has finished (SUCCEEDED, CANCELED or FAILED)"
+            )
+        best = results.get("bestModelId")
+        if not best:
+            raise incorrect_state(
+                f"sweep {row.id} is {row.lifecycle_state} and none of its trials finished: there is no best to keep"
+            )
+        model = session.get(ModelRow, best)
+        if model is None or model.tenancy_id != caller.tenancy_id or model.lifecycle_state in ("DELETING", "DELETED"):
+            state = "DELETED" if model is None or model.tenancy_id != caller.tenancy_id else model.lifecycle_state
+            raise incorrect_state(f"sweep {row.id}: its best trial's model {best} is {state}; there is no best to keep")
+        others = [t["modelId"] for t in results.get("trials", []) if t.get("modelId") and t["modelId"] != best]
+        row.kept_model_id, row.time_updated = best, utcnow()
+        model.display_name = details.display_name or row.display_name
+        lifecycle.touch(model)
+        commit_versioned(session)
+        return best, others
