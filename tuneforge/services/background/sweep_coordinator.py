@@ -48,7 +48,7 @@ from tuneforge.services.resources import clusters, models, objects, sweeps
 from tuneforge.services.schemas.resources import CreateModelDetails
 from tuneforge.services.schemas.sweeps import SweepSteps, SweepTrial
 from tuneforge.store import workrequests
-from tuneforge.store.tables import SweepRow, WorkRequestRow, utcnow
+from tuneforge.store.tables import JobRow, SweepRow, WorkRequestRow, utcnow
 from tuneforge.sweeps import learning_curve
 from tuneforge.sweeps.results import SweepSummary
 from tuneforge.sweeps.space import suggest
@@ -417,12 +417,15 @@ def stop_all(svc: Services, c: Claimed, reason: str) -> None:
 # ---- the sweep's record -----------------------------------------------------------------------
 
 
-def _trial_json(row, model_id: str | None) -> dict[str, Any]:
+def _trial_json(row, model_id: str | None, queued: bool = False) -> dict[str, Any]:
+    # Optuna's RUNNING means "asked for"; the user's RUNNING means training: a trial whose job still
+    # waits for a unit of the cluster (or a worker) says QUEUED.
+    state = "QUEUED" if queued and row.state == "running" else row.state.upper()
     trial = SweepTrial(
         number=row.number,
         model_id=model_id,
         is_defaults=row.is_defaults,
-        state=row.state.upper(),
+        state=state,
         params=row.params,
         validation_loss=row.validation_loss,
         validation_accuracy=row.validation_accuracy,
@@ -435,11 +438,12 @@ def _trial_json(row, model_id: str | None) -> dict[str, Any]:
     return trial.model_dump(by_alias=True, exclude_none=True)
 
 
-def results_of(summary: SweepSummary, model_ids: dict[int, str]) -> dict[str, Any]:
+def results_of(summary: SweepSummary, model_ids: dict[int, str], queued: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The sweep's `results` column; `queued`: the trials' models whose training job waits in the queue."""
     best, base = summary.best, summary.defaults
     steps = summary.steps()
     return {
-        "trials": [_trial_json(r, model_ids.get(r.number)) for r in summary.rows],
+        "trials": [_trial_json(r, model_ids.get(r.number), model_ids.get(r.number) in queued) for r in summary.rows],
         "trialsFinished": sum(r.state in ("complete", "pruned", "failed") for r in summary.rows),
         "bestTrialNumber": best.number if best else None,
         "bestModelId": model_ids.get(best.number) if best else None,
@@ -458,9 +462,10 @@ def results_of(summary: SweepSummary, model_ids: dict[int, str]) -> dict[str, An
 
 def _snapshot(svc: Services, c: Claimed, summary: SweepSummary) -> None:
     model_ids = {t.number: t.user_attrs["modelId"] for t in c.study.get_trials(deepcopy=False) if "modelId" in t.user_attrs}
-    results = results_of(summary, model_ids)
     planned = max(1, summary.trials + (1 if _curve_asked(svc, c.sweep_id) else 0))
     with svc.session() as session:
+        waiting = select(JobRow.model_id).where(JobRow.model_id.in_(list(model_ids.values())), JobRow.state == "QUEUED")
+        results = results_of(summary, model_ids, frozenset(session.scalars(waiting)))
         row = session.get(SweepRow, c.sweep_id)
         if row.results == results:
             return
