@@ -1,5 +1,7 @@
 """OCI request and response bodies as pydantic models: camelCase on the wire, partial objects
-accepted (the SDK leaves out None fields), unknown fields ignored, None fields omitted in responses."""
+accepted (the SDK leaves out None fields), None fields omitted in responses. An update body refuses a
+field it does not take (`modelId` in UpdateEndpointDetails would otherwise answer 200 and change
+nothing), naming it; other bodies ignore unknown fields."""
 
 from __future__ import annotations
 
@@ -135,7 +137,13 @@ class CreateModelDetails(Tagged):
     description: Text | None = None
 
 
-class UpdateModelDetails(Tagged):
+class UpdateDetails(Tagged):
+    """An update body: only its own fields (a field the resource cannot change is a 400 naming it)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class UpdateModelDetails(UpdateDetails):
     display_name: Name | None = None
     description: Text | None = None
     vendor: Name | None = None
@@ -161,7 +169,7 @@ class CreateDedicatedAiClusterDetails(Tagged):
     capacity_reservation_id: Name | None = None
 
 
-class UpdateDedicatedAiClusterDetails(Tagged):
+class UpdateDedicatedAiClusterDetails(UpdateDetails):
     display_name: Name | None = None
     description: Text | None = None
     unit_count: UnitCount | None = None
@@ -192,7 +200,7 @@ class CreateEndpointDetails(Tagged):
     pii_detection_config: GuardrailConfig | None = None
 
 
-class UpdateEndpointDetails(Tagged):
+class UpdateEndpointDetails(UpdateDetails):
     display_name: Name | None = None
     description: Text | None = None
     generative_ai_private_endpoint_id: Name | None = None

@@ -64,7 +64,7 @@ class CreateSweepDetails(Tagged):
         return self
 
 
-class KeepBestDetails(OciModel):
+class KeepBestDetails(_Strict):  # its own fields only: a misspelt isDeleteOthersEnabled must not quietly keep every model
     display_name: Name | None = None  # the best model's new name (default: the sweep's)
     is_delete_others_enabled: StrictBool = False  # delete every other trial's model
 
@@ -76,7 +76,7 @@ class SweepTrial(OciModel):
     number: int
     model_id: str | None = None
     is_defaults: bool  # trial 0: the catalog's defaults with the fixed hyperparameters
-    state: str  # COMPLETE | PRUNED | RUNNING | WAITING | FAILED
+    state: str  # COMPLETE | PRUNED | RUNNING (training) | QUEUED (its job waits for a unit) | WAITING | FAILED
     params: dict[str, Any]  # the searched hyperparameters
     validation_loss: float | None = None  # COMPLETE: the model's finalLoss; PRUNED: its last evaluation cycle's
     validation_accuracy: float | None = None
