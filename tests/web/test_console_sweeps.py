@@ -98,7 +98,7 @@ def test_create_list_and_read_a_sweep(alice):
     # Keep the best is refused while the sweep has no best trial, in the service's words.
     csrf = csrf_of(page)
     kept = alice.client.post(f"/console/sweeps/{sweep_id}/keep-best", data={"csrf": csrf}, follow_redirects=False)
-    assert kept.status_code == 409 and "no best trial yet" in unescape(kept.text)
+    assert kept.status_code == 409 and "keep the best once it has finished" in unescape(kept.text)
     # The learning curve can be asked for; then it is being measured.
     asked = alice.client.post(f"/console/sweeps/{sweep_id}/learning-curve", data={"csrf": csrf}, follow_redirects=False)
     assert asked.status_code == 303
