@@ -9,8 +9,8 @@ decides it.
 - an endpoint create and a delete of its model: never both succeed; the loser names what won;
 - endpoint creates on one cluster from 4 threads at once: all succeed up to the cluster's limit, none
   answers 409 (the server retries its own bookkeeping);
-- a FAILED endpoint frees its slot of the cluster and does not keep its model from deletion;
-- keepBest's rename and a delete of the best model: one transaction, so one wins whole.
+- a model create (its job queued on a fine-tuning cluster) and a delete of that cluster: never both;
+- a FAILED endpoint frees its slot of the cluster and does not keep its model from deletion.
 """
 
 from __future__ import annotations
@@ -30,11 +30,8 @@ from sqlalchemy import event
 from tuneforge.services.config import ServiceConfig
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError
-from tuneforge.services.resources import clusters, endpoints, models
-from tuneforge.services.schemas.resources import (
-    CreateDedicatedAiClusterDetails,
-    CreateEndpointDetails,
-)
+from tuneforge.services.resources import clusters, endpoints, models, objects
+from tuneforge.services.schemas.resources import CreateDedicatedAiClusterDetails, CreateEndpointDetails, CreateModelDetails
 from tuneforge.store.db import open_store
 from tuneforge.store.tables import ModelRow
 
@@ -213,3 +210,45 @@ def test_a_failed_endpoint_frees_its_slot_and_its_model(store):
     assert isinstance(err, ServiceError) and err.status == 409 and "1 endpoint(s)" in err.message
     endpoints.delete_endpoint(svc, caller, endpoint.id)
     clusters.delete_cluster(svc, caller, cluster_id)
+
+
+def test_a_model_create_and_its_clusters_delete_never_both_win(store):
+    svc, caller, _ = store
+
+    def training_cluster() -> str:
+        details = CreateDedicatedAiClusterDetails(
+            type="FINE_TUNING", compartment_id=COMPARTMENT, unit_count=1, unit_shape="LARGE_GENERIC"
+        )
+        return clusters.create_cluster(svc, caller, details).value.id
+
+    def create(cluster_id: str):
+        dataset = {"namespaceName": objects.namespace_of(caller), "bucketName": "datasets", "objectName": "races/train.jsonl"}
+        details = {
+            "compartmentId": COMPARTMENT,
+            "baseModelId": LORA_MODEL,
+            "fineTuneDetails": {
+                "trainingDataset": dataset,
+                "dedicatedAiClusterId": cluster_id,
+                "trainingConfig": {"trainingConfigType": "LORA_TRAINING_CONFIG", "totalTrainingEpochs": 1},
+            },
+        }
+        return models.create_model(svc, caller, CreateModelDetails.model_validate(details))
+
+    # The delete counted no job before the create queued one: the delete must lose.
+    cluster_id = training_cluster()
+    deleted, created = race(svc, lambda: clusters.delete_cluster(svc, caller, cluster_id), lambda: create(cluster_id))
+    assert not isinstance(created, ServiceError), created.message
+    assert isinstance(deleted, ServiceError), "the cluster was deleted while a job was queued on it"
+    assert deleted.status == 409 and "has 1 training job(s) queued or running" in deleted.message
+    assert clusters.get_cluster(svc, caller, cluster_id).value.lifecycle_state == "ACTIVE"
+
+    # The create found the cluster ACTIVE before the delete committed: the create must lose.
+    cluster_id = training_cluster()
+    created, deleted = race(svc, lambda: create(cluster_id), lambda: clusters.delete_cluster(svc, caller, cluster_id))
+    assert not isinstance(deleted, ServiceError), deleted.message
+    assert isinstance(created, ServiceError), "a job was queued on a deleted cluster"
+    assert created.status == 400
+    assert created.message == (
+        f"fineTuneDetails.dedicatedAiClusterId: cluster {cluster_id!r} was deleted while the model was being created"
+    )
+    assert models.models_on_cluster(svc, caller, cluster_id) == []

@@ -204,8 +204,11 @@ def _change_compartment(svc: Services, caller: Caller, cluster_id: str, compartm
 
 
 def delete_cluster(svc: Services, caller: Caller, cluster_id: str, if_match: str | None = None) -> str:
-    """409 IncorrectState while training jobs are queued or running on it (the SDK retries 409).
-    Returns the DELETE_DEDICATED_AI_CLUSTER work request id."""
+    """409 IncorrectState while training jobs are queued or running on it, or endpoints name it (the
+    SDK retries 409). Returns the DELETE_DEDICATED_AI_CLUSTER work request id. The cluster's row is
+    updated before they are counted: a model create or an endpoint create on it at the same moment
+    either committed first (and is counted) or finds the cluster DELETED (models._hold_cluster, the
+    endpoint create's versioned UPDATE of the cluster)."""
     return retrying(lambda: _delete(svc, caller, cluster_id, if_match))
 
 
@@ -215,6 +218,8 @@ def _delete(svc: Services, caller: Caller, cluster_id: str, if_match: str | None
         check_if_match(if_match, etag(row.id, row.revision))
         if row.lifecycle_state == "DELETED":
             raise not_found("dedicated AI cluster")
+        row.lifecycle_state, row.time_updated = "DELETED", utcnow()
+        session.flush()  # the row's lock (PostgreSQL) or the database's (SQLite) before counting what uses it
         busy = session.scalar(select(func.count()).select_from(JobRow).where(JobRow.cluster_id == row.id, JobRow.state != "DONE"))
         if busy:
             raise incorrect_state(
@@ -228,7 +233,6 @@ def _delete(svc: Services, caller: Caller, cluster_id: str, if_match: str | None
         )
         if endpoints:
             raise incorrect_state(f"dedicated AI cluster {row.id} has {endpoints} endpoint(s); delete them first")
-        row.lifecycle_state, row.time_updated = "DELETED", utcnow()
         wr_id = _work_request(svc, session, row, "DELETE_DEDICATED_AI_CLUSTER")
         commit_versioned(session)
         return wr_id

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tuneforge.catalog import BaseModelSpec
@@ -97,6 +97,23 @@ def _cluster_for_training(session, caller: Caller, cluster_id: str) -> ClusterRo
     return cluster
 
 
+def _hold_cluster(session, cluster_id: str) -> None:
+    """Lock the training cluster's row for this transaction, only while it is still ACTIVE (a no-op
+    UPDATE: its etag does not move). A delete of the cluster that got there first makes this match no
+    row; one that comes after waits for this commit and then finds the queued job (clusters.py counts
+    jobs after its own UPDATE), so a job is never queued on a deleted cluster."""
+    held = session.execute(
+        update(ClusterRow)
+        .where(ClusterRow.id == cluster_id, ClusterRow.lifecycle_state == "ACTIVE")
+        .values(lifecycle_state=ClusterRow.lifecycle_state)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not held:
+        raise invalid(
+            f"fineTuneDetails.dedicatedAiClusterId: cluster {cluster_id!r} was deleted while the model was being created"
+        )
+
+
 def _dataset(svc: Services, session, caller: Caller, details: CreateModelDetails, spec: BaseModelSpec) -> tuple[Path, int]:
     """The stored dataset object and its number of examples; 400 naming every bad line."""
     ds = details.fine_tune_details.training_dataset
@@ -166,6 +183,8 @@ def create_model(
         cluster_id = details.fine_tune_details.dedicated_ai_cluster_id
         if new_cluster is not None:
             cluster_id = clusters.add_cluster(svc, session, caller, new_cluster)[0].id
+        else:
+            _hold_cluster(session, cluster_id)
         now = datetime.now(UTC)
         model_id = ids.new_ocid(ids.MODEL, svc.region)
         ft = details.fine_tune_details
