@@ -33,10 +33,6 @@ def error_json(path: str, status: int, code: str, message: str) -> dict:
     return {"code": code, "message": message}
 
 
-def error_body(code: str, message: str, path: str = "") -> bytes:
-    return json.dumps(error_json(path, 0, code, message)).encode()
-
-
 def error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     headers = dict(headers or {})
     request_id = getattr(request.state, "request_id", None)
@@ -54,10 +50,23 @@ async def send_error(scope: Scope, send: Send, err: ServiceError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _json_problem(exc: RequestValidationError) -> str | None:
+    """A body that is not JSON at all, in words (FastAPI reports it as a field named by the character's offset)."""
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            where = next((p for p in err.get("loc", ()) if isinstance(p, int)), None)
+            why = str((err.get("ctx") or {}).get("error") or "it cannot be parsed")
+            at = f" at character {where}" if where is not None else ""
+            return f"The request body is not valid JSON: {why[:1].lower() + why[1:]}{at}."
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
-        return error_response(request, exc.status, exc.code, exc.message)
+        retry_after = getattr(exc, "retry_after_s", None)  # a busy model says when to come back
+        headers = {"retry-after": str(retry_after)} if retry_after is not None else None
+        return error_response(request, exc.status, exc.code, exc.message, headers=headers)
 
     @app.exception_handler(TuneForgeError)
     async def _user_error(request: Request, exc: TuneForgeError):
@@ -65,7 +74,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return error_response(request, 400, "InvalidParameter", validation_message(exc))
+        return error_response(request, 400, "InvalidParameter", _json_problem(exc) or validation_message(exc))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):

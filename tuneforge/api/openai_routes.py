@@ -25,10 +25,16 @@ def list_models(caller: CallerDep, svc: ServicesDep) -> JSONResponse:
     return JSONResponse(inference.openai_models(svc, caller))
 
 
+@router.get("/models/{model_id}")
+def retrieve_model(model_id: str, caller: CallerDep, svc: ServicesDep) -> JSONResponse:
+    return JSONResponse(inference.openai_model(svc, caller, model_id))
+
+
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, caller: CallerDep, svc: ServicesDep):
     target = await asyncio.to_thread(inference.resolve_openai_model, svc, caller, body.model)
-    generation = await asyncio.to_thread(inference.start, svc, target, inference.openai_chat_requests(body))
+    requests = inference.openai_chat_requests(body)
+    generation = await asyncio.to_thread(inference.start, svc, target, requests, "", "messages", True)
     if not body.stream:
         return JSONResponse(inference.openai_chat_result(body.model, generation, await completions(request, generation)))
     chunk_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(generation.created)
@@ -58,7 +64,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, caller
 async def text_completions(body: CompletionRequest, request: Request, caller: CallerDep, svc: ServicesDep):
     target = await asyncio.to_thread(inference.resolve_openai_model, svc, caller, body.model)
     requests = inference.openai_completion_requests(body)
-    generation = await asyncio.to_thread(inference.start, svc, target, requests)
+    generation = await asyncio.to_thread(inference.start, svc, target, requests, "", "prompt", True)
     echo = [r.prompt if body.echo else "" for r in requests]
     if not body.stream:
         done = await completions(request, generation)

@@ -11,6 +11,7 @@ Limits (answered before any route runs, in OCI's error shape):
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import TypeVar
@@ -20,7 +21,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.api.auth import is_object_upload
-from tuneforge.api.errors import error_body
+from tuneforge.api.errors import error_json
 from tuneforge.services.protocol import Answer, Page
 from tuneforge.services.resources.objects import MAX_PUT_BYTES
 
@@ -72,7 +73,7 @@ class RequestIdMiddleware:
 
         raw = scope.get("raw_path") or b""
         if b"%00" in raw or b"\x00" in raw or b"%00" in scope.get("query_string", b""):
-            await send_json(send_with_id, 400, "InvalidParameter", "NUL characters are not allowed in URLs.")
+            await send_json(send_with_id, 400, "InvalidParameter", "NUL characters are not allowed in URLs.", scope["path"])
             return
         await self.app(scope, receive, send_with_id)
 
@@ -96,7 +97,7 @@ class LimitsMiddleware:
                 message = f"the request's headers are larger than {MAX_HEADERS_BYTES:,} bytes in all"
             else:
                 continue
-            await send_json(send, 431, "RequestHeaderFieldsTooLarge", message)
+            await send_json(send, 431, "RequestHeaderFieldsTooLarge", message, scope["path"])
             return
         method, path = scope["method"], scope["path"]
         streamed = is_object_upload(method, path) or (method == "POST" and path in STREAMED_UPLOADS)
@@ -104,7 +105,11 @@ class LimitsMiddleware:
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await send_json(
-                send, 413, "PayloadTooLarge", f"the request body is larger than this service accepts ({limit:,} bytes at most)"
+                send,
+                413,
+                "PayloadTooLarge",
+                f"the request body is larger than this service accepts ({limit:,} bytes at most)",
+                path,
             )
             return
         await self.app(scope, _counting(receive, limit), send)
@@ -126,8 +131,9 @@ def _counting(receive: Receive, limit: int) -> Receive:
     return counted
 
 
-async def send_json(send: Send, status: int, code: str, message: str) -> None:
-    body = error_body(code, message)
+async def send_json(send: Send, status: int, code: str, message: str, path: str = "") -> None:
+    """An error answered by a middleware, in the shape of the API `path` belongs to (api/errors.py)."""
+    body = json.dumps(error_json(path, status, code, message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -10,11 +10,16 @@ requests and the engine's completions back into the APIs' shapes.
 Decisions where the APIs are silent: `maxTokens` defaults to DEFAULT_MAX_TOKENS (a bound on what one
 forgotten field can cost); temperature defaults to 1 (GENERIC, OpenAI) and 0.3 (COHERE), as those
 APIs document; generateText's prompt is the user turn of the base's chat template (the adapters were
-trained on that template); several generations are not streamed (400, naming the field).
+trained on that template); several generations are not streamed (400, naming the field); top_p 0 is
+"disabled" on OCI's routes (as OCI's SDK documents it) and greedy on OpenAI's (only the most likely
+token is left). Errors name fields as each API spells them (OCI's camelCase, OpenAI's snake_case, and
+the field that carried the prompt: `messages`, `message` or `prompt`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import threading
 import time
@@ -59,7 +64,10 @@ def pool(svc: Services):
             cfg = svc.config
             svc.serving = EnginePool(
                 EngineConfig(
-                    max_batch=cfg.serving_max_batch, max_queue=cfg.serving_max_queue, max_adapters=cfg.serving_max_adapters
+                    max_batch=cfg.serving_max_batch,
+                    max_queue=cfg.serving_max_queue,
+                    max_adapters=cfg.serving_max_adapters,
+                    max_wait_s=cfg.serving_max_wait_s,
                 )
             )
         return svc.serving
@@ -119,6 +127,14 @@ def resolve_openai_model(svc: Services, caller: Caller, model: str) -> Target:
     return endpoints.model_target(svc, caller, model)
 
 
+class Busy(ServiceError):
+    """429 TooManyRequests with when to come back (the HTTP layer's Retry-After header, in seconds)."""
+
+    def __init__(self, err: serving.QueueFull):
+        super().__init__(429, "TooManyRequests", str(err))
+        self.retry_after_s = err.retry_after_s
+
+
 @dataclass
 class Generation:
     """Streams started for one API request, and what the answer reports."""
@@ -132,8 +148,17 @@ class Generation:
             stream.cancel()
 
 
-def start(svc: Services, target: Target, requests: list[serving.Request], field_prefix: str = "") -> Generation:
-    """Queue the requests on the target's engine; ServiceErrors in the API's vocabulary."""
+def start(
+    svc: Services,
+    target: Target,
+    requests: list[serving.Request],
+    field_prefix: str = "",
+    prompt_field: str = "messages",
+    snake_case: bool = False,
+) -> Generation:
+    """Queue the requests on the target's engine; ServiceErrors in the API's vocabulary: a field is
+    named as the API spells it (`field_prefix` before it; `prompt_field`, the field that holds the
+    prompt, for the engine's messages or prompt; OpenAI's snake_case with `snake_case`)."""
     streams = []
     try:
         engine, adapter = _engine(svc, target)
@@ -142,11 +167,16 @@ def start(svc: Services, target: Target, requests: list[serving.Request], field_
     except InvalidParameter as err:
         for stream in streams:
             stream.cancel()
-        raise invalid(f"{field_prefix}{err}") from None
+        name = _api_field(err.field, prompt_field, snake_case)
+        raise invalid(f"{field_prefix}{name}: {_shown(err.value)} is not allowed; {err.allowed}") from None
     except serving.PromptTooLong as err:
-        raise invalid(f"{field_prefix}messages: {err}") from None
-    except serving.QueueFull as err:
-        raise ServiceError(429, "TooManyRequests", str(err)) from None
+        for stream in streams:
+            stream.cancel()
+        raise invalid(f"{field_prefix}{prompt_field}: {err}") from None
+    except serving.QueueFull as err:  # the queue is full, or the expected wait exceeds the bound
+        for stream in streams:
+            stream.cancel()
+        raise Busy(err) from None
     except serving.AdapterUnavailable as err:
         raise not_found(f"model ({err})") from None
     except serving.AdapterInvalid as err:
@@ -156,8 +186,29 @@ def start(svc: Services, target: Target, requests: list[serving.Request], field_
     return Generation(target, streams, time.time())
 
 
+_CAPITAL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _api_field(name: str, prompt_field: str, snake_case: bool) -> str:
+    """The engine's field name (OCI's camelCase, `messages`/`prompt`) as the API spells it."""
+    if name in ("messages", "prompt") or name.startswith("messages["):
+        name = prompt_field if prompt_field != "messages" else name
+    return _CAPITAL.sub("_", name).lower() if snake_case else name
+
+
+def _shown(value) -> str:
+    """A rejected value as JSON writes it (never a Python repr), cut short."""
+    text = json.dumps(value, default=lambda _: "...")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _number(value, default: float) -> float:
     return float(value) if value is not None else default
+
+
+def _oci_top_p(value, default: float) -> float:
+    # OCI's SDK documents top_p 0 as "disable", the same as 1 (consider all tokens)
+    return 1.0 if value == 0 else _number(value, default)
 
 
 def _seeds(seed: int | None, n: int) -> list[int | None]:
@@ -188,7 +239,7 @@ def chat_requests(details: ChatDetails, target: Target) -> list[serving.Request]
             messages=messages,
             max_tokens=chat.max_completion_tokens or chat.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=_number(chat.temperature, 1.0),
-            top_p=_number(chat.top_p, 1.0),
+            top_p=_oci_top_p(chat.top_p, 1.0),
             top_k=max(0, chat.top_k or 0),
             frequency_penalty=_number(chat.frequency_penalty, 0.0),
             presence_penalty=_number(chat.presence_penalty, 0.0),
@@ -199,7 +250,7 @@ def chat_requests(details: ChatDetails, target: Target) -> list[serving.Request]
     common = dict(
         max_tokens=chat.max_tokens or DEFAULT_MAX_TOKENS,
         temperature=_number(chat.temperature, 0.3),
-        top_p=_number(chat.top_p, 0.75),
+        top_p=_oci_top_p(chat.top_p, 0.75),
         top_k=chat.top_k or 0,
         frequency_penalty=_number(chat.frequency_penalty, 0.0),
         presence_penalty=_number(chat.presence_penalty, 0.0),
@@ -288,7 +339,7 @@ def text_requests(details: GenerateTextDetails, target: Target) -> list[serving.
         messages=[{"role": "user", "content": req.prompt}],
         max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS,
         temperature=_number(req.temperature, 1.0),
-        top_p=_number(req.top_p, 1.0),
+        top_p=_oci_top_p(req.top_p, 1.0),
         top_k=max(0, req.top_k or 0),
         frequency_penalty=_number(req.frequency_penalty, 0.0),
         presence_penalty=_number(req.presence_penalty, 0.0),
@@ -339,6 +390,13 @@ def _stops(stop) -> tuple[str, ...]:
     return (stop,) if isinstance(stop, str) else tuple(stop or ())
 
 
+def _openai_sampling(temperature, top_p) -> dict[str, float]:
+    # top_p 0 keeps only the most likely token: greedy decoding (the engine's top_p is in (0, 1])
+    if top_p == 0:
+        return {"temperature": 0.0, "top_p": 1.0}
+    return {"temperature": _number(temperature, 1.0), "top_p": _number(top_p, 1.0)}
+
+
 def openai_chat_requests(body: ChatCompletionRequest) -> list[serving.Request]:
     n = body.n or 1
     if body.stream and n > 1:
@@ -348,8 +406,7 @@ def openai_chat_requests(body: ChatCompletionRequest) -> list[serving.Request]:
     common = dict(
         messages=messages,
         max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
-        temperature=_number(body.temperature, 1.0),
-        top_p=_number(body.top_p, 1.0),
+        **_openai_sampling(body.temperature, body.top_p),
         stop=_stops(body.stop),
         frequency_penalty=_number(body.frequency_penalty, 0.0),
         presence_penalty=_number(body.presence_penalty, 0.0),
@@ -364,8 +421,7 @@ def openai_completion_requests(body: CompletionRequest) -> list[serving.Request]
         raise invalid("n: one prompt and one choice can be streamed; set stream false")
     common = dict(
         max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS,
-        temperature=_number(body.temperature, 1.0),
-        top_p=_number(body.top_p, 1.0),
+        **_openai_sampling(body.temperature, body.top_p),
         stop=_stops(body.stop),
         frequency_penalty=_number(body.frequency_penalty, 0.0),
         presence_penalty=_number(body.presence_penalty, 0.0),
@@ -425,6 +481,14 @@ def openai_models(svc: Services, caller: Caller) -> dict[str, Any]:
     for spec in base_models.catalog.list_models():
         found.append({"id": spec.id, "object": "model", "created": _epoch(base_models.CATALOG_TIME), "owned_by": spec.vendor})
     return {"object": "list", "data": found}
+
+
+def openai_model(svc: Services, caller: Caller, model_id: str) -> dict[str, Any]:
+    """One of openai_models' entries (the SDK's `models.retrieve`); 404 for anything else."""
+    for model in openai_models(svc, caller)["data"]:
+        if model["id"] == model_id:
+            return model
+    raise not_found(f"model {model_id[:200]}")
 
 
 def _epoch(rfc: str) -> int:

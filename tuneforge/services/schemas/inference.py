@@ -15,6 +15,13 @@ from tuneforge.services.schemas.resources import Int32, Name, OciModel
 MAX_TEXT = 1_000_000  # characters in one message; the context limit refuses long prompts long before
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Number = StrictFloat | StrictInt
+# Sampling bounds, checked here so an error names the field as the API spells it. OpenAI documents
+# temperature 0-2, top_p 0-1 and penalties -2..2. OCI's SDK documents top_p 0-1 (0 disables it, as 1
+# does) and top_k (-1 or 0 disable it; Cohere: up to 500), and no bound for temperature or the
+# penalties: TuneForge takes OpenAI's there (the same engine answers both APIs).
+Temperature = Annotated[Number, Field(ge=0, le=2)]
+TopP = Annotated[Number, Field(ge=0, le=1)]
+Penalty = Annotated[Number, Field(ge=-2, le=2)]
 Stops = Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]], Field(max_length=16)]
 UNSUPPORTED = (
     "tools",
@@ -86,10 +93,10 @@ class GenericChatRequest(_Request):
     seed: Int32 | None = None
     is_echo: StrictBool | None = None
     top_k: Annotated[StrictInt, Field(ge=-1, le=1000)] | None = None
-    top_p: Number | None = None
-    temperature: Number | None = None
-    frequency_penalty: Number | None = None
-    presence_penalty: Number | None = None
+    top_p: TopP | None = None
+    temperature: Temperature | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
     stop: Stops | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
     max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
@@ -108,11 +115,11 @@ class CohereChatRequest(_Request):
     is_stream: StrictBool = False
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
-    temperature: Number | None = None
+    temperature: Temperature | None = None
     top_k: Annotated[StrictInt, Field(ge=0, le=500)] | None = None
-    top_p: Number | None = None
-    frequency_penalty: Number | None = None
-    presence_penalty: Number | None = None
+    top_p: TopP | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
     stop_sequences: Stops | None = None
     seed: Int32 | None = None
     is_echo: StrictBool | None = None
@@ -138,11 +145,11 @@ class CohereLlmInferenceRequest(_Request):
     num_generations: Annotated[StrictInt, Field(ge=1, le=5)] | None = None
     is_echo: StrictBool | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
-    temperature: Number | None = None
+    temperature: Temperature | None = None
     top_k: Annotated[StrictInt, Field(ge=0, le=500)] | None = None
-    top_p: Number | None = None
-    frequency_penalty: Number | None = None
-    presence_penalty: Number | None = None
+    top_p: TopP | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
     stop_sequences: Stops | None = None
 
 
@@ -153,10 +160,10 @@ class LlamaLlmInferenceRequest(_Request):
     num_generations: Annotated[StrictInt, Field(ge=1, le=5)] | None = None
     is_echo: StrictBool | None = None
     top_k: Annotated[StrictInt, Field(ge=-1, le=1000)] | None = None
-    top_p: Number | None = None
-    temperature: Number | None = None
-    frequency_penalty: Number | None = None
-    presence_penalty: Number | None = None
+    top_p: TopP | None = None
+    temperature: Temperature | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
     stop: Stops | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
 
@@ -215,15 +222,15 @@ class ChatCompletionRequest(_OpenAIRequest):
     messages: Annotated[list[OpenAIMessage], Field(min_length=1, max_length=1000)]
     max_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
     max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
-    temperature: Number | None = None
-    top_p: Number | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     n: Annotated[StrictInt, Field(ge=1, le=8)] | None = None
     stop: Annotated[str, Field(min_length=1, max_length=1000)] | Stops | None = None
     stream: StrictBool | None = None
     stream_options: OpenAIStreamOptions | None = None
     seed: Int32 | None = None
-    frequency_penalty: Number | None = None
-    presence_penalty: Number | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
 
 
@@ -231,15 +238,15 @@ class CompletionRequest(_OpenAIRequest):
     model: Name
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=16)]
     max_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = 16  # OpenAI's default for completions
-    temperature: Number | None = None
-    top_p: Number | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     n: Annotated[StrictInt, Field(ge=1, le=8)] | None = None
     stop: Annotated[str, Field(min_length=1, max_length=1000)] | Stops | None = None
     stream: StrictBool | None = None
     stream_options: OpenAIStreamOptions | None = None
     seed: Int32 | None = None
-    frequency_penalty: Number | None = None
-    presence_penalty: Number | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
     echo: StrictBool | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
 
