@@ -60,6 +60,12 @@ def test_plan_json_defaults(model_id, dataset):
         "stepsPerEpoch": per_epoch,
         "totalTrainingSteps": per_epoch * (3 if lora else 1),
         "totalTrainingStepsRule": "totalTrainingEpochs * ceil(trainingExamples / trainingBatchSize)",
+        "evaluationCycles": 5 if lora else 1,
+        "evaluationCycleExamples": 7,
+        "evaluationPlan": f"{'5 evaluation cycles' if lora else '1 evaluation cycle'} on all 7 validation examples, then a final "
+        f"evaluation of the kept adapter: fewer than the {32 if lora else 22} early stopping wants (2 * earlyStoppingPatience "
+        "+ 2, at least 8), as more would take evaluation above 15 % of the run's compute; too few for earlyStoppingPatience "
+        f"{15 if lora else 10} to end the run early",
         "seed": 42,
         "tokenLengthsChecked": False,
     }

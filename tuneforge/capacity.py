@@ -27,7 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from tuneforge.catalog import ModelShape
-from tuneforge.engine.eval_plan import EVAL_SHARE, MIN_EVAL_EXAMPLES
+from tuneforge.engine.eval_plan import EvalPlan
 
 GIB = 2**30
 
@@ -234,7 +234,7 @@ def estimate(shape: ModelShape, work: Workload, layout: Layout, suggest: bool = 
 
 def _train_flops(shape: ModelShape, counts: dict, work: Workload, layout: Layout, total_steps: int) -> float:
     """FLOPs of the whole run: training passes over the training split `epochs` times, evaluation cycles
-    (EVAL_SHARE validation examples per training example, forward only) and the final evaluation."""
+    (forward only, as many and as large as eval_plan.EvalPlan plans them) and the final evaluation."""
     base_params = shape.layers * counts["layerLinear"]
     attention = 2 * 2 * shape.layers * shape.attention_heads * shape.head_dim  # QK^T and AV per token and context position
     mean_len = work.train_tokens / max(work.n_train, 1)
@@ -242,8 +242,8 @@ def _train_flops(shape: ModelShape, counts: dict, work: Workload, layout: Layout
     passes = 3 if layout.activation_checkpointing else 2  # forward, input gradients (+ the recompute)
     head = 2 * counts["head"] * (2 if not layout.activation_checkpointing else 3)  # completion positions only
     train = work.epochs * (work.train_tokens * per_token_forward * passes + work.train_completion_tokens * head)
-    cycles = min(total_steps, max(8, 2 * work.patience + 2))
-    cycle_examples = min(work.n_val, max(MIN_EVAL_EXAMPLES, math.ceil(EVAL_SHARE * work.n_train * work.epochs / cycles)))
+    schedule = EvalPlan.make(total_steps, work.patience, work.n_train, work.epochs, work.n_val)  # the engine's own
+    cycles, cycle_examples = schedule.cycles, schedule.examples
     val_mean = work.val_tokens / max(work.n_val, 1)
     evaluation = (cycles * cycle_examples + work.n_val) * val_mean * per_token_forward
     return train + evaluation

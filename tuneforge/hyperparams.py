@@ -12,6 +12,7 @@ from typing import Any
 
 from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec, ParamSpec
+from tuneforge.engine.eval_plan import EvalPlan
 from tuneforge.errors import InvalidParameter
 
 # OCI's TrainingConfig fields in wire order, their Python types and snake_case names: all derived
@@ -145,6 +146,7 @@ class Plan:
     validation_examples: int
     steps_per_epoch: int
     total_training_steps: int
+    evaluation: EvalPlan
 
     RULE = "totalTrainingEpochs * ceil(trainingExamples / trainingBatchSize)"
 
@@ -156,18 +158,21 @@ class Plan:
             "stepsPerEpoch": self.steps_per_epoch,
             "totalTrainingSteps": self.total_training_steps,
             "totalTrainingStepsRule": self.RULE,
+            "evaluationCycles": self.evaluation.cycles,
+            "evaluationCycleExamples": self.evaluation.examples,
+            "evaluationPlan": self.evaluation.describe(),
         }
 
     def describe(self) -> str:
         return (
             f"{self.examples} examples ({self.training_examples} training, {self.validation_examples} validation), "
-            f"totalTrainingSteps = {self.total_training_steps:,}"
+            f"totalTrainingSteps = {self.total_training_steps:,}, {self.evaluation.describe()}"
         )
 
 
 def make_plan(n_examples: int, config: TrainingConfig) -> Plan:
-    """The split and step count for `n_examples`; InvalidParameter when the run would be longer than
-    MAX_TOTAL_TRAINING_STEPS."""
+    """The split, the step count and the evaluation schedule (the engine's own) for `n_examples`;
+    InvalidParameter when the run would be longer than MAX_TOTAL_TRAINING_STEPS."""
     from tuneforge.data import split_sizes
 
     n_train, n_val = split_sizes(n_examples)
@@ -180,4 +185,5 @@ def make_plan(n_examples: int, config: TrainingConfig) -> Plan:
             f"with {n_train:,} training examples in batches of {batch} it makes totalTrainingSteps = {total:,}, "
             f"above the maximum of {MAX_TOTAL_TRAINING_STEPS:,} steps per fine-tune; lower totalTrainingEpochs",
         )
-    return Plan(n_examples, n_train, n_val, steps_per_epoch(n_train, batch), total)
+    evaluation = EvalPlan.make(total, config.early_stopping_patience, n_train, epochs, n_val)
+    return Plan(n_examples, n_train, n_val, steps_per_epoch(n_train, batch), total, evaluation)
