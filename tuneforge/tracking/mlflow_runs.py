@@ -61,8 +61,24 @@ def check_server(uri: str | None) -> None:
 
 
 def _unreachable(uri: str, err: Exception) -> TuneForgeError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return TuneForgeError(f"--mlflow-tracking-uri {uri}: cannot log to MLflow there ({first[:300]})")
+    return TuneForgeError(f"--mlflow-tracking-uri {uri}: cannot log to MLflow there ({_reason(err)})")
+
+
+def _reason(err: Exception) -> str:
+    """Why, in a sentence: MLflow's HTTP client raises urllib3's text, which embeds Python reprs
+    ("Caused by NewConnectionError(...)") that mean nothing to a user."""
+    text = str(err)
+    lowered = text.lower()
+    if "connection refused" in lowered or "newconnectionerror" in lowered:
+        return "nothing answers at that address: is the MLflow server running?"
+    if "name or service not known" in lowered or "nodename nor servname" in lowered or "failed to resolve" in lowered:
+        return "its host name does not resolve"
+    if "timed out" in lowered or "timeout" in lowered:
+        return "it did not answer in time"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    for cut in (" (Caused by", "Max retries exceeded"):
+        first = first.split(cut)[0]
+    return first.strip().rstrip(":")[:300] or type(err).__name__
 
 
 def _experiment_id(client) -> str:
