@@ -74,6 +74,9 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
             proxy_headers=True,
             http="h11",
             h11_max_incomplete_event_size=64 * 1024,
+            # Clients (the SDKs' connection pools, a script polling every few seconds) reuse idle
+            # connections: at uvicorn's default of 5 s a request sent as the server closes one is reset.
+            timeout_keep_alive=75,
         )
         _uvicorn_server(server_config, shut_down).run()
     finally:
