@@ -69,3 +69,17 @@ def test_api_keys_add_rejects_bad_input(tmp_path):
     pem.write_bytes(new_identity("x").public_pem)
     bad = _cli(tmp_path, "add", "--tenancy", "not-an-ocid", "--user", "ocid1.user.oc1..aaaa", "--public-key-file", str(pem))
     assert bad.returncode == 2 and "tenancy" in bad.stderr
+
+
+def test_a_refused_identity_creates_no_data_folder(tmp_path):
+    """`api-keys create-bearer --tenancy T` is refused before anything is written: no empty data folder."""
+    data_dir = tmp_path / "tf-data"
+    for args in (("create-bearer",), ("add", "--public-key-file", __file__)):
+        refused = subprocess.run(
+            [sys.executable, "-m", "tuneforge", "api-keys", *args, "--tenancy", "T", "--user", "U", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert refused.returncode == 2 and "tenancy: 'T' is not allowed" in refused.stderr, refused.stderr
+        assert not data_dir.exists()

@@ -148,8 +148,9 @@ def _key_store(data_dir: Path, database_url: str | None):
 @store_options
 def api_keys_add(tenancy: str, user: str, public_key_file: Path, data_dir: Path, database_url: str | None) -> None:
     """Register a key; prints its fingerprint (the SDK config's `fingerprint`)."""
-    from tuneforge.services.resources.keys import add_key
+    from tuneforge.services.resources.keys import add_key, check_identity
 
+    check_identity(tenancy, user)  # before _key_store creates the data folder
     sessions = _key_store(data_dir, database_url)
     with sessions() as session:
         row = add_key(session, tenancy, user, public_key_file.read_bytes())
@@ -192,8 +193,9 @@ def api_keys_remove(key: str, data_dir: Path, database_url: str | None) -> None:
 @store_options
 def api_keys_create_bearer(tenancy: str, user: str, data_dir: Path, database_url: str | None) -> None:
     """Create an API key for the OpenAI-compatible API (/openai/v1); it is printed once, only its hash is kept."""
-    from tuneforge.services.resources.keys import create_bearer
+    from tuneforge.services.resources.keys import check_identity, create_bearer
 
+    check_identity(tenancy, user)  # before _key_store creates the data folder
     with _key_store(data_dir, database_url)() as session:
         row, token = create_bearer(session, tenancy, user)
         session.commit()

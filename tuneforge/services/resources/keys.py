@@ -40,10 +40,15 @@ def fingerprint(key: rsa.RSAPublicKey) -> str:
     return ":".join(f"{b:02x}" for b in hashlib.md5(der).digest())
 
 
-def add_key(session: Session, tenancy: str, user: str, pem: bytes) -> ApiKey:
+def check_identity(tenancy: str, user: str) -> None:
+    """Both must be OCIDs (what the SDK config names); checked before anything is stored or created."""
     for name, value in (("tenancy", tenancy), ("user", user)):
         if not OCID_PATTERN.match(value):
             raise InvalidParameter(name, value, "must be an OCID such as ocid1.tenancy.oc1..aaaaexample")
+
+
+def add_key(session: Session, tenancy: str, user: str, pem: bytes) -> ApiKey:
+    check_identity(tenancy, user)
     key = load_public_key(pem)
     fp = fingerprint(key)
     public_pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -97,9 +102,7 @@ BEARER_PREFIX = "tf-"
 
 def create_bearer(session: Session, tenancy: str, user: str) -> tuple[BearerKey, str]:
     """A new bearer key for `tenancy`/`user`: (its row, the token, which is shown once and never stored)."""
-    for name, value in (("tenancy", tenancy), ("user", user)):
-        if not OCID_PATTERN.match(value):
-            raise InvalidParameter(name, value, "must be an OCID such as ocid1.tenancy.oc1..aaaaexample")
+    check_identity(tenancy, user)
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     row = BearerKey(key_id=key_id, tenancy_id=tenancy, user_id=user, secret_sha256=hashlib.sha256(secret.encode()).hexdigest())
     session.add(row)
