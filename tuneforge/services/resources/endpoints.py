@@ -120,15 +120,6 @@ def _live_endpoints(session: Session, cluster_id: str) -> list[EndpointRow]:
     )
 
 
-def used_capacity(session: Session, cluster_id: str) -> int:
-    """The cluster's endpoints that hold a slot (a FAILED one hosts nothing: it frees its slot)."""
-    return session.scalar(
-        select(func.count())
-        .select_from(EndpointRow)
-        .where(EndpointRow.cluster_id == cluster_id, EndpointRow.lifecycle_state.in_(HOSTING_STATES))
-    )
-
-
 def _claim_model(session: Session, model_id: str) -> None:
     """Move the custom model's revision in this transaction, only while it is still ACTIVE at the
     revision read: a delete of the model that read it before fails its own versioned UPDATE (and runs
