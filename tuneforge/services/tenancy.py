@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneforge.services.context import Caller, Services
-from tuneforge.services.errors import not_found
-from tuneforge.store.tables import BucketRow, ClusterRow, ModelRow, WorkRequestRow
+from tuneforge.services.errors import incorrect_state, not_found
+from tuneforge.services.protocol import check_if_match, etag
+from tuneforge.services.transactions import commit_versioned, retrying
+from tuneforge.store.tables import BucketRow, ClusterRow, ModelRow, WorkRequestRow, utcnow
 
 Row = TypeVar("Row")
 
@@ -25,6 +28,32 @@ def owned(session: Session, caller: Caller, table: type[Row], resource_id: str, 
 def find_owned(session: Session, caller: Caller, table: type[Row], resource_id: str) -> Row | None:
     row = session.get(table, resource_id)
     return row if row is not None and row.tenancy_id == caller.tenancy_id else None
+
+
+def change_compartment(
+    svc: Services,
+    caller: Caller,
+    table: type[Row],
+    resource_id: str,
+    what: str,
+    compartment_id: str,
+    if_match: str | None,
+    *,
+    movable: Callable[[str], bool] = lambda state: state not in ("DELETING", "DELETED"),
+) -> None:
+    """Move an owned row to another compartment (OCI's changeCompartment), for every resource that has one:
+    `what` names it in errors, `movable(lifecycle_state)` says whether its state allows the move."""
+
+    def move() -> None:
+        with svc.session() as session:
+            row = owned(session, caller, table, resource_id, what)
+            check_if_match(if_match, etag(row.id, row.revision))
+            if not movable(row.lifecycle_state):
+                raise incorrect_state(f"{what} {row.id} is {row.lifecycle_state}")
+            row.compartment_id, row.time_updated = compartment_id, utcnow()  # the UPDATE bumps the revision (the etag)
+            commit_versioned(session)
+
+    retrying(move)
 
 
 def compartments(svc: Services, caller: Caller) -> list[str]:

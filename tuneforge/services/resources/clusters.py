@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tuneforge.services import idempotency
+from tuneforge.services import idempotency, tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, not_found
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
@@ -190,17 +190,16 @@ def _update(
 
 
 def change_compartment(svc: Services, caller: Caller, cluster_id: str, compartment_id: str, if_match: str | None = None) -> None:
-    retrying(lambda: _change_compartment(svc, caller, cluster_id, compartment_id, if_match))
-
-
-def _change_compartment(svc: Services, caller: Caller, cluster_id: str, compartment_id: str, if_match: str | None) -> None:
-    with svc.session() as session:
-        row = owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
-        check_if_match(if_match, etag(row.id, row.revision))
-        if row.lifecycle_state != "ACTIVE":
-            raise incorrect_state(f"dedicated AI cluster {row.id} is {row.lifecycle_state}")
-        row.compartment_id, row.time_updated = compartment_id, utcnow()
-        commit_versioned(session)
+    tenancy.change_compartment(
+        svc,
+        caller,
+        ClusterRow,
+        cluster_id,
+        "dedicated AI cluster",
+        compartment_id,
+        if_match,
+        movable=lambda state: state == "ACTIVE",
+    )
 
 
 def delete_cluster(svc: Services, caller: Caller, cluster_id: str, if_match: str | None = None) -> str:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.jobs.command import run_folder
-from tuneforge.services import idempotency
+from tuneforge.services import idempotency, tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
@@ -314,17 +314,7 @@ def _update(
 
 
 def change_compartment(svc: Services, caller: Caller, endpoint_id: str, compartment_id: str, if_match: str | None = None) -> None:
-    retrying(lambda: _change_compartment(svc, caller, endpoint_id, compartment_id, if_match))
-
-
-def _change_compartment(svc: Services, caller: Caller, endpoint_id: str, compartment_id: str, if_match: str | None) -> None:
-    with svc.session() as session:
-        row = owned(session, caller, EndpointRow, endpoint_id, "endpoint")
-        check_if_match(if_match, etag(row.id, row.revision))
-        if row.lifecycle_state in ("DELETING", "DELETED"):
-            raise incorrect_state(f"endpoint {row.id} is {row.lifecycle_state}")
-        row.compartment_id, row.time_updated = compartment_id, utcnow()
-        commit_versioned(session)
+    tenancy.change_compartment(svc, caller, EndpointRow, endpoint_id, "endpoint", compartment_id, if_match)
 
 
 def delete_endpoint(svc: Services, caller: Caller, endpoint_id: str, if_match: str | None = None) -> str:

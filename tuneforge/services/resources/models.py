@@ -19,7 +19,7 @@ from tuneforge.errors import DatasetError, InvalidParameter
 from tuneforge.hyperparams import TrainingConfig, make_plan, resolve_training_config
 from tuneforge.jobs import lifecycle
 from tuneforge.jobs.command import run_folder
-from tuneforge.services import idempotency
+from tuneforge.services import idempotency, tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found, too_many_requests
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, is_descending, listing, page_of, rfc3339
@@ -415,18 +415,7 @@ def _update(svc: Services, caller: Caller, model_id: str, details: UpdateModelDe
 
 
 def change_compartment(svc: Services, caller: Caller, model_id: str, compartment_id: str, if_match: str | None = None) -> None:
-    retrying(lambda: _change_compartment(svc, caller, model_id, compartment_id, if_match))
-
-
-def _change_compartment(svc: Services, caller: Caller, model_id: str, compartment_id: str, if_match: str | None) -> None:
-    with svc.session() as session:
-        row = owned(session, caller, ModelRow, model_id, "model")
-        check_if_match(if_match, etag(row.id, row.revision))
-        if row.lifecycle_state in ("DELETING", "DELETED"):
-            raise incorrect_state(f"model {row.id} is {row.lifecycle_state}")
-        row.compartment_id = compartment_id
-        lifecycle.touch(row)
-        commit_versioned(session)
+    tenancy.change_compartment(svc, caller, ModelRow, model_id, "model", compartment_id, if_match)
 
 
 def delete_model(svc: Services, caller: Caller, model_id: str, if_match: str | None = None) -> str:
