@@ -6,9 +6,11 @@ of one create carries the same token. Tokens are honoured for 24 hours, as OCI d
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import timedelta
 
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tuneforge.services.errors import ServiceError
@@ -51,3 +53,30 @@ def record(
                 work_request_id=wr_id,
             )
         )
+
+
+def commit_or_earlier(
+    session: Session,
+    tenancy_id: str,
+    token: str | None,
+    operation: str,
+    digest: str,
+    *,
+    commit: Callable[[Session], None] = Session.commit,
+    undo: Callable[[], None] | None = None,
+) -> RetryToken | None:
+    """Commit a create that `record`ed its token. None: it committed. When a concurrent retry with the
+    same token committed first (the token's key refuses this one), roll back, `undo` what this attempt
+    left outside the database, and return the earlier request's record so the caller answers with what
+    it created; any other integrity error is raised as it was."""
+    try:
+        commit(session)
+    except IntegrityError:
+        session.rollback()
+        if undo is not None:
+            undo()
+        earlier = lookup(session, tenancy_id, token, operation, digest)
+        if earlier is None:
+            raise
+        return earlier
+    return None

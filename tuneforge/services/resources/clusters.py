@@ -5,7 +5,6 @@ Clusters need no provisioning, so every operation completes at once (its work re
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tuneforge.services import idempotency, tenancy
@@ -119,13 +118,8 @@ def create_cluster(
             return _answer(session, session.get(ClusterRow, earlier.resource_id), earlier.work_request_id)
         row, wr_id = add_cluster(svc, session, caller, details)
         idempotency.record(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest, row.id, wr_id)
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest)
-            if earlier is None:
-                raise
+        earlier = idempotency.commit_or_earlier(session, caller.tenancy_id, retry_token, "CreateDedicatedAiCluster", digest)
+        if earlier is not None:
             return _answer(session, session.get(ClusterRow, earlier.resource_id), earlier.work_request_id)
         return _answer(session, row, wr_id)
 

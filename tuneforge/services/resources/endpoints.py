@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tuneforge.catalog import BaseModelSpec
@@ -207,13 +206,10 @@ def _insert(
         workrequests.log(session, wr.id, f"Accepted: host {details.model_id} ({spec.id}) on {cluster.id}.")
         cluster.time_updated = now  # a versioned UPDATE: concurrent creates on this cluster conflict (see the docstring)
         idempotency.record(session, caller.tenancy_id, retry_token, "CreateEndpoint", digest, row.id, wr.id)
-        try:
-            commit_versioned(session)
-        except IntegrityError:
-            session.rollback()
-            earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateEndpoint", digest)
-            if earlier is None:
-                raise
+        earlier = idempotency.commit_or_earlier(
+            session, caller.tenancy_id, retry_token, "CreateEndpoint", digest, commit=commit_versioned
+        )
+        if earlier is not None:
             return _answer(session.get(EndpointRow, earlier.resource_id), earlier.work_request_id)
         return row, wr.id
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.errors import DatasetError, InvalidParameter
@@ -226,15 +225,15 @@ def create_model(
         workrequests.log(session, wr.id, f"Accepted: fine-tune {spec.id} on {plan.describe()}; waiting for a worker.")
         idempotency.record(session, caller.tenancy_id, retry_token, "CreateModel", digest, model_id, wr.id)
         _link_dataset(dataset, job_dir)
-        try:
-            session.commit()
-        except IntegrityError:
-            # A concurrent retry with the same token won the race: answer with what it created.
-            session.rollback()
-            shutil.rmtree(job_dir, ignore_errors=True)
-            earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateModel", digest)
-            if earlier is None:
-                raise
+        earlier = idempotency.commit_or_earlier(
+            session,
+            caller.tenancy_id,
+            retry_token,
+            "CreateModel",
+            digest,
+            undo=lambda: shutil.rmtree(job_dir, ignore_errors=True),
+        )
+        if earlier is not None:  # a concurrent retry with the same token won the race: answer with what it created
             return _answer(session.get(ModelRow, earlier.resource_id), svc.region, earlier.work_request_id)
     svc.wake_workers()
     return _answer(row, svc.region, wr.id)

@@ -25,8 +25,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.data import DEFAULT_SEED
 from tuneforge.errors import DatasetError, TuneForgeError
@@ -278,14 +276,10 @@ def create_sweep(svc: Services, caller: Caller, details: CreateSweepDetails, ret
         planned = f"{details.trial_count} trial(s)" + (" and the learning curve" if details.is_learning_curve_enabled else "")
         workrequests.log(session, wr.id, f"Accepted: a sweep of {planned} of {model.id}; waiting for a coordinator.")
         idempotency.record(session, caller.tenancy_id, retry_token, "CreateSweep", digest, sweep_id, wr.id)
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            shutil.rmtree(folder, ignore_errors=True)
-            earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateSweep", digest)
-            if earlier is None:
-                raise
+        earlier = idempotency.commit_or_earlier(
+            session, caller.tenancy_id, retry_token, "CreateSweep", digest, undo=lambda: shutil.rmtree(folder, ignore_errors=True)
+        )
+        if earlier is not None:
             return _answer(session.get(SweepRow, earlier.resource_id), svc.region, earlier.work_request_id)
         return _answer(row, svc.region, wr.id)
 
