@@ -49,11 +49,8 @@ def send_page(response: Response, page: Page[T]) -> list[T]:
     return page.items
 
 
-class RequestIdMiddleware:
-    """Echo the client's opc-request-id (or make one) on every response, errors included.
-
-    Also refuses NUL characters anywhere in the URL before any handler runs: no database stores them,
-    and OCI identifiers and object names never contain them."""
+class _HttpMiddleware:
+    """An ASGI middleware that acts on HTTP requests only (`http`); lifespan and other scopes pass through."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -62,6 +59,19 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(_HttpMiddleware):
+    """Echo the client's opc-request-id (or make one) on every response, errors included.
+
+    Also refuses NUL characters anywhere in the URL before any handler runs: no database stores them,
+    and OCI identifiers and object names never contain them."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent = next((v for k, v in scope["headers"] if k == b"opc-request-id"), b"").decode("latin-1")
         request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex.upper()
         scope.setdefault("state", {})["request_id"] = request_id
@@ -78,16 +88,10 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-class LimitsMiddleware:
+class LimitsMiddleware(_HttpMiddleware):
     """Header and body size limits (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         total = 0
         for name, value in scope["headers"]:
             total += len(name) + len(value)
