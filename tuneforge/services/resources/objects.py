@@ -122,6 +122,20 @@ def _bucket(session: Session, caller: Caller, namespace: str, bucket: str) -> Bu
     return row
 
 
+def _bucket_or_new(session: Session, caller: Caller, namespace: str, bucket: str) -> None:
+    """OCI needs create_bucket first; here a write into a missing bucket creates it in the tenancy's root compartment."""
+    if session.get(BucketRow, (namespace, bucket)) is None:
+        session.add(
+            BucketRow(
+                namespace=namespace,
+                name=bucket,
+                tenancy_id=caller.tenancy_id,
+                compartment_id=caller.tenancy_id,
+                created_by=caller.user_id,
+            )
+        )
+
+
 def create_bucket(svc: Services, caller: Caller, namespace: str, details: CreateBucketDetails) -> Bucket:
     own_namespace(caller, namespace)
     with svc.session() as session:
@@ -291,17 +305,7 @@ def _publish(
     try:
         for _ in range(PUBLISH_ATTEMPTS):
             with svc.session() as session:
-                if session.get(BucketRow, (namespace, bucket)) is None:
-                    # OCI needs create_bucket first; here a put creates the bucket in the tenancy's root compartment.
-                    session.add(
-                        BucketRow(
-                            namespace=namespace,
-                            name=bucket,
-                            tenancy_id=caller.tenancy_id,
-                            compartment_id=caller.tenancy_id,
-                            created_by=caller.user_id,
-                        )
-                    )
+                _bucket_or_new(session, caller, namespace, bucket)
                 row = objects.find(session, namespace, bucket, name)
                 if if_none_match == "*" and row is not None:
                     raise ServiceError(412, "IfNoneMatchFailed", f"The object '{name}' already exists")
@@ -520,16 +524,7 @@ def create_upload(
     check_bucket_name(bucket)
     check_object_name(details.object)
     with svc.session() as session:
-        if session.get(BucketRow, (namespace, bucket)) is None:
-            session.add(
-                BucketRow(
-                    namespace=namespace,
-                    name=bucket,
-                    tenancy_id=caller.tenancy_id,
-                    compartment_id=caller.tenancy_id,
-                    created_by=caller.user_id,
-                )
-            )
+        _bucket_or_new(session, caller, namespace, bucket)
         if if_none_match == "*" and objects.find(session, namespace, bucket, details.object) is not None:
             raise ServiceError(412, "IfNoneMatchFailed", f"The object '{details.object}' already exists")
         row = UploadRow(
