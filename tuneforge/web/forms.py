@@ -151,8 +151,23 @@ _MODEL_FIELD_OF_PATH = {
 }
 
 
+class DatasetSummary:
+    """The summary at the top of a form with a dataset upload (ModelForm, SweepForm)."""
+
+    errors: dict[str, str]
+    dataset_problems: list[str]
+
+    def summary_messages(self) -> dict[str, str]:
+        """The errors as the summary at the top lists them: a dataset's with its first problem."""
+        messages = dict(self.errors)
+        if "dataset" in messages and self.dataset_problems:
+            more = " …" if len(self.dataset_problems) > 1 else ""
+            messages["dataset"] = f"{messages['dataset']} {self.dataset_problems[0]}{more}"
+        return messages
+
+
 @dataclass
-class ModelForm:
+class ModelForm(DatasetSummary):
     """The create-model form: values (as typed), errors by field, the chosen options."""
 
     base_model_id: str
@@ -182,14 +197,6 @@ class ModelForm:
             group = group_of(self.spec)
             targets.update({name: f"{group}.{name}" for name in self.spec.params})
         return targets
-
-    def summary_messages(self) -> dict[str, str]:
-        """The errors as the summary at the top lists them: a dataset's with its first problem."""
-        messages = dict(self.errors)
-        if "dataset" in messages and self.dataset_problems:
-            more = " …" if len(self.dataset_problems) > 1 else ""
-            messages["dataset"] = f"{messages['dataset']} {self.dataset_problems[0]}{more}"
-        return messages
 
     def use_kept_upload(self) -> None:
         """No new file chosen: the dataset is the object an earlier submit stored."""
@@ -387,7 +394,7 @@ _SWEEP_FIELD_OF_PATH = {
 
 
 @dataclass
-class SweepForm:
+class SweepForm(DatasetSummary):
     """What the new-sweep form shows: values as typed, errors by field (create.html's conventions)."""
 
     base_model_id: str
@@ -446,13 +453,6 @@ class SweepForm:
                 targets[name] = f"{group}.{name}"
                 targets[range_key(name)] = f"{group}.{range_key(name)}"
         return targets
-
-    def summary_messages(self) -> dict[str, str]:
-        messages = dict(self.errors)
-        if "dataset" in messages and self.dataset_problems:
-            more = " …" if len(self.dataset_problems) > 1 else ""
-            messages["dataset"] = f"{messages['dataset']} {self.dataset_problems[0]}{more}"
-        return messages
 
     @classmethod
     def from_form(cls, form: FormData) -> SweepForm:
