@@ -120,10 +120,14 @@ def _all_models(svc: Services, caller: Caller) -> list:
 # ---- create ---------------------------------------------------------------------------------
 
 
-def _form_page(request: Request, svc: Services, caller: Caller, form: forms.ModelForm, status: int = 200) -> Response:
+def training_form_page(
+    request: Request, svc: Services, caller: Caller, template: str, form: Any, status: int = 200, **extra: Any
+) -> Response:
+    """A form that starts a fine-tuning (create.html's model, sweep_new.html's sweep): the base models,
+    their hyperparameter groups, the fine-tuning clusters, compartments and dataset upload they share."""
     return page(
         request,
-        "create.html",
+        template,
         status=status,
         form=form,
         catalog=catalog.list_models(),
@@ -132,8 +136,12 @@ def _form_page(request: Request, svc: Services, caller: Caller, form: forms.Mode
         clusters=cluster_pages.active_clusters(svc, caller, "FINE_TUNING"),
         compartments=tenancy.compartments(svc, caller),
         namespace=objects.namespace_of(caller),
-        max_check_bytes=MAX_CHECK_BYTES,
+        **extra,
     )
+
+
+def _form_page(request: Request, svc: Services, caller: Caller, form: forms.ModelForm, status: int = 200) -> Response:
+    return training_form_page(request, svc, caller, "create.html", form, status, max_check_bytes=MAX_CHECK_BYTES)
 
 
 def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | None) -> forms.ModelForm:

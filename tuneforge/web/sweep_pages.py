@@ -19,13 +19,12 @@ from starlette.datastructures import UploadFile
 from tuneforge import catalog
 from tuneforge.errors import DatasetError
 from tuneforge.hyperparams import API_FIELDS
-from tuneforge.services import tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, validation_message
 from tuneforge.services.protocol import DEFAULT_LIMIT
 from tuneforge.services.resources import base_models, datasets, models, objects, sweeps
 from tuneforge.services.schemas.sweeps import MAX_TRIALS, CreateSweepDetails, KeepBestDetails
-from tuneforge.web import cluster_pages, forms, queries
+from tuneforge.web import cluster_pages, forms, model_pages, queries
 from tuneforge.web.deps import ConsoleCaller, ServicesDep, csrf_rejected, form_with_csrf, not_found
 from tuneforge.web.render import page, redirect
 
@@ -84,17 +83,13 @@ def sweeps_page(
 
 
 def _form_page(request: Request, svc: Services, caller: Caller, form: forms.SweepForm, status: int = 200) -> Response:
-    return page(
+    return model_pages.training_form_page(
         request,
+        svc,
+        caller,
         "sweep_new.html",
-        status=status,
-        form=form,
-        catalog=catalog.list_models(),
-        groups=forms.groups(),
-        group_of=forms.group_of,
-        clusters=cluster_pages.active_clusters(svc, caller, "FINE_TUNING"),
-        compartments=tenancy.compartments(svc, caller),
-        namespace=objects.namespace_of(caller),
+        form,
+        status,
         strategies=forms.SWEEP_STRATEGIES,
         pruners=forms.SWEEP_PRUNERS,
         max_trials=MAX_TRIALS,
