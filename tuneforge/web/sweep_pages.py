@@ -8,6 +8,7 @@ choice of cluster (the service has no other knob), shown with its unit count."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -259,30 +260,30 @@ def _refused(request: Request, sweep_id: str, err: ServiceError, title: str) -> 
     return page(request, "error.html", status=err.status, title=title, message=err.message, back=back)
 
 
-@router.post("/console/sweeps/{sweep_id}/cancel")
-async def cancel(request: Request, sweep_id: str, caller: ConsoleCaller, svc: ServicesDep) -> Response:
+async def _act(
+    request: Request, sweep_id: str, caller: Caller, svc: Services, action: Callable[[Services, Caller, str], Any], refused: str
+) -> Response:
+    """A sweep page's button that takes no fields: check the form's CSRF token and the sweep, run the
+    service's `action`, and come back to the sweep (or say why not, under the title `refused`)."""
     if await form_with_csrf(request) is None:
         return csrf_rejected(request)
     if _sweep(svc, caller, sweep_id) is None:
         return not_found(request, "sweep")
     try:
-        await run_in_threadpool(sweeps.cancel_sweep, svc, caller, sweep_id)
+        await run_in_threadpool(action, svc, caller, sweep_id)
     except ServiceError as err:
-        return _refused(request, sweep_id, err, "Not canceled")
+        return _refused(request, sweep_id, err, refused)
     return redirect(f"/console/sweeps/{sweep_id}")
+
+
+@router.post("/console/sweeps/{sweep_id}/cancel")
+async def cancel(request: Request, sweep_id: str, caller: ConsoleCaller, svc: ServicesDep) -> Response:
+    return await _act(request, sweep_id, caller, svc, sweeps.cancel_sweep, "Not canceled")
 
 
 @router.post("/console/sweeps/{sweep_id}/learning-curve")
 async def learning_curve(request: Request, sweep_id: str, caller: ConsoleCaller, svc: ServicesDep) -> Response:
-    if await form_with_csrf(request) is None:
-        return csrf_rejected(request)
-    if _sweep(svc, caller, sweep_id) is None:
-        return not_found(request, "sweep")
-    try:
-        await run_in_threadpool(sweeps.request_learning_curve, svc, caller, sweep_id)
-    except ServiceError as err:
-        return _refused(request, sweep_id, err, "Not asked")
-    return redirect(f"/console/sweeps/{sweep_id}")
+    return await _act(request, sweep_id, caller, svc, sweeps.request_learning_curve, "Not asked")
 
 
 @router.post("/console/sweeps/{sweep_id}/keep-best")
