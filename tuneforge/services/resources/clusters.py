@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.services import idempotency, tenancy
 from tuneforge.services.context import Caller, Services
-from tuneforge.services.errors import incorrect_state, not_found
+from tuneforge.services.errors import incorrect_state, invalid, not_found
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
 from tuneforge.services.schemas.resources import (
     CreateDedicatedAiClusterDetails,
@@ -63,6 +63,20 @@ def _used(session: Session, row: ClusterRow) -> int:
         .select_from(EndpointRow)
         .where(EndpointRow.cluster_id == row.id, EndpointRow.lifecycle_state.in_(HOSTING_STATES))
     )
+
+
+def usable(session: Session, caller: Caller, cluster_id: str, field: str, cluster_type: str, why: str) -> ClusterRow:
+    """The ACTIVE cluster of `cluster_type` a create names in `field` (a model's training cluster, an
+    endpoint's hosting cluster, a sweep's), else 400 naming the field and the cluster; `why` says
+    what needs that type ("endpoints need a HOSTING cluster")."""
+    cluster = session.get(ClusterRow, cluster_id)
+    if cluster is None or cluster.tenancy_id != caller.tenancy_id or cluster.lifecycle_state == "DELETED":
+        raise invalid(f"{field}: no dedicated AI cluster {cluster_id!r} in your tenancy")
+    if cluster.type != cluster_type:
+        raise invalid(f"{field}: cluster {cluster_id!r} is a {cluster.type} cluster; {why}")
+    if cluster.lifecycle_state != "ACTIVE":
+        raise invalid(f"{field}: cluster {cluster_id!r} is {cluster.lifecycle_state}, not ACTIVE")
+    return cluster
 
 
 def _answer(session: Session, row: ClusterRow, work_request_id: str | None = None) -> Answer[DedicatedAiCluster]:

@@ -30,7 +30,7 @@ from tuneforge.services import idempotency, tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
-from tuneforge.services.resources import base_models
+from tuneforge.services.resources import base_models, clusters
 from tuneforge.services.resources.clusters import ENDPOINTS_PER_HOSTING_CLUSTER, HOSTING_STATES
 from tuneforge.services.schemas.resources import CreateEndpointDetails, Endpoint, UpdateEndpointDetails
 from tuneforge.services.tenancy import owned
@@ -159,14 +159,10 @@ def _insert(
         earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateEndpoint", digest)
         if earlier is not None:
             return _answer(session.get(EndpointRow, earlier.resource_id), earlier.work_request_id)
-        cluster = session.get(ClusterRow, details.dedicated_ai_cluster_id)
         field = "dedicatedAiClusterId"
-        if cluster is None or cluster.tenancy_id != caller.tenancy_id or cluster.lifecycle_state == "DELETED":
-            raise invalid(f"{field}: no dedicated AI cluster {details.dedicated_ai_cluster_id!r} in your tenancy")
-        if cluster.type != "HOSTING":
-            raise invalid(f"{field}: cluster {cluster.id!r} is a {cluster.type} cluster; endpoints need a HOSTING cluster")
-        if cluster.lifecycle_state != "ACTIVE":
-            raise invalid(f"{field}: cluster {cluster.id!r} is {cluster.lifecycle_state}, not ACTIVE")
+        cluster = clusters.usable(
+            session, caller, details.dedicated_ai_cluster_id, field, "HOSTING", "endpoints need a HOSTING cluster"
+        )
         spec = hosted_spec(svc, session, caller, details.model_id)
         _check_shape(cluster, spec)
         if base_models.find(details.model_id, svc.region) is None:

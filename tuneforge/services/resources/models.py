@@ -84,18 +84,6 @@ def _training_config(details: CreateModelDetails, region: str) -> tuple[BaseMode
     return spec, config
 
 
-def _cluster_for_training(session, caller: Caller, cluster_id: str) -> ClusterRow:
-    cluster = session.get(ClusterRow, cluster_id)
-    field = "fineTuneDetails.dedicatedAiClusterId"
-    if cluster is None or cluster.tenancy_id != caller.tenancy_id or cluster.lifecycle_state == "DELETED":
-        raise invalid(f"{field}: no dedicated AI cluster {cluster_id!r} in your tenancy")
-    if cluster.type != "FINE_TUNING":
-        raise invalid(f"{field}: cluster {cluster_id!r} is a {cluster.type} cluster; fine-tuning needs a FINE_TUNING cluster")
-    if cluster.lifecycle_state != "ACTIVE":
-        raise invalid(f"{field}: cluster {cluster_id!r} is {cluster.lifecycle_state}, not ACTIVE")
-    return cluster
-
-
 def _hold_cluster(session, cluster_id: str) -> None:
     """Lock the training cluster's row for this transaction, only while it is still ACTIVE (a no-op
     UPDATE: its etag does not move). A delete of the cluster that got there first makes this match no
@@ -171,7 +159,14 @@ def create_model(
             return _answer(session.get(ModelRow, earlier.resource_id), svc.region, earlier.work_request_id)
         spec, training_config = _training_config(details, svc.region)
         if new_cluster is None:
-            _cluster_for_training(session, caller, details.fine_tune_details.dedicated_ai_cluster_id)
+            clusters.usable(
+                session,
+                caller,
+                details.fine_tune_details.dedicated_ai_cluster_id,
+                "fineTuneDetails.dedicatedAiClusterId",
+                "FINE_TUNING",
+                "fine-tuning needs a FINE_TUNING cluster",
+            )
         dataset, n_examples = _dataset(svc, session, caller, details, spec)
         try:
             plan = make_plan(n_examples, training_config)

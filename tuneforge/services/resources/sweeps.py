@@ -34,7 +34,7 @@ from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, incorrect_state, invalid
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
-from tuneforge.services.resources import base_models, datasets, models, objects
+from tuneforge.services.resources import base_models, clusters, datasets, models, objects
 from tuneforge.services.schemas.sweeps import (
     CreateSweepDetails,
     KeepBestDetails,
@@ -47,7 +47,7 @@ from tuneforge.services.tenancy import owned
 from tuneforge.services.transactions import commit_versioned, retrying
 from tuneforge.store import ids, workrequests
 from tuneforge.store.db import normalize_url
-from tuneforge.store.tables import ClusterRow, ModelRow, SweepRow, utcnow
+from tuneforge.store.tables import ModelRow, SweepRow, utcnow
 from tuneforge.sweeps import SweepSpec, prepare, space_from_json, space_to_json
 
 STATES = ("ACCEPTED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "CANCELING", "CANCELED")
@@ -167,16 +167,8 @@ def _answer(row: SweepRow, region: str, work_request_id: str | None = None) -> A
 
 
 def _check_cluster(session, caller: Caller, cluster_id: str) -> None:
-    cluster = session.get(ClusterRow, cluster_id)
-    field = "dedicatedAiClusterId"
-    if cluster is None or cluster.tenancy_id != caller.tenancy_id or cluster.lifecycle_state == "DELETED":
-        raise invalid(f"{field}: no dedicated AI cluster {cluster_id!r} in your tenancy")
-    if cluster.type != "FINE_TUNING":
-        raise invalid(
-            f"{field}: cluster {cluster_id!r} is a {cluster.type} cluster; a sweep's trials train on a FINE_TUNING cluster"
-        )
-    if cluster.lifecycle_state != "ACTIVE":
-        raise invalid(f"{field}: cluster {cluster_id!r} is {cluster.lifecycle_state}, not ACTIVE")
+    why = "a sweep's trials train on a FINE_TUNING cluster"
+    clusters.usable(session, caller, cluster_id, "dedicatedAiClusterId", "FINE_TUNING", why)
 
 
 def _dataset(svc: Services, caller: Caller, details: CreateSweepDetails, spec: BaseModelSpec) -> tuple[Path, str]:
