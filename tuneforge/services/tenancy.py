@@ -30,6 +30,17 @@ def find_owned(session: Session, caller: Caller, table: type[Row], resource_id: 
     return row if row is not None and row.tenancy_id == caller.tenancy_id else None
 
 
+def owned_active(session: Session, caller: Caller, table: type[Row], resource_id: str, what: str, when: str) -> Row:
+    """The caller's tenancy's ACTIVE row: 404 if it is not the tenancy's or is DELETED, 409 in any other
+    state, `when` saying what only an ACTIVE one does ("it answers once it is ACTIVE")."""
+    row = owned(session, caller, table, resource_id, what)
+    if row.lifecycle_state == "DELETED":
+        raise not_found(what)
+    if row.lifecycle_state != "ACTIVE":
+        raise incorrect_state(f"{what} {resource_id} is {row.lifecycle_state}; {when}")
+    return row
+
+
 def change_compartment(
     svc: Services,
     caller: Caller,

@@ -344,11 +344,7 @@ class Target:
 def endpoint_target(svc: Services, caller: Caller, endpoint_id: str) -> Target:
     """The ACTIVE endpoint's model, for DEDICATED serving mode."""
     with svc.session() as session:
-        row = session.get(EndpointRow, endpoint_id)
-        if row is None or row.tenancy_id != caller.tenancy_id or row.lifecycle_state == "DELETED":
-            raise not_found("endpoint")
-        if row.lifecycle_state != "ACTIVE":
-            raise incorrect_state(f"endpoint {row.id} is {row.lifecycle_state}; it answers once it is ACTIVE")
+        row = tenancy.owned_active(session, caller, EndpointRow, endpoint_id, "endpoint", "it answers once it is ACTIVE")
         model_id = row.model_id
     target = model_target(svc, caller, model_id)
     return Target(target.spec, target.model_id, target.run_dir, endpoint_id)
@@ -360,11 +356,7 @@ def model_target(svc: Services, caller: Caller, model_id: str) -> Target:
     if spec is not None:
         return Target(spec, base_models.base_ocid(spec, svc.region), None)
     with svc.session() as session:
-        model = session.get(ModelRow, model_id)
-        if model is None or model.tenancy_id != caller.tenancy_id or model.lifecycle_state == "DELETED":
-            raise not_found("model")
-        if model.lifecycle_state != "ACTIVE":
-            raise incorrect_state(f"model {model_id} is {model.lifecycle_state}; only an ACTIVE model answers")
+        model = tenancy.owned_active(session, caller, ModelRow, model_id, "model", "only an ACTIVE model answers")
         job = session.scalars(select(JobRow).where(JobRow.model_id == model_id).order_by(JobRow.time_created.desc())).first()
         spec = base_models.resolve(model.base_model_id, svc.region)
     folder = run_folder(Path(job.job_dir)) if job is not None else None
