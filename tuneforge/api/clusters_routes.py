@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, Limit, Page, QueryStr, RetryToken, ServicesDep, SortOrder
-from tuneforge.api.protocol import send_answer, send_page
+from tuneforge.api.protocol import send_accepted, send_answer, send_page
 from tuneforge.services.resources import clusters
 from tuneforge.services.schemas.resources import (
     ChangeCompartmentDetails,
@@ -100,6 +100,4 @@ def delete_dedicated_ai_cluster(
     dedicatedAiClusterId: str, caller: CallerDep, svc: ServicesDep, if_match: IfMatch = None
 ) -> Response:
     """409 IncorrectState while training jobs are queued or running on it (the SDK retries 409)."""
-    return Response(
-        status_code=202, headers={"opc-work-request-id": clusters.delete_cluster(svc, caller, dedicatedAiClusterId, if_match)}
-    )
+    return send_accepted(clusters.delete_cluster(svc, caller, dedicatedAiClusterId, if_match))

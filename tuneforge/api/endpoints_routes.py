@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, Limit, Page, QueryStr, RetryToken, ServicesDep, SortOrder
-from tuneforge.api.protocol import send_answer, send_page
+from tuneforge.api.protocol import send_accepted, send_answer, send_page
 from tuneforge.services.resources import endpoints
 from tuneforge.services.schemas.resources import (
     ChangeCompartmentDetails,
@@ -90,6 +90,4 @@ def change_endpoint_compartment(
 
 @router.delete("/endpoints/{endpointId}", status_code=202, response_class=Response)
 def delete_endpoint(endpointId: str, caller: CallerDep, svc: ServicesDep, if_match: IfMatch = None) -> Response:
-    return Response(
-        status_code=202, headers={"opc-work-request-id": endpoints.delete_endpoint(svc, caller, endpointId, if_match)}
-    )
+    return send_accepted(endpoints.delete_endpoint(svc, caller, endpointId, if_match))

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, Limit, Page, QueryStr, RetryToken, ServicesDep, SortOrder
-from tuneforge.api.protocol import send_answer, send_page
+from tuneforge.api.protocol import send_accepted, send_answer, send_page
 from tuneforge.services.resources import models
 from tuneforge.services.schemas.resources import (
     ChangeCompartmentDetails,
@@ -124,4 +124,4 @@ def change_model_compartment(
 @router.delete("/models/{modelId}", status_code=202, response_class=Response)
 def delete_model(modelId: str, caller: CallerDep, svc: ServicesDep, if_match: IfMatch = None) -> Response:
     """Cancels the training job if it runs (SIGTERM to its subprocess), then DELETED."""
-    return Response(status_code=202, headers={"opc-work-request-id": models.delete_model(svc, caller, modelId, if_match)})
+    return send_accepted(models.delete_model(svc, caller, modelId, if_match))

@@ -43,6 +43,11 @@ def send_answer(response: Response, answer: Answer[T]) -> T:
     return answer.value
 
 
+def send_accepted(work_request_id: str) -> Response:
+    """202 for an operation that goes on after the answer (a delete, a cancel): the work request to poll."""
+    return Response(status_code=202, headers={"opc-work-request-id": work_request_id})
+
+
 def send_page(response: Response, page: Page[T]) -> list[T]:
     if page.next_page:
         response.headers["opc-next-page"] = page.next_page

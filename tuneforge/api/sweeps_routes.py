@@ -11,7 +11,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 
 from tuneforge.api.deps import CallerDep, CompartmentId, IfMatch, Limit, Page, QueryStr, RetryToken, ServicesDep, SortOrder
-from tuneforge.api.protocol import send_answer, send_page
+from tuneforge.api.protocol import send_accepted, send_answer, send_page
 from tuneforge.services.resources import sweeps
 from tuneforge.services.schemas.sweeps import (
     CreateSweepDetails,
@@ -69,7 +69,7 @@ def list_sweeps(
 @router.post("/sweeps/{sweepId}/actions/cancel", status_code=202, response_class=Response)
 def cancel_sweep(sweepId: str, caller: CallerDep, svc: ServicesDep, if_match: IfMatch = None) -> Response:
     """CANCELING: the trials in training are stopped, then CANCELED (the sweep's work request says when)."""
-    return Response(status_code=202, headers={"opc-work-request-id": sweeps.cancel_sweep(svc, caller, sweepId, if_match)})
+    return send_accepted(sweeps.cancel_sweep(svc, caller, sweepId, if_match))
 
 
 @router.post("/sweeps/{sweepId}/actions/keepBest", response_model=KeepBestResult, response_model_exclude_none=True)
