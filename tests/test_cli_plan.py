@@ -174,6 +174,7 @@ def test_plan_text_summary(dataset):
     assert "DEPRECATED" in out
     assert "loraR:" in out and "30 training + 7 validation" in out
     assert "totalTrainingSteps:" in out and "12 = 3 * ceil(30 / 8)" in out
+    assert "evaluation:" in out and "evaluation cycles on" in out  # how many cycles run, and why
     value_columns = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in out.splitlines()}
     assert len(value_columns) == 1  # aligned key: value lines
 

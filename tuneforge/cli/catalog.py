@@ -216,6 +216,7 @@ def plan(
             f"{summary.total_training_steps} = {config.total_training_epochs} * "
             f"ceil({summary.training_examples} / {config.training_batch_size})",
         ),
+        ("evaluation", summary.evaluation.describe()),
         ("tokenLengths", "checked" if count_tokens else "not checked (pass --weights DIR with tokenizer.json)"),
     ]
     print_rows(rows + (_capacity_rows(capacity) if capacity else []))
