@@ -45,3 +45,22 @@ def test_every_export_format_writes_files_with_the_umask_mode(umask, trained_run
             name: oct(mode) for name, mode in modes.items() if mode != (dir_mode if (tmp_path / name).is_dir() else file_mode)
         }
         assert not wrong, f"{fmt}: expected files {oct(file_mode)}, folders {oct(dir_mode)}; got {wrong}"
+
+
+def test_a_run_folders_adapter_gets_the_umask_mode(tmp_path):
+    """The trainer's own adapter/ (what `export --format peft` copies) is not left 0600 by safetensors."""
+    import torch
+    from peft import LoraConfig
+
+    from tuneforge.engine.peft_format import save_adapter
+
+    before = os.umask(0o022)
+    try:
+        file_mode, _ = plain_modes(tmp_path)
+        save_adapter({"layer.lora_A.weight": torch.zeros(2, 2)}, tmp_path / "adapter", LoraConfig(r=2, target_modules=["q_proj"]))
+    finally:
+        os.umask(before)
+    assert {name: mode for name, mode in modes_of(tmp_path / "adapter").items() if name != "adapter"} == {
+        "adapter/adapter_model.safetensors": file_mode,
+        "adapter/adapter_config.json": file_mode,
+    }

@@ -4,6 +4,7 @@ so a TuneForge adapter loads with plain `PeftModel.from_pretrained` and PEFT ada
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import torch
@@ -50,8 +51,12 @@ def save_adapter(adapter: dict[str, torch.Tensor], directory: Path, config) -> N
     """`adapter`: the trainable tensors by parameter name (`adapter_parameters`), whole (not sharded)."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {_peft_key(n): p.detach().to("cpu", torch.float32).contiguous() for n, p in adapter.items()}
-    save_file(tensors, directory / "adapter_model.safetensors", metadata={"format": "pt"})
+    weights = directory / "adapter_model.safetensors"
+    save_file(tensors, weights, metadata={"format": "pt"})
     config.save_pretrained(str(directory))
+    # safetensors writes through a private temporary file (0600); give the weights the mode the config
+    # file got from the user's umask, so a run folder shared with a group is readable whole.
+    weights.chmod(stat.S_IMODE((directory / "adapter_config.json").stat().st_mode))
 
 
 def load_adapter(model: nn.Module, directory: Path) -> str:
