@@ -11,6 +11,7 @@ Limits (answered before any route runs, in OCI's error shape):
 
 from __future__ import annotations
 
+import abc
 import json
 import re
 import uuid
@@ -54,7 +55,7 @@ def send_page(response: Response, page: Page[T]) -> list[T]:
     return page.items
 
 
-class _HttpMiddleware:
+class _HttpMiddleware(abc.ABC):
     """An ASGI middleware that acts on HTTP requests only (`http`); lifespan and other scopes pass through."""
 
     def __init__(self, app: ASGIApp):
@@ -66,8 +67,9 @@ class _HttpMiddleware:
             return
         await self.http(scope, receive, send)
 
+    @abc.abstractmethod
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raise NotImplementedError
+        """Handle one HTTP request: answer it, or pass it on to `self.app`."""
 
 
 class RequestIdMiddleware(_HttpMiddleware):
