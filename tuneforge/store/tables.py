@@ -283,3 +283,21 @@ class UploadPartRow(Base):
     etag: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(64))
     time_created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImportedModelRow(OciResource, Base):
+    """A model the user brought (OCI's imported model): a Hugging Face model resolved offline from the
+    operator's cache or models folders, or a folder uploaded to this server's Object Storage. Once
+    ACTIVE its files sit in `weights_dir`, the server's own immutable copy under the data dir, so
+    deleting the source objects later cannot change it."""
+
+    __tablename__ = "imported_models"
+    vendor: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(255))
+    capabilities: Mapped[list[Any]] = mapped_column(default=list)  # OCI's enum, e.g. ["TEXT_TO_TEXT"]
+    source: Mapped[dict[str, Any]]  # OCI's dataSource, camelCase, without the accessToken (never stored)
+    architecture: Mapped[str | None] = mapped_column(String(255))  # config.json's architectures[0], once read
+    weights_dir: Mapped[str | None] = mapped_column(Text)  # set when ACTIVE
+    config: Mapped[dict[str, Any] | None]  # config.json as imported
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    system_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
