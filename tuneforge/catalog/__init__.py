@@ -107,12 +107,12 @@ class ModelShape:
 class BaseModelSpec:
     id: str  # OCI model name, e.g. "meta.llama-3.3-70b-instruct"
     display_name: str
-    vendor: str  # "meta" | "cohere"
+    vendor: str  # "meta" | "cohere" (an imported model: its vendor, else its model_type)
     method: str  # "LORA" | "TFEW"
     training_config_type: str  # "LORA_TRAINING_CONFIG" | "TFEW_TRAINING_CONFIG"
     deprecated: bool
-    architecture: str  # "llama" | "cohere": which engine code path loads the weights
-    weights_repo: str  # Hugging Face repository of the open weights
+    architecture: str  # config.json's model_type ("llama", "cohere", ...): which engine code path loads the weights
+    weights_repo: str  # Hugging Face repository of the open weights ("" for an imported model or a folder)
     context_tokens: int
     max_prompt_tokens: int | None
     max_completion_tokens: int | None
@@ -161,9 +161,14 @@ def _model(row: dict, tables: dict) -> BaseModelSpec:
 
 
 @functools.cache
-def _load() -> tuple[BaseModelSpec, ...]:
+def _data() -> dict:
     with open(CATALOG_FILE, "rb") as f:
-        data = tomllib.load(f)
+        return tomllib.load(f)
+
+
+@functools.cache
+def _load() -> tuple[BaseModelSpec, ...]:
+    data = _data()
     return tuple(_model(row, data["hyperparameters"]) for row in data["models"])
 
 
@@ -210,3 +215,40 @@ def get_model(model_id: str) -> BaseModelSpec:
             return model
     known = ", ".join(m.id for m in _load())
     raise InvalidParameter("baseModelId", model_id, f"one of: {known}")
+
+
+def spec_for_config(model_id: str, display_name: str, vendor: str | None, config: dict) -> BaseModelSpec:
+    """A base model that is not in the catalog (an imported model, a model folder, a Hugging Face id),
+    from its config.json: its architecture's method (catalog/architectures.py) with that method's OCI
+    table, ranges and defaults as they are (models.toml [imported] says why), the context its
+    max_position_embeddings allows, the shape `plan --gpus` sizes, no prompt/completion caps (OCI
+    documents those for Command R 08-2024 only). InvalidParameter naming `model_id` and every problem
+    when the architecture is not supported."""
+    from tuneforge.catalog import architectures
+
+    problems = architectures.check_config(config)
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not problems and (isinstance(positions, bool) or not isinstance(positions, int) or positions <= 0):
+        problems.append(f"config.json: max_position_embeddings {positions!r} is not a positive integer (the context it allows)")
+    if problems:
+        raise InvalidParameter("baseModelId", model_id, "its config.json cannot be fine-tuned: " + "; ".join(problems))
+    method = architectures.architecture(config["model_type"]).method
+    imported = _data()["imported"][method]
+    table = _data()["hyperparameters"][imported["hyperparameters"]]
+    return BaseModelSpec(
+        id=model_id,
+        display_name=display_name,
+        # The vendor says which chat format and hosting shapes apply (Cohere's or the generic ones), so a
+        # Cohere architecture is a Cohere model whatever the importer typed.
+        vendor="cohere" if method == "TFEW" else (vendor or config["model_type"]),
+        method=method,
+        training_config_type=imported["training_config_type"],
+        deprecated=False,
+        architecture=config["model_type"],
+        weights_repo="",
+        context_tokens=positions,
+        max_prompt_tokens=None,
+        max_completion_tokens=None,
+        params={name: _param(name, spec) for name, spec in table.items()},
+        shape=ModelShape.from_hf_config(config),
+    )
