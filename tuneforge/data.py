@@ -1,4 +1,5 @@
-"""Fine-tuning datasets: OCI's JSONL rules (oci-api.md §5.2), the 80:20 split, token-length checks.
+"""Fine-tuning datasets: OCI's JSONL rules (oci-api.md §5.2) and OpenAI's chat lines, the 80:20 split,
+token-length checks. docs/datasets.md states every rule for users.
 
 Stdlib only at module level: `tuneforge plan` imports this and must answer in well under a second.
 
@@ -11,6 +12,12 @@ Rules, beyond OCI's text where it was silent:
   (whitespace-only counts as empty: a model cannot learn from nothing, and OCI asks for
   "a prompt"). Other keys are ignored, so files exported with ids or metadata still load.
 - Every problem in the file is reported at once (up to a cap), each with its line number.
+
+Chat files (a TuneForge extension of OCI's format): each line is OpenAI's fine-tuning line
+`{"messages": [...], "tools": [...]}`, checked as OpenAI documents it (`_check_conversation` lists the
+rules and where TuneForge decided: "developer" is read as "system", unknown message keys are refused
+since a misspelt "weight" would silently train a turn meant to be skipped). A file holds one format,
+decided by its first valid line: a mixed file is a mistake (two exports concatenated), not a dataset.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -26,8 +34,26 @@ from tuneforge.errors import DatasetError, LineProblem
 MIN_EXAMPLES = 32  # OCI: "at least 32 prompt/completion pairs"
 DEFAULT_SEED = 42  # for the split and training unless --seed is given
 FIELDS = ("prompt", "completion")
+PROMPT_COMPLETION, CHAT = "prompt_completion", "chat"  # a file's format (`dataset_format`)
+ROLES = ("system", "user", "assistant", "tool")
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role: templates know only "system"
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_FORMAT_WORDS = {PROMPT_COMPLETION: "prompt/completion", CHAT: "chat"}
+_EXPECTED = {PROMPT_COMPLETION: '{"prompt": ..., "completion": ...}', CHAT: '{"messages": [...]}'}
+# The keys each role's message may carry (OpenAI's fine-tuning format); any other key is refused.
+_MESSAGE_KEYS = {
+    "system": ("role", "content", "name"),
+    "user": ("role", "content", "name"),
+    "assistant": ("role", "content", "name", "tool_calls", "weight"),
+    "tool": ("role", "content", "tool_call_id"),
+}
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for tool/function names
+_REFUSED_PARTS = {
+    "image_url": "images",
+    "input_audio": "audio",
+    "file": "files",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +61,44 @@ class Example:
     prompt: str
     completion: str
     line: int  # 1-based line in the file
+
+    def token_counts(self, count: Callable[[str], int]) -> tuple[int, int]:
+        """(untrained, trained) tokens by `count`, before the chat template's own tokens."""
+        return count(self.prompt), count(self.completion)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One chat line, checked, in the form chat templates take: "developer" read as "system", content a
+    string (text parts joined) or None (an assistant message with tool calls only), `weight` (0 or 1)
+    on every assistant message, `tool_calls` as given (arguments still a JSON string)."""
+
+    messages: tuple[dict, ...]
+    tools: tuple[dict, ...] | None  # OpenAI's function tools, or None
+    line: int  # 1-based line in the file
+
+    @property
+    def trained(self) -> list[int]:
+        """Indices of the assistant messages trained on (weight 1)."""
+        return [i for i, m in enumerate(self.messages) if m["role"] == "assistant" and m["weight"] == 1]
+
+    def token_counts(self, count: Callable[[str], int]) -> tuple[int, int]:
+        """(untrained, trained) tokens of the messages' own text by `count`: a lower bound of the rendered
+        conversation, which adds the chat template's own tokens (role headers, end-of-turn tokens)."""
+        trained = set(self.trained)
+        counts = [count(message_text(m)) for m in self.messages]
+        tools = count(json.dumps(list(self.tools))) if self.tools else 0
+        in_trained = sum(c for i, c in enumerate(counts) if i in trained)
+        return sum(counts) + tools - in_trained, in_trained
+
+
+DatasetItem = Example | Conversation  # one valid line of either format
+
+
+def message_text(message: dict) -> str:
+    """A message's own text: its content and its tool calls' names and arguments."""
+    calls = "".join(c["function"]["name"] + c["function"]["arguments"] for c in message.get("tool_calls") or ())
+    return (message.get("content") or "") + calls
 
 
 class _Problems:
@@ -58,12 +122,26 @@ class _Problems:
             raise DatasetError(self.path, self.shown, self.total)
 
 
+class _Format:
+    """The file's format, set by its first valid line."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.line: int | None = None
+
+
 def _json_type(value: object) -> str:
     return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _parse_line(raw: bytes, lineno: int, problems: _Problems) -> Example | None:
-    """One line's Example, or None after recording what is wrong with it (or if it is blank)."""
+def _show(value: object) -> str:
+    """A JSON value as the user wrote it, shortened: never a Python repr."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parse_line(raw: bytes, lineno: int, problems: _Problems, fmt: _Format) -> DatasetItem | None:
+    """One line's Example or Conversation, or None after recording what is wrong with it (or if it is blank)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -85,8 +163,31 @@ def _parse_line(raw: bytes, lineno: int, problems: _Problems) -> Example | None:
         problems.add(lineno, "not valid JSON (a number with too many digits)")
         return None
     if not isinstance(obj, dict):
-        problems.add(lineno, f'not a JSON object (got {_json_type(obj)}); expected {{"prompt": ..., "completion": ...}}')
+        problems.add(lineno, f"not a JSON object (got {_json_type(obj)}); expected {_EXPECTED[fmt.name or PROMPT_COMPLETION]}")
         return None
+    kind = _shape(obj, fmt.name)
+    if fmt.name is not None and kind != fmt.name:
+        problems.add(
+            lineno,
+            f"a {_FORMAT_WORDS[kind]} line in a {_FORMAT_WORDS[fmt.name]} file (the format is set by the first valid "
+            f"line, line {fmt.line}); a file holds one format",
+        )
+        return None
+    item = _check_conversation(obj, lineno, problems) if kind == CHAT else _check_prompt_completion(obj, lineno, problems)
+    if item is not None and fmt.name is None:
+        fmt.name, fmt.line = kind, lineno
+    return item
+
+
+def _shape(obj: dict, decided: str | None) -> str:
+    """The format a line is written in: by its keys, else the file's (prompt/completion before any line set it)."""
+    chat, pair = "messages" in obj, "prompt" in obj or "completion" in obj
+    if chat != pair:
+        return CHAT if chat else PROMPT_COMPLETION
+    return decided or PROMPT_COMPLETION
+
+
+def _check_prompt_completion(obj: dict, lineno: int, problems: _Problems) -> Example | None:
     ok = True
     for key in FIELDS:
         if key not in obj:
@@ -107,6 +208,239 @@ def _parse_line(raw: bytes, lineno: int, problems: _Problems) -> Example | None:
     return Example(obj["prompt"], obj["completion"], lineno) if ok else None
 
 
+def _check_conversation(obj: dict, lineno: int, problems: _Problems) -> Conversation | None:
+    """OpenAI's chat fine-tuning line, every problem named by its field path (`messages[2].role`):
+    - "messages": a non-empty array of message objects; "tools" (optional): function tools; other
+      top-level keys are ignored, as in prompt/completion files;
+    - "role": system, user, assistant or tool ("developer" is read as system);
+    - "content": a non-empty string, or an array of {"type": "text", "text": ...} parts joined as
+      written (image, audio and file parts are refused: the models trained here read text only);
+      optional on an assistant message that has `tool_calls`;
+    - only the keys OpenAI documents for the role (`_MESSAGE_KEYS`); "weight" (0 or 1, default 1)
+      on assistant messages only;
+    - assistant `tool_calls`: {"id", "type": "function", "function": {"name", "arguments"}} with
+      arguments a JSON object encoded as a string; a tool message's `tool_call_id` answers one of them;
+    - at least one assistant message with weight 1."""
+    bad = _Faults()
+    tools = _check_tools(obj["tools"], bad) if "tools" in obj else None
+    messages = obj.get("messages")
+    out: list[dict] = []
+    call_ids: set[str] = set()
+    if "messages" not in obj:
+        bad("messages", 'missing; a chat line is {"messages": [...]}')
+        messages = []
+    elif not isinstance(messages, list):
+        bad("messages", f"must be an array of messages, got {_json_type(messages)}")
+        messages = []
+    elif not messages:
+        bad("messages", "is empty; a conversation needs at least one assistant message")
+    for i, m in enumerate(messages):
+        message = _check_message(m, f"messages[{i}]", call_ids, bad)
+        if message is not None:
+            out.append(message)
+    if messages and len(out) == len(messages):
+        assistants = [m for m in out if m["role"] == "assistant"]
+        if not assistants:
+            bad("messages", "has no assistant message; at least one is needed to train on")
+        elif not any(m["weight"] == 1 for m in assistants):
+            bad("messages", "every assistant message has weight 0; at least one must be trained on (weight 1)")
+    for message in bad.messages:
+        problems.add(lineno, message)
+    return None if bad.messages else Conversation(tuple(out), tools, lineno)
+
+
+class _Faults:
+    """One line's problems, each as "field path: what is wrong"."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __call__(self, path: str, message: str) -> None:
+        self.messages.append(f"{path}: {message}")
+
+
+def _check_message(m: object, path: str, call_ids: set[str], bad: _Faults) -> dict | None:
+    """One message in template form, or None after naming its problems (`call_ids`: the tool call ids so far)."""
+    if not isinstance(m, dict):
+        bad(path, f"must be an object, got {_json_type(m)}")
+        return None
+    if "role" not in m:
+        bad(f"{path}.role", f"missing; allowed: {', '.join(ROLES)}")
+        return None
+    role = ROLE_ALIASES.get(m["role"], m["role"]) if isinstance(m["role"], str) else None
+    if role not in ROLES:
+        bad(f"{path}.role", f"{_show(m['role'])} is not a role; allowed: {', '.join(ROLES)} (developer is read as system)")
+        return None
+    n_errors = len(bad.messages)
+    for key in m:
+        if key == "weight" and role != "assistant":
+            bad(f"{path}.weight", f"is allowed on assistant messages only, not on {_a(m['role'])} message")
+        elif key not in _MESSAGE_KEYS[role]:
+            bad(f"{path}.{key}", f"is not allowed on {_a(m['role'])} message; allowed keys: {', '.join(_MESSAGE_KEYS[role])}")
+    message: dict = {"role": role}
+    if "name" in m and not isinstance(m["name"], str):
+        bad(f"{path}.name", f"must be a string, got {_json_type(m['name'])}")
+    elif "name" in m:
+        message["name"] = m["name"]
+    has_calls = False
+    if role == "assistant":
+        weight = m.get("weight", 1)
+        if type(weight) is not int or weight not in (0, 1):  # JSON true/false and 1.0 are not OpenAI's 0|1
+            bad(f"{path}.weight", f"must be 0 or 1, got {_show(weight)}")
+        message["weight"] = weight
+        if "tool_calls" in m:
+            calls = _check_tool_calls(m["tool_calls"], f"{path}.tool_calls", call_ids, bad)
+            has_calls = calls is not None
+            if calls is not None:
+                message["tool_calls"] = calls
+    message["content"] = _check_content(m, path, bad, optional=has_calls or "tool_calls" in m)
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        if "tool_call_id" not in m:
+            bad(f"{path}.tool_call_id", "missing; a tool message answers a tool call of an earlier assistant message")
+        elif not isinstance(call_id, str) or not call_id:
+            bad(f"{path}.tool_call_id", f"must be a non-empty string, got {_show(call_id)}")
+        elif call_id not in call_ids:
+            bad(f"{path}.tool_call_id", f"{_show(call_id)} answers no tool call of an earlier assistant message")
+        else:
+            message["tool_call_id"] = call_id
+    return message if len(bad.messages) == n_errors else None
+
+
+def _a(role: str) -> str:
+    return ("an " if role == "assistant" else "a ") + role
+
+
+def _check_content(m: dict, path: str, bad: _Faults, *, optional: bool) -> str | None:
+    """The content as one string; None where it may be absent (an assistant message with tool calls)."""
+    where = f"{path}.content"
+    if m.get("content") is None:
+        if not optional:
+            bad(where, "missing" if "content" not in m else "must be a string, got null")
+        return None
+    content = m["content"]
+    if isinstance(content, list):
+        content = _join_parts(content, where, bad)
+        if content is None:
+            return None
+    elif not isinstance(content, str):
+        bad(where, f"must be a string or an array of text parts, got {_json_type(content)}")
+        return None
+    if not content.strip():
+        if optional:  # an assistant message may carry only its tool calls
+            return None
+        bad(where, "is empty" + (" (only whitespace)" if content else ""))
+        return None
+    if not _is_encodable(content):
+        bad(where, "contains an unpaired surrogate escape (\\ud800-\\udfff), which is not text")
+        return None
+    return content
+
+
+def _join_parts(parts: list, where: str, bad: _Faults) -> str | None:
+    """OpenAI's content parts: text parts joined as written (nothing added between them); others refused."""
+    if not parts:
+        bad(where, "is an empty array")
+        return None
+    texts, ok = [], True
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part, dict):
+            bad(f"{where}[{j}]", f'must be an object {{"type": "text", "text": ...}}, got {_json_type(part)}')
+        elif isinstance(kind, str) and kind in _REFUSED_PARTS:
+            bad(
+                f"{where}[{j}].type",
+                f'"{kind}": {_REFUSED_PARTS[kind]} are not supported; the models fine-tuned here read text only',
+            )
+        elif kind != "text":
+            bad(f"{where}[{j}].type", "missing" if "type" not in part else f'{_show(kind)} is not a part type; allowed: "text"')
+        elif not isinstance(part.get("text"), str):
+            bad(f"{where}[{j}].text", "missing" if "text" not in part else f"must be a string, got {_json_type(part['text'])}")
+        else:
+            texts.append(part["text"])
+            continue
+        ok = False
+    return "".join(texts) if ok else None
+
+
+def _check_tool_calls(calls: object, path: str, call_ids: set[str], bad: _Faults) -> list | None:
+    """An assistant message's tool calls as given, or None after naming their problems."""
+    if not isinstance(calls, list) or not calls:
+        got = "an empty array" if isinstance(calls, list) else _json_type(calls)
+        bad(path, f"must be a non-empty array of tool calls, got {got}")
+        return None
+    n_errors = len(bad.messages)
+    for j, call in enumerate(calls):
+        where = f"{path}[{j}]"
+        if not isinstance(call, dict):
+            bad(where, f"must be an object, got {_json_type(call)}")
+            continue
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            bad(f"{where}.id", "missing" if "id" not in call else f"must be a non-empty string, got {_show(call_id)}")
+        elif call_id in call_ids:
+            bad(f"{where}.id", f"{_show(call_id)} is already the id of an earlier tool call of this conversation")
+        else:
+            call_ids.add(call_id)
+        if call.get("type") != "function":
+            bad(
+                f"{where}.type",
+                "missing" if "type" not in call else f'{_show(call.get("type"))} is not allowed; allowed: "function"',
+            )
+        function = call.get("function")
+        if not isinstance(function, dict):
+            bad(f"{where}.function", "missing" if "function" not in call else f"must be an object, got {_json_type(function)}")
+            continue
+        _check_function_name(function, f"{where}.function.name", bad)
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            got = "missing" if "arguments" not in function else f"got {_json_type(arguments)}"
+            bad(f"{where}.function.arguments", f"must be a JSON object encoded as a string ({got})")
+            continue
+        try:
+            parsed = json.loads(arguments)
+        except (ValueError, RecursionError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            bad(f"{where}.function.arguments", f"must be a JSON object encoded as a string, got {_show(arguments)}")
+    return calls if len(bad.messages) == n_errors else None
+
+
+def _check_function_name(function: dict, where: str, bad: _Faults) -> None:
+    name = function.get("name")
+    if "name" not in function:
+        bad(where, "missing")
+    elif not isinstance(name, str) or not _FUNCTION_NAME.fullmatch(name):
+        bad(where, f"{_show(name)} is not a function name; allowed: 1 to 64 letters, digits, _ or -")
+
+
+def _check_tools(tools: object, bad: _Faults) -> tuple[dict, ...] | None:
+    """OpenAI's `tools`: function tools {"type": "function", "function": {"name", "description"?, "parameters"?}}."""
+    if not isinstance(tools, list):
+        bad("tools", f"must be an array of tools, got {_json_type(tools)}")
+        return None
+    for j, tool in enumerate(tools):
+        where = f"tools[{j}]"
+        if not isinstance(tool, dict):
+            bad(where, f"must be an object, got {_json_type(tool)}")
+            continue
+        if tool.get("type") != "function":
+            bad(
+                f"{where}.type",
+                "missing" if "type" not in tool else f'{_show(tool.get("type"))} is not allowed; allowed: "function"',
+            )
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            bad(f"{where}.function", "missing" if "function" not in tool else f"must be an object, got {_json_type(function)}")
+            continue
+        _check_function_name(function, f"{where}.function.name", bad)
+        if "description" in function and not isinstance(function["description"], str):
+            bad(f"{where}.function.description", f"must be a string, got {_json_type(function['description'])}")
+        if "parameters" in function and not isinstance(function["parameters"], dict):
+            bad(f"{where}.function.parameters", f"must be a JSON Schema object, got {_json_type(function['parameters'])}")
+    return tuple(tools) or None  # [] is no tools
+
+
 def _is_encodable(s: str) -> bool:
     try:
         s.encode("utf-8")
@@ -115,10 +449,14 @@ def _is_encodable(s: str) -> bool:
     return True
 
 
-def iter_examples(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> Iterator[Example]:
-    """Stream the valid examples of a dataset file; after the last one, raise DatasetError if the
-    file had any problem or fewer than `min_examples` examples (OCI's 32 for training data; an
-    evaluation file needs only one). Consume it fully before trusting it."""
+def iter_examples(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> Iterator[DatasetItem]:
+    """Stream the valid lines of a dataset file (Example or Conversation, one format per file); after
+    the last one, raise DatasetError if the file had any problem or fewer than `min_examples` examples
+    (OCI's 32 for training data; an evaluation file needs only one). Consume it fully before trusting it."""
+    return _read(path, max_problems, min_examples, _Format())
+
+
+def _read(path: str | os.PathLike, max_problems: int, min_examples: int, fmt: _Format) -> Iterator[DatasetItem]:
     problems = _Problems(path, max_problems)
     try:
         f = open(path, "rb")  # noqa: SIM115 (opened apart from the `with` so each open error gets its own message)
@@ -132,7 +470,7 @@ def iter_examples(path: str | os.PathLike, *, max_problems: int = 50, min_exampl
     with f:
         try:
             for lineno, raw in enumerate(f, start=1):
-                example = _parse_line(raw, lineno, problems)
+                example = _parse_line(raw, lineno, problems, fmt)
                 if example is not None:
                     count += 1
                     yield example
@@ -144,13 +482,31 @@ def iter_examples(path: str | os.PathLike, *, max_problems: int = 50, min_exampl
     problems.raise_if_any()
 
 
+@dataclass(frozen=True)
+class DatasetSummary:
+    count: int  # valid examples (lines)
+    format: str  # PROMPT_COMPLETION or CHAT ("prompt_completion" or "chat")
+
+
+def check_dataset(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> DatasetSummary:
+    """Validate the whole file without keeping it in memory: how many examples, in which format."""
+    fmt = _Format()
+    count = sum(1 for _ in _read(path, max_problems, min_examples, fmt))
+    return DatasetSummary(count, fmt.name or PROMPT_COMPLETION)
+
+
+def dataset_format(path: str | os.PathLike, *, min_examples: int = MIN_EXAMPLES) -> str:
+    """ "chat" or "prompt_completion" for a valid file (the whole file is checked: DatasetError if not)."""
+    return check_dataset(path, min_examples=min_examples).format
+
+
 def scan_dataset(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> int:
     """Validate the whole file without keeping it in memory; the number of examples."""
-    return sum(1 for _ in iter_examples(path, max_problems=max_problems, min_examples=min_examples))
+    return check_dataset(path, max_problems=max_problems, min_examples=min_examples).count
 
 
-def read_examples(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> list[Example]:
-    """Validate the whole file; all its examples, in file order."""
+def read_examples(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> list[DatasetItem]:
+    """Validate the whole file; all its examples (Example or Conversation), in file order."""
     return list(iter_examples(path, max_problems=max_problems, min_examples=min_examples))
 
 
@@ -172,13 +528,13 @@ def split_indices(n: int, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def split_examples(examples: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
+def split_examples(examples: list[DatasetItem], seed: int) -> tuple[list[DatasetItem], list[DatasetItem]]:
     train, val = split_indices(len(examples), seed)
     return [examples[i] for i in train], [examples[i] for i in val]
 
 
 def check_token_lengths(
-    examples: Iterable[Example],
+    examples: Iterable[DatasetItem],
     count_tokens: Callable[[str], int],
     *,
     max_prompt_tokens: int | None,
@@ -190,15 +546,49 @@ def check_token_lengths(
 ) -> None:
     """Raise DatasetError naming each example (by line) whose prompt, completion or the two together
     exceed the model's limits (None = no limit). Counts are the tokenizer's, without special tokens.
-    `context_source` says where the context limit comes from when it is not the catalog's own."""
+    `context_source` says where the context limit comes from when it is not the catalog's own.
+
+    A conversation is checked on its messages' own tokens, a lower bound of its rendered length (the
+    chat template adds role headers and end-of-turn tokens; rendering needs the template, which the
+    training job has: it checks the rendered length too, `batches.encode_all`): the whole conversation
+    against the context, each trained assistant message against the completion limit. The prompt limit
+    is OCI's for one prompt: a conversation has none, the context bounds it."""
     problems = _Problems(path, max_problems)
+    why = f" ({context_source})" if context_source else ""
     for ex in examples:
+        if isinstance(ex, Conversation):
+            _check_conversation_lengths(ex, count_tokens, max_completion_tokens, context_tokens, why, problems)
+            continue
         p, c = count_tokens(ex.prompt), count_tokens(ex.completion)
         if max_prompt_tokens is not None and p > max_prompt_tokens:
             problems.add(ex.line, f"prompt is {p:,} tokens; this model allows at most {max_prompt_tokens:,}")
         if max_completion_tokens is not None and c > max_completion_tokens:
             problems.add(ex.line, f"completion is {c:,} tokens; this model allows at most {max_completion_tokens:,}")
         if context_tokens is not None and p + c > context_tokens:
-            why = f" ({context_source})" if context_source else ""
             problems.add(ex.line, f"prompt + completion is {p + c:,} tokens; this model's context is {context_tokens:,}{why}")
     problems.raise_if_any()
+
+
+def _check_conversation_lengths(
+    conv: Conversation,
+    count_tokens: Callable[[str], int],
+    max_completion_tokens: int | None,
+    context_tokens: int | None,
+    why: str,
+    problems: _Problems,
+) -> None:
+    if max_completion_tokens is not None:
+        for i in conv.trained:
+            c = count_tokens(message_text(conv.messages[i]))
+            if c > max_completion_tokens:
+                problems.add(
+                    conv.line, f"messages[{i}] (assistant) is {c:,} tokens; this model allows at most {max_completion_tokens:,}"
+                )
+    if context_tokens is not None:
+        total = sum(conv.token_counts(count_tokens))
+        if total > context_tokens:
+            problems.add(
+                conv.line,
+                f"the conversation's messages alone are {total:,} tokens (before the chat template's own); "
+                f"this model's context is {context_tokens:,}{why}",
+            )
