@@ -49,6 +49,7 @@ def train_args(
     training_config: Mapping[str, Any],
     seed: int,
     weights: str | None = None,
+    base_model_name: str | None = None,
     resume: bool = False,
     device: str | None = None,
     precision: str | None = None,
@@ -57,8 +58,11 @@ def train_args(
     mlflow_tracking_uri: str | None = None,
 ) -> list[str]:
     """`tuneforge train ...` (the arguments after `python -m tuneforge`), printing model.json at the end.
-    `training_config`: camelCase hyperparameters (the API's TrainingConfig; trainingConfigType is skipped)."""
+    `training_config`: camelCase hyperparameters (the API's TrainingConfig; trainingConfigType is skipped).
+    `base_model_id` is a catalog id or a model folder; `base_model_name` what model.json calls a folder."""
     args = ["train", "--base-model", base_model_id, "--dataset", str(dataset), "--output", str(output), "--seed", str(seed)]
+    if base_model_name:
+        args += ["--base-model-name", base_model_name]
     if device:
         args += ["--device", device]
     if precision:

@@ -7,12 +7,13 @@ hyperparameter range; nothing else in TuneForge hard-codes them.
 from __future__ import annotations
 
 import functools
+import json
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from tuneforge.errors import InvalidParameter
+from tuneforge.errors import InvalidParameter, TuneForgeError
 
 CATALOG_FILE = Path(__file__).with_name("models.toml")
 
@@ -252,3 +253,33 @@ def spec_for_config(model_id: str, display_name: str, vendor: str | None, config
         params={name: _param(name, spec) for name, spec in table.items()},
         shape=ModelShape.from_hf_config(config),
     )
+
+
+def find_base_model(ref: str, name: str | None = None) -> tuple[BaseModelSpec, Path | None]:
+    """What `--base-model` names, and the folder of its weights: a catalog id (None: its weights come
+    from --weights or the engine's per-model lookup), a model folder holding config.json, or a Hugging
+    Face id found offline (tuneforge/hf_cache.py: the hub cache, never the network). A folder or
+    Hugging Face base is called `name` (default: `ref` as given). InvalidParameter when it is none of them."""
+    from tuneforge import hf_cache
+
+    for model in _load():
+        if model.id == ref:
+            return model, None
+    folder = Path(ref).expanduser()
+    if not (folder / "config.json").is_file():
+        if folder.is_dir():
+            raise InvalidParameter("baseModelId", ref, "a model folder must hold config.json (a Hugging Face model folder)")
+        if "/" not in ref or not hf_cache.MODEL_ID.match(ref):
+            known = ", ".join(m.id for m in _load())
+            raise InvalidParameter(
+                "baseModelId", ref, f"one of: {known}; or a model folder holding config.json; or a Hugging Face id (owner/name)"
+            )
+        try:
+            folder = hf_cache.resolve(ref).path
+        except TuneForgeError as err:
+            raise InvalidParameter("baseModelId", ref, f"not a folder, and {err}") from None
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise InvalidParameter("baseModelId", ref, f"its config.json cannot be read: {err}") from None
+    return spec_for_config(name or ref, ref, None, config), folder

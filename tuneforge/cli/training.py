@@ -37,7 +37,20 @@ def _print_performance(result) -> None:
 
 
 @click.command()
-@click.option("--base-model", "base_model", required=True, metavar="ID", help="Catalog model id (see `tuneforge models`).")
+@click.option(
+    "--base-model",
+    "base_model",
+    required=True,
+    metavar="ID|DIR|ORG/NAME",
+    help="A catalog model id (see `tuneforge models`), a model folder (config.json, safetensors, tokenizer) or a "
+    "Hugging Face id found in the Hugging Face cache (offline); a folder or Hugging Face model trains its own weights.",
+)
+@click.option(
+    "--base-model-name",
+    default=None,
+    metavar="NAME",
+    help="What model.json calls a folder or Hugging Face base (default: --base-model as given).",
+)
 @click.option("--dataset", required=True, type=click.Path(path_type=Path), help="JSONL file of prompt/completion pairs.")
 @click.option(
     "--output", required=True, type=click.Path(path_type=Path), help="Folder for the adapter, model.json, metrics and report."
@@ -106,6 +119,7 @@ def _print_performance(result) -> None:
 @hyperparameter_options
 def train(
     base_model: str,
+    base_model_name: str | None,
     dataset: Path,
     output: Path,
     weights: str | None,
@@ -135,6 +149,7 @@ def train(
 
     options = TrainerOptions(
         base_model=base_model,
+        base_model_name=base_model_name,
         dataset=dataset,
         output=output,
         hyperparameters=hyperparameter_texts(flags),
@@ -168,22 +183,32 @@ def train(
 
 
 def _load_for_inference(model_dir: Path | None, base_model: str | None, weights: str | None, device: str, precision: str):
-    from tuneforge.catalog import get_model
+    from tuneforge.catalog import find_base_model
     from tuneforge.engine.generate import load_base, load_trained
-    from tuneforge.engine.weights import resolve_weights
+    from tuneforge.engine.weights import Weights, resolve_weights
 
     if (model_dir is None) == (base_model is None):
         raise click.UsageError("give either --model DIR or --base-model ID (with --weights)")
     precision_notice(device, precision)
     if model_dir is not None:
         return load_trained(model_dir, device, precision)
-    spec = get_model(base_model)
+    spec, folder = find_base_model(base_model)
+    if folder is not None:
+        if weights is not None:
+            raise click.UsageError("--weights is for a catalog --base-model; a folder or Hugging Face model has its own")
+        return load_base(Weights(str(folder), folder, False, base_model), device, precision)
     return load_base(resolve_weights(weights, model_id=spec.id, weights_repo=spec.weights_repo), device, precision)
 
 
 @click.command(name="eval")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None, help="A `tuneforge train` output folder.")
-@click.option("--base-model", "base_model", default=None, metavar="ID", help="Evaluate a base model instead (with --weights).")
+@click.option(
+    "--base-model",
+    "base_model",
+    default=None,
+    metavar="ID|DIR|ORG/NAME",
+    help="Evaluate a base model instead: a catalog id (with --weights), a model folder or a Hugging Face id.",
+)
 @weights_option(required=False)
 @click.option("--dataset", required=True, type=click.Path(path_type=Path), help="JSONL file of prompt/completion pairs.")
 @click.option(
@@ -235,7 +260,11 @@ def eval_command(model_dir, base_model, weights, dataset, split, seed, compare_b
 @click.command()
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None, help="A `tuneforge train` output folder.")
 @click.option(
-    "--base-model", "base_model", default=None, metavar="ID", help="Generate with a base model instead (with --weights)."
+    "--base-model",
+    "base_model",
+    default=None,
+    metavar="ID|DIR|ORG/NAME",
+    help="Generate with a base model instead: a catalog id (with --weights), a model folder or a Hugging Face id.",
 )
 @weights_option(required=False)
 @click.option("--prompt", required=True, help="The user message.")

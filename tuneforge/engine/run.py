@@ -25,12 +25,15 @@ from typing import Any
 class TrainerOptions:
     """Everything `tuneforge train` takes (its --help says what each does)."""
 
-    base_model: str  # catalog model id
+    base_model: str  # a catalog model id, a model folder or a Hugging Face id (catalog.find_base_model)
     dataset: Path
     output: Path
     # camelCase name -> the text as typed (or a number), parsed with the model's field types
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
-    weights: str | None = None  # a folder, a .gguf file, "stand-in", or None: the engine's per-model lookup
+    weights: str | None = None  # a folder, a .gguf file, "stand-in", or None: the engine's per-model lookup (catalog ids only)
+    base_model_name: str | None = (
+        None  # what model.json calls a folder or Hugging Face base (the service: the imported model's OCID)
+    )
     seed: int | None = None  # None: data.DEFAULT_SEED
     resume: bool = False
     micro_batch_size: int | None = None
@@ -121,18 +124,28 @@ def run_trainer(options: TrainerOptions) -> TrainerExit:
 
 
 def check_input(options: TrainerOptions, notices: bool = True):
-    """The catalog model, its resolved config and weights, after every check that needs no torch
+    """The base model, its resolved config and weights, after every check that needs no torch
     (fail on bad input before loading anything); with `notices`, what the user should know about them."""
     from tuneforge import data
-    from tuneforge.catalog import get_model
-    from tuneforge.engine.weights import resolve_weights
+    from tuneforge.catalog import find_base_model
+    from tuneforge.engine.weights import Weights, resolve_weights
+    from tuneforge.errors import InvalidParameter
     from tuneforge.hyperparams import resolve_training_config
     from tuneforge.train_command import parse_hyperparameters
 
-    model = get_model(options.base_model)
+    model, folder = find_base_model(options.base_model, options.base_model_name)
+    if folder is not None and options.weights is not None:
+        # A folder or Hugging Face base trains its own weights: --weights (the stand-in included) would train
+        # another model under its name.
+        raise InvalidParameter(
+            "--weights", options.weights, "only a catalog --base-model takes --weights; this base trains its own"
+        )
     config = resolve_training_config(model, parse_hyperparameters(options.hyperparameters, model))
     data.scan_dataset(options.dataset)  # fail on bad data before loading any weights
-    resolved = resolve_weights(options.weights, model_id=model.id, weights_repo=model.weights_repo)
+    if folder is not None:
+        resolved = Weights(str(folder), folder, False, options.base_model_name or options.base_model)
+    else:
+        resolved = resolve_weights(options.weights, model_id=model.id, weights_repo=model.weights_repo)
     if notices:
         if model.deprecated:
             notice(deprecated_warning(model.id))

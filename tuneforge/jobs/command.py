@@ -15,16 +15,26 @@ from tuneforge.train_command import train_args
 
 
 def job_train_args(
-    *, base_model_id: str, training_config: dict[str, Any], job_dir: Path, weights: str | None, seed: int, resume: bool
+    *,
+    base_model_id: str,
+    training_config: dict[str, Any],
+    job_dir: Path,
+    weights: str | None,
+    seed: int,
+    resume: bool,
+    base_weights: Path | None = None,
 ) -> list[str]:
-    """`tuneforge train ...` for a job (the arguments after `python -m tuneforge`)."""
+    """`tuneforge train ...` for a job (the arguments after `python -m tuneforge`). `base_weights`: the
+    folder of an imported base model, which the job trains (named by its id in model.json); the
+    server's `weights` (`serve --weights`, the stand-in switch) apply to catalog ids only."""
     return train_args(
-        base_model_id=base_model_id,
+        base_model_id=str(base_weights) if base_weights is not None else base_model_id,
+        base_model_name=base_model_id if base_weights is not None else None,
         dataset=job_dir / "dataset.jsonl",
         output=run_folder(job_dir).path,
         training_config=training_config,
         seed=seed,
-        weights=weights,
+        weights=weights if base_weights is None else None,
         resume=resume,
     )
 
