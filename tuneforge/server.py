@@ -39,7 +39,7 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
     from tuneforge.services.actions import inference
     from tuneforge.services.background.sweep_coordinator import SweepCoordinator
     from tuneforge.services.context import Services
-    from tuneforge.services.resources import endpoints
+    from tuneforge.services.resources import endpoints, imported_models
     from tuneforge.store.db import open_store
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,6 +56,7 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
     coordinator.start()
     for endpoint_id in endpoints.creating(services):  # a restart while an endpoint was loading: load it again
         services.warm_endpoint(endpoint_id)
+    imported_models.resume(services)  # a restart while a model was being imported: import it again
 
     @functools.cache  # once: when uvicorn has stopped serving, or when it failed to start
     def shut_down() -> None:

@@ -10,6 +10,7 @@ from tuneforge.api import (
     clusters_routes,
     endpoints_routes,
     errors,
+    imported_models_routes,
     inference_routes,
     models_routes,
     objectstorage,
@@ -38,6 +39,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.config = services.config  # the console's session keys live in the data dir
     routers = (
         models_routes,
+        imported_models_routes,
         clusters_routes,
         endpoints_routes,
         sweeps_routes,

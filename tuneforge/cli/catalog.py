@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from tuneforge.cli.options import hyperparameter_options, overrides_from_flags, print_json, print_rows, warn_deprecated
+from tuneforge.cli.options import (
+    hyperparameter_options,
+    overrides_from_flags,
+    print_json,
+    print_rows,
+    store_options,
+    warn_deprecated,
+)
 
 # --- tuneforge models ----------------------------------------------------------------------------
 
@@ -44,21 +51,217 @@ def _model_json(model) -> dict[str, Any]:
     }
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array with every range.")
-def models(as_json: bool) -> None:
-    """List the base models that can be fine-tuned, with their default hyperparameters."""
+@click.option(
+    "--tenancy",
+    default=None,
+    metavar="OCID",
+    help="Also list this tenancy's ACTIVE imported models (read from the store: --data-dir, --database-url).",
+)
+@click.option(
+    "--discovery", is_flag=True, help="Print what GET /20231130/modelDiscovery answers (JSON: ranges, defaults, capabilities)."
+)
+@store_options
+@click.pass_context
+def models(
+    ctx: click.Context, as_json: bool, tenancy: str | None, discovery: bool, data_dir: Path, database_url: str | None
+) -> None:
+    """List the base models that can be fine-tuned, with their default hyperparameters; `models import`
+    checks (and with --tenancy registers) a model of your own."""
+    if ctx.invoked_subcommand is not None:
+        return
     from tuneforge.catalog import format_number, list_models
 
     catalog = list_models()
-    if as_json:
-        print_json([_model_json(m) for m in catalog])
+    imported = _imported_models(tenancy, data_dir, database_url) if tenancy else []
+    if discovery:
+        from tuneforge.services.resources import model_discovery
+
+        items = [item for item, _ in model_discovery.catalog_items(_REGION)]
+        items += [item for row, _ in imported if (item := model_discovery.imported_item(row, _REGION)) is not None]
+        print_json([item.model_dump(by_alias=True, exclude_none=True) for item in items])
         return
-    width = max(len(m.id) for m in catalog)
-    for m in catalog:
+    specs = [(m, "deprecated" if m.deprecated else "") for m in catalog] + [(spec, "imported") for _, spec in imported]
+    if as_json:
+        print_json([_model_json(m) for m, _ in specs])
+        return
+    width = max(len(m.id) for m, _ in specs)
+    for m, marker in specs:
         defaults = " ".join(f"{p.name}={format_number(p.default)}" for p in m.params.values())
-        marker = "deprecated" if m.deprecated else ""
         click.echo(f"{m.id:<{width}}  {m.method:<4}  {marker:<10}  {defaults}")
+
+
+_REGION = "local"  # `tuneforge serve`'s default --region: the region OCIDs made here carry
+
+
+def _services(data_dir: Path, database_url: str | None, models_dirs: tuple[Path, ...] = ()):
+    from tuneforge.services.config import ServiceConfig
+    from tuneforge.services.context import Services
+    from tuneforge.store.db import open_store
+
+    config = ServiceConfig(data_dir=data_dir.resolve(), database_url=database_url, workers=0, models_dirs=models_dirs)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return Services(config, open_store(config.url))
+
+
+def _imported_models(tenancy: str, data_dir: Path, database_url: str | None) -> list:
+    """The tenancy's ACTIVE imported models as (row, fine-tuning spec), oldest first."""
+    from tuneforge.services.context import Caller
+    from tuneforge.services.resources import imported_models, model_discovery
+
+    svc = _services(data_dir, database_url)
+    rows = imported_models.active_rows(svc, Caller(tenancy, "tuneforge-cli"))
+    return [(row, spec) for row in rows if (spec := model_discovery.imported_spec(row)) is not None]
+
+
+@models.command(name="import")
+@click.argument("source")
+@click.option("--branch", default=None, help="A Hugging Face id's branch (default main).")
+@click.option("--commit", default=None, help="A Hugging Face id's commit (a full hash or a unique prefix).")
+@click.option(
+    "--models-dir",
+    "models_dirs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    multiple=True,
+    metavar="DIR",
+    help="Look for a Hugging Face id here before the Hugging Face cache (as `serve --models-dir`; repeatable).",
+)
+@click.option(
+    "--tenancy",
+    default=None,
+    metavar="OCID",
+    help="Register the model as this tenancy's imported model in the store (what the API's create does); "
+    "without it the folder is only checked.",
+)
+@click.option("--compartment-id", default=None, metavar="OCID", help="With --tenancy (default: the tenancy).")
+@click.option("--display-name", default=None)
+@click.option("--vendor", default=None)
+@click.option("--version", "model_version", default=None)
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def import_model(
+    source: str,
+    branch: str | None,
+    commit: str | None,
+    models_dirs: tuple[Path, ...],
+    tenancy: str | None,
+    compartment_id: str | None,
+    display_name: str | None,
+    vendor: str | None,
+    model_version: str | None,
+    data_dir: Path,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Check a model of your own, a Hugging Face id (found offline: --models-dir, then the Hugging Face
+    cache) or a model folder, exactly as an import through the API checks it; with --tenancy, import it.
+
+    Exit status 2 when anything is wrong (every problem is listed)."""
+    from tuneforge import hf_cache
+
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        if branch or commit:
+            raise click.UsageError("--branch and --commit apply to a Hugging Face id, not to a folder")
+        # A folder goes through the same code as a Hugging Face id found in a models folder: its parent is the
+        # models folder and its name the id.
+        roots, model_id, where = [folder.resolve().parent], folder.resolve().name, f"folder {folder}"
+    else:
+        roots = hf_cache.search_roots(tuple(d.resolve() for d in models_dirs))
+        model_id, where = source, f"Hugging Face model {source}"
+        folder = hf_cache.resolve(source, branch, commit, roots).path  # names every place it looked when it fails
+    if tenancy is None:
+        _print_check(where, _check_folder(folder), as_json)
+        return
+    _import(
+        tenancy,
+        compartment_id or tenancy,
+        model_id,
+        branch,
+        commit,
+        roots,
+        display_name,
+        vendor,
+        model_version,
+        where,
+        data_dir,
+        database_url,
+        as_json,
+    )
+
+
+def _check_folder(folder: Path):
+    from tuneforge.model_folder import check
+    from tuneforge.services.resources import imported_models
+
+    report = check(folder)
+    if report.ok:
+        report.problems += imported_models.spec_problems(folder.name, report)
+    return report
+
+
+def _print_check(where: str, report, as_json: bool, imported=None) -> None:
+    if as_json:
+        out = {"source": where, "ok": report.ok, "problems": report.problems, "notes": report.notes}
+        if imported is not None:
+            out["importedModel"] = imported.model_dump(by_alias=True, exclude_none=True)
+        print_json(out)
+    else:
+        click.echo(f"Checked {where}:")
+        for note in report.notes:
+            click.echo(f"  {note}")
+        if report.ok:
+            click.echo("  config.json and architecture, shards, tensor shapes, dtypes, tokenizer and chat template: all pass")
+        else:
+            click.echo(f"{len(report.problems)} problem(s):")
+            for problem in report.problems:
+                click.echo(f"  - {problem}")
+        if imported is not None:
+            click.echo(f"Imported model {imported.id}: {imported.lifecycle_state}")
+    if not report.ok:
+        raise SystemExit(2)
+
+
+def _import(
+    tenancy,
+    compartment_id,
+    model_id,
+    branch,
+    commit,
+    roots,
+    display_name,
+    vendor,
+    model_version,
+    where,
+    data_dir,
+    database_url,
+    as_json,
+) -> None:
+    from tuneforge.model_folder import FolderReport
+    from tuneforge.services.context import Caller
+    from tuneforge.services.errors import ServiceError
+    from tuneforge.services.resources import imported_models
+    from tuneforge.services.schemas.imported_models import CreateImportedModelDetails
+
+    svc = _services(data_dir, database_url, tuple(roots))
+    caller = Caller(tenancy, "tuneforge-cli")
+    details = CreateImportedModelDetails(
+        compartment_id=compartment_id,
+        display_name=display_name,
+        vendor=vendor,
+        version=model_version,
+        data_source={"sourceType": "HUGGING_FACE_MODEL", "modelId": model_id, "branch": branch, "commit": commit},
+    )
+    try:
+        created = imported_models.create_imported_model(svc, caller, details, background=False).value
+    except ServiceError as err:
+        raise click.ClickException(err.message) from None
+    report = imported_models.run_import(svc, created.id) or FolderReport(problems=["the import did not run"])
+    final = imported_models.get_imported_model(svc, caller, created.id).value
+    if final.lifecycle_state != "ACTIVE" and report.ok:  # the source itself was not found
+        report.problems.append(final.lifecycle_details or "the import failed")
+    _print_check(where, report, as_json, final)
 
 
 # --- tuneforge plan ------------------------------------------------------------------------------

@@ -85,6 +85,15 @@ from tuneforge.cli.options import store_options
     help="An inference request expected to wait longer than this for a row is refused with 429 and Retry-After "
     "(docs/serving.md); one still waiting at twice this is ended.",
 )
+@click.option(
+    "--models-dir",
+    "models_dirs",
+    type=click.Path(file_okay=False, path_type=Path),
+    multiple=True,
+    metavar="DIR",
+    help="Where Hugging Face model imports look before the Hugging Face cache: a hub cache (models--org--name) "
+    "or folders org/name/ (repeatable; docs/service.md, 'Bring your own model').",
+)
 def serve(
     host: str,
     port: int,
@@ -101,6 +110,7 @@ def serve(
     ray_cpus_per_worker: float,
     serving_max_batch: int,
     serving_max_wait: float,
+    models_dirs: tuple[Path, ...],
 ) -> None:
     """Run the OCI-compatible fine-tuning API and its training workers."""
     from tuneforge.server import serve as run_server
@@ -120,6 +130,7 @@ def serve(
         ray_cpus_per_worker=ray_cpus_per_worker,
         serving_max_batch=serving_max_batch,
         serving_max_wait_s=serving_max_wait,
+        models_dirs=tuple(d.expanduser().resolve() for d in models_dirs),
     )
     run_server(config, host, port)
 

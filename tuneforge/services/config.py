@@ -26,6 +26,7 @@ class ServiceConfig:
     serving_max_queue: int = 256  # inference requests waiting for a row; more: 429
     serving_max_adapters: int = 8  # adapters kept loaded per base model (least recently used go first)
     serving_max_wait_s: float | None = 30.0  # expected wait for a decode row above this: 429 + Retry-After (docs/serving.md)
+    models_dirs: tuple[Path, ...] = ()  # where imports look for Hugging Face models before the hub cache (tuneforge/hf_cache.py)
 
     @property
     def url(self) -> str:
@@ -38,3 +39,8 @@ class ServiceConfig:
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def imported_dir(self) -> Path:
+        """Imported models' files: one immutable folder per model, named by its OCID."""
+        return self.data_dir / "imported-models"

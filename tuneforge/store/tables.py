@@ -296,7 +296,7 @@ class ImportedModelRow(OciResource, Base):
     version: Mapped[str | None] = mapped_column(String(255))
     capabilities: Mapped[list[Any]] = mapped_column(default=list)  # OCI's enum, e.g. ["TEXT_TO_TEXT"]
     source: Mapped[dict[str, Any]]  # OCI's dataSource, camelCase, without the accessToken (never stored)
-    architecture: Mapped[str | None] = mapped_column(String(255))  # config.json's architectures[0], once read
+    architecture: Mapped[str | None] = mapped_column(String(255))  # config.json's model_type (tuneforge.catalog.architectures)
     weights_dir: Mapped[str | None] = mapped_column(Text)  # set when ACTIVE
     config: Mapped[dict[str, Any] | None]  # config.json as imported
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)

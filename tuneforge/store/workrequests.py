@@ -14,6 +14,7 @@ ENTITY_URI = {
     "GenerativeAiDedicatedAiCluster": "/20231130/dedicatedAiClusters/",
     "GenerativeAiEndpoint": "/20231130/endpoints/",
     "GenerativeAiSweep": "/20231130/sweeps/",
+    "GenerativeAiImportedModel": "/20231130/importedModels/",
 }
 
 
