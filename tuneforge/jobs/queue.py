@@ -80,7 +80,7 @@ def claim(
     attempts train on when their server dies, so an abandoned job keeps its units until it is claimed again."""
     lease = timedelta(seconds=lease_seconds)
     open_jobs = session.execute(
-        select(*_CLAIM_FIELDS).where(JobRow.state != "DONE").order_by(JobRow.time_created, JobRow.id)
+        select(*_CLAIM_FIELDS).where(JobRow.state.in_(("QUEUED", "RUNNING"))).order_by(JobRow.time_created, JobRow.id)
     ).all()
     session.rollback()  # each candidate is tried in a transaction of its own, which holds its cluster's lock
     full: set[str] = set()
@@ -147,3 +147,10 @@ def release(session: Session, job: JobRow, counted: bool) -> None:
     job.state, job.owner, job.heartbeat_at = "QUEUED", None, None
     if not counted:
         job.attempts = max(0, job.attempts - 1)
+
+
+def park(session: Session, job: JobRow) -> None:
+    """Paused: out of the queue until a resume queues it again (its checkpoint waits in the run folder).
+    The attempt a pause ended does not count against the job's bounded number of attempts."""
+    job.state, job.owner, job.heartbeat_at, job.pause_requested = "PAUSED", None, None, False
+    job.attempts = max(0, job.attempts - 1)

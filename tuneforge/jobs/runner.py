@@ -166,7 +166,7 @@ def _monitor(
 ) -> tuple[int | None, str | None]:
     """Until the attempt ends, or until we leave one that goes on without us (a detached executor's, on
     shutdown or a lost lease). Returns (its exit code, None when it goes on) and why we stopped watching
-    or stopped it early ("canceled", "shutdown", "lost") or None."""
+    or stopped it early ("canceled", "paused", "shutdown", "lost") or None."""
     reason: str | None = None
     last_beat = 0.0
     kill_at: float | None = None
@@ -189,6 +189,8 @@ def _monitor(
         if reason in ("shutdown", "lost") and executor.detached:
             return None, reason  # it trains on; whoever claims the job next re-attaches to it
         if reason and kill_at is None:
+            elif job.pause_requested:
+                reason = reason or "paused"
             attempt.stop()  # a local trainer checkpoints and exits 3
             kill_at = time.monotonic() + TERMINATE_GRACE_S
         elif kill_at is not None and time.monotonic() > kill_at:
@@ -261,6 +263,9 @@ def _finish(sessions, job_id: str, code: int | None, reason: str | None, setting
         elif reason == "shutdown":
             queue.release(session, job, counted=False)
             workrequests.log(
+        elif job.pause_requested and code == ExitCode.STOPPED:
+            queue.park(session, job)
+            workrequests.log(session, wr.id, "Paused: training stopped with a checkpoint; a resume continues from it.")
                 session, wr.id, "Paused: the server is shutting down; training resumes from its checkpoint on restart."
             )
         else:

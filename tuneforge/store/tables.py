@@ -12,7 +12,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -180,7 +180,8 @@ class WorkRequestEntry(Base):
 class JobRow(Base):
     """One training run to do; the durable queue. Keyed by its CREATE_MODEL work request.
 
-    state: QUEUED (claimable) -> RUNNING (owner heartbeats) -> DONE. A RUNNING job whose owner
+    state: QUEUED (claimable) -> RUNNING (owner heartbeats) -> DONE, and PAUSED (not claimable) between a
+    pause and a resume. A RUNNING job whose owner
     stopped heartbeating (or died on this host) is claimed again and resumed from its checkpoint.
     """
 
@@ -198,6 +199,9 @@ class JobRow(Base):
     units: Mapped[int] = mapped_column(default=1, server_default="1")  # units of its cluster it holds while RUNNING
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     stop_reason: Mapped[str | None] = mapped_column(Text)  # set with cancel_requested: stop training (FAILED), not delete
+    # Pause (the OpenAI API's): the worker stops the trainer with a checkpoint and parks the job PAUSED, which no
+    # worker claims until a resume queues it again.
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_error: Mapped[str | None] = mapped_column(Text)  # why the previous attempt ended, if it crashed
     metrics_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of metrics.jsonl stored
     metrics_lines: Mapped[int] = mapped_column(default=0)
@@ -301,3 +305,43 @@ class ImportedModelRow(OciResource, Base):
     config: Mapped[dict[str, Any] | None]  # config.json as imported
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     system_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class OpenAIFileRow(Base):
+    """A file of the OpenAI API (/openai/v1/files). Its bytes are an object in the tenancy's reserved
+    bucket OPENAI_FILES_BUCKET (named by the file id), so the Object Storage API sees them too."""
+
+    __tablename__ = "openai_files"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # file-<hex>
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # uploaded | processed | error (OpenAI's)
+    status_details: Mapped[str | None] = mapped_column(Text)  # why a fine-tune file is `error`, every line named
+    examples: Mapped[int | None]  # a processed fine-tune file's number of examples
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OpenAIJobRow(Base):
+    """A fine-tuning job of the OpenAI API: the OpenAI face of a custom model (`model_id`) trained by
+    the same queue as the OCI API's. Its status derives from the model and its job; what only OpenAI
+    has (files, suffix, metadata, the hyperparameters as asked for) is kept here."""
+
+    __tablename__ = "openai_fine_tuning_jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # ftjob-<hex>
+    tenancy_id: Mapped[str] = mapped_column(String(255), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    base_model: Mapped[str] = mapped_column(String(255))  # as the request named it
+    fine_tuned_model: Mapped[str] = mapped_column(String(512), index=True)  # ft:<base>:<org>:<suffix>:<id>
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64))
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    seed: Mapped[int]
+    job_metadata: Mapped[dict[str, Any] | None]  # OpenAI's `metadata` (the name is SQLAlchemy's own)
+    method: Mapped[dict[str, Any]]  # OpenAI's method, every "auto" resolved
+    resolution: Mapped[list[Any]] = mapped_column(default=list)  # how each "auto" was resolved: the job's first events
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    result_file: Mapped[str | None] = mapped_column(String(64))  # the step metrics CSV, once succeeded
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
