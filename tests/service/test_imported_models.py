@@ -332,7 +332,7 @@ def test_delete_is_refused_while_a_fine_tune_uses_the_model(server, sdk):
         )
         session.commit()
     with pytest.raises(oci.exceptions.ServiceError) as err:
-        ai.delete_imported_model(model.id)
+        ai.delete_imported_model(model.id, retry_strategy=oci.retry.NoneRetryStrategy())  # the SDK retries 409 by itself
     assert err.value.status == 409 and err.value.code == "IncorrectState"
     assert "1 fine-tuned model(s) (ocid1.generativeaimodel.oc1.local.usesimported)" in err.value.message
     with sessions() as session:

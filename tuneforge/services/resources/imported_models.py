@@ -282,9 +282,14 @@ def start_import(svc: Services, model_id: str) -> None:
 
 
 def resume(svc: Services) -> None:
-    """Run again the imports a stopped server left CREATING (their staging folders are discarded)."""
+    """Run again the imports a stopped server left CREATING, and remove the staging folders of imports that
+    ended (a CREATING one's may be another server's, still at work)."""
     with svc.session() as session:
         creating = list(session.scalars(select(ImportedModelRow.id).where(ImportedModelRow.lifecycle_state == "CREATING")))
+    if svc.config.imported_dir.is_dir():
+        for folder in svc.config.imported_dir.glob(".staging-*"):
+            if not any(folder.name.startswith(f".staging-{model_id}-") for model_id in creating):
+                shutil.rmtree(folder, ignore_errors=True)
     for model_id in creating:
         start_import(svc, model_id)
 
@@ -321,7 +326,7 @@ def run_import(svc: Services, model_id: str) -> model_folder.FolderReport | None
         if report.ok:
             problems += spec_problems(model_id, report)
         if not problems:
-            os.rename(staging, final)
+            _publish(staging, final)
     except ImportFailed as err:
         problems = [str(err)]
     except Exception:
@@ -333,6 +338,21 @@ def run_import(svc: Services, model_id: str) -> model_folder.FolderReport | None
     if not problems and not kept:  # deleted while it was being imported
         shutil.rmtree(final, ignore_errors=True)
     return report
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Rename the checked staging folder to the model's folder. One left by an attempt that died before
+    recording its result (or written by another server running the same import after a restart) is
+    replaced: it holds the same files."""
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        trash = final.with_name(f".trash-{final.name}-{secrets.token_hex(4)}")
+        os.rename(final, trash)
+        os.rename(staging, final)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def spec_problems(model_id: str, report: model_folder.FolderReport) -> list[str]:
