@@ -10,6 +10,9 @@ plumbing; schemas import nothing of the layer's but each other):
       clusters.py      dedicated AI clusters (FINE_TUNING: worker pools; HOSTING: endpoint hosts)
       endpoints.py     a model hosted on a HOSTING cluster; what an inference call resolves to
       sweeps.py        hyperparameter sweeps (TuneForge's own resource) and their learning curves
+      imported_models.py  models the user brings (Hugging Face cache, Object Storage prefix): the
+                       import's checks in the background, the server's own copy, delete while unused
+      model_discovery.py  what can be fine-tuned and called here, with every range and default
       objects.py       the Object Storage subset: namespace, buckets, objects, multipart uploads
       workrequests.py  the status, logs and errors of asynchronous operations
       keys.py          API signing keys and bearer keys (`tuneforge api-keys`)
@@ -19,7 +22,7 @@ plumbing; schemas import nothing of the layer's but each other):
       inference.py     chat and generateText over the serving engine (OCI's and OpenAI's routes)
       try_it.py        the console's "Try it" panel (a model and its base side by side)
     schemas/         the wire bodies (pydantic, no logic): resources.py (OCI's resources),
-                     inference.py (OCI's and OpenAI's inference requests), sweeps.py
+                     inference.py (OCI's and OpenAI's inference requests), sweeps.py, imported_models.py
     background/      threads every server runs beside the job workers:
       sweep_coordinator.py  claims a sweep under a lease, asks Optuna, creates trials as models
     config.py, context.py (Caller, Services), errors.py (ServiceError), protocol.py (etags, pages,
