@@ -1,4 +1,4 @@
-"""Tiny random Llama and Cohere checkpoints for tests: built in seconds, saved as HF folders.
+"""Tiny random checkpoints of every supported architecture for tests: built in seconds, saved as HF folders.
 
 They carry a small byte-level BPE tokenizer with a ChatML template (the stand-in's format), so
 every code path that needs a real tokenizer, chat template and `save_pretrained` folder runs on
@@ -75,7 +75,70 @@ def build_model(arch: str = "llama", vocab_size: int = 320, hidden: int = 32, la
         return LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
     if arch == "cohere":
         return CohereForCausalLM(CohereConfig(**common, logit_scale=2.0))
+    if arch in TINY_EXTRA:
+        return _build_other(arch, common)
     raise ValueError(f"unknown tiny architecture {arch!r}")
+
+
+# A sliding window short enough that the tests' prompts and replies cross it (real models: 4096).
+TINY_WINDOW = 12
+
+# The other supported architectures (tuneforge/catalog/architectures.py), each with what makes it
+# special switched on at a size the tests reach: windows crossed, soft-caps that bite, QK-norm, fused
+# projections, tied embeddings. The Gemmas are untied here although real ones tie: tied, their
+# embeddings (scaled by sqrt(hidden)) dominate a random model's residual stream and it echoes its last
+# input token forever, which would make any greedy comparison vacuous.
+TINY_EXTRA = {
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=TINY_WINDOW)),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        dict(use_sliding_window=True, sliding_window=TINY_WINDOW, max_window_layers=1, tie_word_embeddings=True),
+    ),
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        dict(head_dim=16, use_sliding_window=True, sliding_window=TINY_WINDOW, max_window_layers=1),
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        dict(
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=TINY_WINDOW,
+            attn_logit_softcapping=2.0,
+            final_logit_softcapping=3.0,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "gemma3_text": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        dict(
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=TINY_WINDOW,
+            layer_types=["sliding_attention", "full_attention"],
+            final_logit_softcapping=5.0,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(sliding_window=TINY_WINDOW)),
+    "cohere2": (
+        "Cohere2Config",
+        "Cohere2ForCausalLM",
+        dict(head_dim=16, logit_scale=2.0, sliding_window=TINY_WINDOW, layer_types=["sliding_attention", "full_attention"]),
+    ),
+}
+
+
+def _build_other(arch: str, common: dict):
+    import transformers
+
+    config_class, model_class, extra = TINY_EXTRA[arch]
+    config = getattr(transformers, config_class)(**common, **extra)
+    return getattr(transformers, model_class)(config)
 
 
 def save_tiny_checkpoint(path: Path, arch: str = "llama", vocab_size: int = 320, **kw) -> Path:

@@ -109,7 +109,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ("tied embeddings (0.5B-3B)", _TIED[1]),
                 ("sliding window (use_sliding_window, the layers above max_window_layers)", _SLIDING[1]),
             ),
-            gguf_refusal=_GGUF_SPECIAL.format(name="Qwen2", why="the q/k/v bias tensors"),
+            gguf_refusal=_GGUF_SPECIAL.format(name="Qwen2 / Qwen2.5", why="the q/k/v bias tensors"),
             example="Qwen/Qwen2.5-0.5B-Instruct",
         ),
         Architecture(
@@ -166,7 +166,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ("separate RoPE bases for local and global layers", "inside transformers' forward"),
                 ("final logit soft-capping when the config sets it", "applied by the loss's head as by the model"),
             ),
-            gguf_refusal=_GGUF_SPECIAL.format(name="Gemma 3", why="its QK-norm and post-norm tensors"),
+            gguf_refusal=_GGUF_SPECIAL.format(name="Gemma 3 text", why="its QK-norm and post-norm tensors"),
             softcap_final=True,
             example="google/gemma-3-1b-it",
         ),
@@ -188,7 +188,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ("sliding window (Phi-3 mini 4k)", _SLIDING[1]),
                 ("partial rotary and LongRoPE (128k models)", "inside transformers' forward"),
             ),
-            gguf_refusal=_GGUF_SPECIAL.format(name="Phi-3", why="its fused qkv and gate/up tensors"),
+            gguf_refusal=_GGUF_SPECIAL.format(name="Phi-3 / Phi-4", why="its fused qkv and gate/up tensors"),
             example="microsoft/Phi-3.5-mini-instruct",
         ),
         Architecture(
@@ -205,7 +205,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ("parallel attention and feed-forward, LayerNorm", "inside transformers' forward"),
                 ("QK-norm (use_qk_norm, Command R+)", _QK_NORM[1]),
             ),
-            gguf_refusal=_GGUF_SPECIAL.format(name="Command R", why="its parallel block and logit scale"),
+            gguf="command-r",
             logit_scale=True,
             example="CohereForAI/c4ai-command-r-v01",
         ),
@@ -223,7 +223,9 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ("sliding window (3 local layers to 1 global without RoPE)", _SLIDING[1]),
                 ("parallel attention and feed-forward, LayerNorm", "inside transformers' forward"),
             ),
-            gguf_refusal=_GGUF_SPECIAL.format(name="Command R7B", why="its parallel block, logit scale and window pattern"),
+            gguf_refusal=_GGUF_SPECIAL.format(
+                name="Cohere Command R7B / Command A", why="its parallel block, logit scale and window pattern"
+            ),
             logit_scale=True,
             example="CohereForAI/c4ai-command-r7b-12-2024",
         ),
@@ -292,8 +294,11 @@ def check_config(config: dict) -> list[str]:
         return [f"config.json: no model_type; supported architectures: {supported_list()}"]
     entry = ARCHITECTURES.get(model_type) if isinstance(model_type, str) else None
     if entry is None:
-        why = REFUSED.get(model_type, "not a supported architecture") if isinstance(model_type, str) else "not a string"
-        return [f"config.json: model_type {model_type!r}: {why}; supported architectures: {supported_list()}"]
+        why = REFUSED.get(model_type) if isinstance(model_type, str) else "model_type is not a string"
+        return [
+            f"config.json: architecture {model_type!r} is not supported{f' ({why})' if why else ''}; "
+            f"supported architectures: {supported_list()}"
+        ]
     problems = []
     for name, sizes in REQUIRED.items():
         value = config.get(name)
@@ -316,6 +321,10 @@ def check_config(config: dict) -> list[str]:
         problems.append(
             f"config.json: architectures {classes!r} does not name {entry.causal_lm}: TuneForge loads a {entry.name} "
             "checkpoint with its causal LM head"
+        )
+    if model_type == "gemma3_text" and config.get("use_bidirectional_attention"):
+        problems.append(
+            "config.json: use_bidirectional_attention true: an embedding model (EmbeddingGemma), not a causal decoder"
         )
     quantization = config.get("quantization_config")
     if quantization is not None:

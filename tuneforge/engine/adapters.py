@@ -21,16 +21,25 @@ import math
 import torch
 from torch import nn
 
+from tuneforge.catalog.architectures import ARCHITECTURES, Architecture
 from tuneforge.errors import TuneForgeError
 
 # All linear layers of the decoder blocks. QLoRA (Dettmers et al. 2023, section 4) found that adapting
 # every linear layer is what matches full fine-tuning quality; attention-only LoRA falls short.
 # Cohere's own fine-tuning API offers the same choice as QKVO_FFN. The LM head and embeddings stay frozen.
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# These are Llama's names; each architecture's own are in its registry entry (Phi-3: fused qkv_proj, gate_up_proj).
+LORA_TARGETS = ARCHITECTURES["llama"].lora_targets
 # (IA)^3: keys, values and the feed-forward intermediate activation (input of down_proj).
-IA3_TARGETS = ("k_proj", "v_proj", "down_proj")
-IA3_FEEDFORWARD = ("down_proj",)
+IA3_TARGETS = ARCHITECTURES["llama"].ia3_targets
+IA3_FEEDFORWARD = ARCHITECTURES["llama"].ia3_feedforward
 ADAPTER_TENSORS = ("lora_A", "lora_B", "ia3_l")  # the trained tensors' own names, in their wrapper modules
+
+
+def architecture_of(model: nn.Module) -> Architecture:
+    """The registry entry of `model`'s architecture (weights.py refuses the others before a model is
+    built); a model of another type (a test's toy) is taken to use Llama's names."""
+    config = getattr(model, "config", None)
+    return ARCHITECTURES.get(getattr(config, "model_type", None), ARCHITECTURES["llama"])
 
 
 def dropout_keep_mask(shape: torch.Size, p: float, device) -> tuple[torch.Tensor, float]:
@@ -166,14 +175,19 @@ def freeze(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float) -> list[str]:
+def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float, targets: tuple[str, ...] | None = None) -> list[str]:
+    """`targets`: the projection names to adapt; None: every linear layer of the architecture's blocks."""
     freeze(model)
-    return _replace_linears(model, LORA_TARGETS, lambda _, lin: LoRALinear(lin, r, alpha, dropout))
+    targets = targets or architecture_of(model).lora_targets
+    return _replace_linears(model, targets, lambda _, lin: LoRALinear(lin, r, alpha, dropout))
 
 
-def apply_ia3(model: nn.Module) -> list[str]:
+def apply_ia3(model: nn.Module, targets: tuple[str, ...] | None = None, feedforward: tuple[str, ...] | None = None) -> list[str]:
+    """`targets`/`feedforward` (scaled on their input): None takes the architecture's (keys, values, down_proj)."""
     freeze(model)
-    return _replace_linears(model, IA3_TARGETS, lambda name, lin: IA3Linear(lin, name in IA3_FEEDFORWARD))
+    arch = architecture_of(model)
+    targets, feedforward = targets or arch.ia3_targets, arch.ia3_feedforward if feedforward is None else feedforward
+    return _replace_linears(model, targets, lambda name, lin: IA3Linear(lin, name in feedforward))
 
 
 def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -47,10 +47,21 @@ def decoder(model):
 
 
 def head_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The logits the model's own forward computes from its final hidden states: the LM head, then what
+    the architecture's registry entry says its head does after it (the XForCausalLM.forward of each):
+    Cohere/Cohere2 multiply by config.logit_scale; Gemma 2 (and a Gemma 3 config that sets it) soft-caps,
+    cap * tanh(logits / cap) with cap = config.final_logit_softcapping."""
+    from tuneforge.catalog.architectures import architecture
+
     logits = model.lm_head(hidden)
-    # Command R scales its logits (CohereForCausalLM.forward: logits * logit_scale); Llama does not.
-    scale = getattr(model.config, "logit_scale", None) if model.config.model_type == "cohere" else None
-    return logits * scale if scale is not None else logits
+    arch, config = architecture(model.config.model_type), model.config
+    scale = getattr(config, "logit_scale", None) if arch is not None and arch.logit_scale else None
+    if scale is not None:
+        logits = logits * scale
+    cap = getattr(config, "final_logit_softcapping", None) if arch is not None and arch.softcap_final else None
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def _chunk_stats(model, hidden: torch.Tensor, targets: torch.Tensor):

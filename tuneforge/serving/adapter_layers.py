@@ -1,6 +1,6 @@
 """Linear layers that apply a different adapter to each row of one batch, in the same forward pass.
 
-Every decoder projection (q, k, v, o, gate, up, down) becomes a `MultiAdapterLinear`: the frozen
+Every decoder projection (q, k, v, o, gate, up, down; Phi-3's fused qkv and gate_up) becomes a `MultiAdapterLinear`: the frozen
 base layer plus stacked adapter weights, one slot per resident adapter (slot 0 is the plain base:
 zero LoRA, unit (IA)^3). The engine sets `AdapterRows` before each forward: which slot each row of
 the batch uses. Then, for x of shape [rows, tokens, in] (s: LoRA's alpha/r, folded into B at load):
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuneforge.engine.adapters import LORA_TARGETS
+from tuneforge.engine.adapters import architecture_of
 
 # Slot 0 (the base) + 8 adapters. Dense costs S*r*(in+out) per token, segmented r*(in+out) plus ~4 ops per adapter
 # present: with few slots the two larger matmuls win (an estimate: the two paths were not timed against each other).
@@ -150,10 +150,12 @@ def attach(model: nn.Module) -> tuple[AdapterRows, dict[str, MultiAdapterLinear]
     """Wrap every decoder projection of `model` (in place); the modules by their transformers name."""
     rows = AdapterRows()
     layers: dict[str, MultiAdapterLinear] = {}
+    arch = architecture_of(model)
+    targets = {*arch.lora_targets, *arch.ia3_targets}  # Phi-3: the fused qkv_proj and gate_up_proj
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
-            if child_name in LORA_TARGETS and isinstance(child, nn.Linear) and ".layers." in f".{full}":
+            if child_name in targets and isinstance(child, nn.Linear) and ".layers." in f".{full}":
                 layers[full] = MultiAdapterLinear(child, rows)
                 setattr(module, child_name, layers[full])
     return rows, layers

@@ -13,6 +13,8 @@
                  and key rows are reordered from Hugging Face's half-split layout, as llama.cpp's own
                  converter does. Cohere is llama.cpp's `command-r` (interleaved RoPE already: no
                  reordering; LayerNorm without bias; `logit_scale`; no separate feed-forward norm).
+                 The other architectures are refused with the reason (catalog/architectures.py): export
+                 `merged` and convert that folder with llama.cpp's own converter.
 
 Every export writes into a temporary sibling and renames it into place: nothing half-written is left.
 """
@@ -237,6 +239,13 @@ def export_gguf(run_dir: str | os.PathLike, target_file: str | os.PathLike, gguf
     """One .gguf file of the merged model, f16 or q8_0 (1-D tensors stay f32, as llama.cpp writes them)."""
     if gguf_type not in GGUF_TYPES:
         raise ExportError(f"--gguf-type {gguf_type}: allowed: {', '.join(GGUF_TYPES)}")
+    from tuneforge.serving.gguf_writer import refusal
+
+    # before the merge (the whole model read and rewritten): an architecture the writer cannot write is refused at once
+    base = _base_needed(_finished_run(run_dir))
+    why = refusal(json.loads((base / "config.json").read_text()).get("model_type"))
+    if why:
+        raise ExportError(why)
     model, tokenizer, run = merged_model(run_dir)
     target = Path(target_file)
     tmp = _fresh_target(target)

@@ -1,4 +1,5 @@
-"""A transformers model (Llama, Mistral, Cohere) as a GGUF file that llama.cpp loads.
+"""A transformers model (Llama, Mistral, Cohere Command R) as a GGUF file that llama.cpp loads; the
+other architectures are refused with the reason (their registry entry's `gguf_refusal`).
 
 Written with the `gguf` package (llama.cpp's own Python library): its tensor-name map (HF name ->
 blk.N.attn_q.weight ...), its key names, its Q8_0 quantizer, its SpecialVocab (merges, special token
@@ -16,10 +17,23 @@ import gguf
 import numpy as np
 import torch
 
+from tuneforge.catalog.architectures import ARCHITECTURES
 from tuneforge.errors import TuneForgeError
 
-# transformers model_type -> llama.cpp architecture
-ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA, "mistral": gguf.MODEL_ARCH.LLAMA, "cohere": gguf.MODEL_ARCH.COMMAND_R}
+# llama.cpp architectures this writer writes, by their GGUF name (each registry entry's `gguf`)
+WRITTEN = {"llama": gguf.MODEL_ARCH.LLAMA, "command-r": gguf.MODEL_ARCH.COMMAND_R}
+
+
+def refusal(model_type: str) -> str | None:
+    """Why this writer cannot write a model of `model_type`; None when it can."""
+    entry = ARCHITECTURES.get(model_type)
+    if entry is None:
+        return f"GGUF export: architecture {model_type!r} is not supported"
+    if entry.gguf not in WRITTEN:
+        return f"GGUF export: {entry.gguf_refusal}"
+    return None
+
+
 FILE_TYPES = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
 # Llama 3's pre-tokenizer regex (tokenizer.json), which llama.cpp calls "llama-bpe"
 LLAMA3_SPLIT = (
@@ -30,9 +44,10 @@ LLAMA3_SPLIT = (
 
 def write_gguf(model, tokenizer, tokenizer_dir: Path, path: Path, gguf_type: str, name: str) -> None:
     config = model.config
-    arch = ARCHITECTURES.get(config.model_type)
-    if arch is None:
-        raise TuneForgeError(f"GGUF export supports {', '.join(sorted(ARCHITECTURES))} models, not {config.model_type}")
+    why = refusal(config.model_type)
+    if why:
+        raise TuneForgeError(why)
+    arch = WRITTEN[ARCHITECTURES[config.model_type].gguf]
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(name)
     writer.add_file_type(FILE_TYPES[gguf_type])

@@ -82,9 +82,26 @@ class StepPlan:
         return max([self.decode_cols, *(c.start + c.length for c in self.chunks)])
 
 
-def attention(module, query, key, value, attention_mask, scaling=None, serving_plan: StepPlan | None = None, **kwargs):
+def attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    scaling=None,
+    serving_plan: StepPlan | None = None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    **kwargs,
+):
     """transformers' attention-function signature: query [1, heads, N, head_dim]; key/value the whole
-    storage `SlotLayer.update` returned. Returns [1, N, heads, head_dim]."""
+    storage `SlotLayer.update` returned. Returns [1, N, heads, head_dim].
+
+    `sliding_window` (Mistral, Qwen2/3, Gemma 2/3, Phi-3, Cohere2: the layer's window, None on global
+    layers): a query at position p sees keys at positions p - window + 1 .. p, transformers' rule
+    (masking_utils.sliding_window_overlay); the cache keeps the older columns, which other layers read.
+    `softcap` (Gemma 2): scores become softcap * tanh(scores / softcap) before the mask, which SDPA
+    cannot do, so those layers take `_capped_attention`."""
     plan = serving_plan
     heads, head_dim = query.shape[1], query.shape[3]
     kv_heads = key.shape[1]
@@ -92,15 +109,40 @@ def attention(module, query, key, value, attention_mask, scaling=None, serving_p
     if plan.decode:
         d, n = plan.decode, plan.decode_cols
         q = query[0, :, :d].transpose(0, 1).reshape(d, kv_heads, heads // kv_heads, head_dim)
-        o = F.scaled_dot_product_attention(q, key[:d, :, :n], value[:d, :, :n], attn_mask=plan.decode_mask, scale=scaling)
+        mask = plan.decode_mask
+        if sliding_window is not None:
+            cols = torch.arange(n, device=query.device)
+            mask = mask & (cols[None, :] > plan.cols[:d, None] - sliding_window)[:, None, None]
+        k, v = key[:d, :, :n], value[:d, :, :n]
+        if softcap is None:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
+        else:
+            o = _capped_attention(q, k, v, mask, scaling, softcap)
         out.append(o.reshape(d, heads, head_dim))
     for c in plan.chunks:
         end = c.start + c.length
         q = query[:, :, c.offset : c.offset + c.length]
         k, v = key[c.slot : c.slot + 1, :, :end], value[c.slot : c.slot + 1, :, :end]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=c.mask, scale=scaling, enable_gqa=kv_heads != heads)
+        mask = c.mask
+        if sliding_window is not None:
+            cols = torch.arange(end, device=query.device)
+            rows = torch.arange(c.start, end, device=query.device)
+            mask = mask & (cols[None, :] > rows[:, None] - sliding_window)
+        if softcap is None:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=kv_heads != heads)
+        else:
+            group = heads // kv_heads
+            o = _capped_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), mask, scaling, softcap)
         out.append(o[0].transpose(0, 1))
     return torch.cat(out)[None], None
+
+
+def _capped_attention(q, k, v, mask, scaling, softcap: float) -> torch.Tensor:
+    """softmax(mask(softcap * tanh(q k^T * scaling / softcap))) v, the softmax in fp32 (transformers' eager path)."""
+    scores = (q @ k.transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+    scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
 
 
 AttentionInterface.register(ATTENTION, attention)
