@@ -199,6 +199,14 @@ BAD = {
         messages(USER, ASSISTANT, tools=[{"type": "function", "function": {"name": "f", "parameters": "x"}}]),
         "tools[0].function.parameters: must be a JSON Schema object, got string",
     ),
+    "legacy functions": (
+        messages(USER, ASSISTANT, functions=[{"name": "f"}]),
+        'functions: OpenAI\'s legacy function format is not supported; use "tools" and "tool_calls"',
+    ),
+    "legacy function_call": (
+        messages(USER, {**ASSISTANT, "function_call": {"name": "f"}}),
+        "messages[1].function_call: is not allowed on an assistant message",
+    ),
     "not an object": (b"[1, 2]", 'not a JSON object (got array); expected {"messages": [...]}'),
     "missing messages": (b'{"id": 3}', 'messages: missing; a chat line is {"messages": [...]}'),
     "prompt/completion line": (

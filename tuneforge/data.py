@@ -222,6 +222,8 @@ def _check_conversation(obj: dict, lineno: int, problems: _Problems) -> Conversa
       arguments a JSON object encoded as a string; a tool message's `tool_call_id` answers one of them;
     - at least one assistant message with weight 1."""
     bad = _Faults()
+    if "functions" in obj:  # ignored, it would train tool calls without the definitions they answer
+        bad("functions", 'OpenAI\'s legacy function format is not supported; use "tools" and "tool_calls"')
     tools = _check_tools(obj["tools"], bad) if "tools" in obj else None
     messages = obj.get("messages")
     out: list[dict] = []
