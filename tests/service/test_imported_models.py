@@ -485,3 +485,52 @@ def test_every_tiny_architecture_passes_the_folder_check(tmp_path, arch):
     report = check(save_tiny_checkpoint(tmp_path / arch, arch))
     assert report.ok, report.problems
     assert report.model_type == arch and report.dtype == "float32"
+
+
+def test_the_hub_cache_is_found_as_huggingface_hub_finds_it(tmp_path, tiny_llama, monkeypatch):
+    from tuneforge import hf_cache
+
+    cache = tmp_path / "hf-home" / "hub"
+    hub_cache(cache, HUB_ID, {COMMIT_LLAMA: tiny_llama, "a1a1" + "0" * 36: tiny_llama}, {"main": COMMIT_LLAMA})
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    assert hf_cache.resolve(HUB_ID).commit == COMMIT_LLAMA
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    assert (
+        hf_cache.resolve(HUB_ID, commit=COMMIT_LLAMA[:6]).path
+        == cache / f"models--{HUB_ID.replace('/', '--')}" / "snapshots" / COMMIT_LLAMA
+    )
+    with pytest.raises(hf_cache.ModelNotFound, match="commit a1a1 is ambiguous: 2 snapshots start with it"):
+        hf_cache.resolve(HUB_ID, commit="a1a1")
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_llama, plain / "org" / "name")
+    assert hf_cache.resolve("org/name", roots=[plain]).layout == "models folder"
+    with pytest.raises(hf_cache.ModelNotFound, match="a plain folder has no branches or commits") as err:
+        hf_cache.resolve("org/name", commit="abcd", roots=[plain])
+    assert str(plain) in str(err.value) and str(plain) not in err.value.without_paths()
+    for bad in ("../etc", "org/../x", "org/name/extra", "/abs", "a--b/c"):
+        assert hf_cache.check_reference(bad, None, None), bad
+
+
+def test_the_folder_check_names_damaged_and_unsupported_weights(tmp_path, tiny_llama):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_llama, folder)
+    shard = folder / "model.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])  # an upload cut short
+    (folder / "tokenizer.json").unlink()
+    problems = check(folder).problems
+    assert any(p.startswith("model.safetensors: ") and "truncated" in p for p in problems), problems
+    assert "no tokenizer: neither tokenizer.json nor tokenizer.model" in problems
+
+    quantized = tmp_path / "q"
+    shutil.copytree(tiny_llama, quantized)
+    header = {"model.embed_tokens.weight": {"dtype": "I8", "shape": [320, 32], "data_offsets": [0, 320 * 32]}}
+    raw = json.dumps(header).encode()
+    (quantized / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(320 * 32))
+    problems = check(quantized).problems
+    assert any("model.embed_tokens.weight (I8)" in p and "quantized checkpoints are not supported" in p for p in problems)
+
+    pickled = tmp_path / "p"
+    shutil.copytree(tiny_llama, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    assert any(p.startswith("only PyTorch pickle weights") for p in check(pickled).problems)
