@@ -1,6 +1,8 @@
-"""Completion-token cross-entropy and accuracy, computed only where they are defined.
+"""Cross-entropy and accuracy over the trained tokens, computed only where they are defined.
 
-The vocabulary projection is applied to the hidden states of completion positions only (most
+The trained tokens are every labelled position of a row (labels != IGNORE, batches.collate): a
+prompt/completion row's completion, a conversation's assistant turns of weight 1, wherever they sit
+in the row. The vocabulary projection is applied to the hidden states of those positions only (most
 positions are prompt), and in chunks under activation checkpointing when there are many, so a
 (tokens x vocabulary) logits tensor never materialises for 128k/256k vocabularies: each chunk's
 logits are recomputed in the backward pass instead of stored.
@@ -72,8 +74,9 @@ def _chunk_stats(model, hidden: torch.Tensor, targets: torch.Tensor):
 
 
 def shared_prefix_len(batch: dict[str, torch.Tensor]) -> int:
-    """Tokens every row starts with, stopping before the first completion position of any row
-    (the hidden state just before a completion token must come from the per-row pass)."""
+    """Tokens every row starts with, stopping before the first labelled position of any row (the
+    hidden state just before a trained token must come from the per-row pass; a conversation's later
+    trained turns sit after its first, so capping at the first covers them all)."""
     ids, labels = batch["input_ids"], batch["labels"]
     if ids.shape[0] < 2:
         return 0

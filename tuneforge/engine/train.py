@@ -37,7 +37,7 @@ from tuneforge import data
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.engine import quantize
 from tuneforge.engine.adapters import adapter_parameters, apply_ia3, apply_lora, initial_adapter
-from tuneforge.engine.batches import Encoded, collate, encode_example
+from tuneforge.engine.batches import Encoded, collate, encode_all
 from tuneforge.engine.checkpoint import TrainState, restore_checkpoint, save_checkpoint
 from tuneforge.engine.distributed import Distributed
 from tuneforge.engine.early_stopping import EarlyStopping
@@ -168,7 +168,6 @@ def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dt
     Returns (scorer, train_set, val_set, pad_id)."""
     cfg = run.config
     examples = data.read_examples(run.dataset)
-    train_examples, val_examples = data.split_examples(examples, run.seed)
 
     def prepare(model) -> CompletionLoss:
         attach_method(model, cfg)
@@ -182,17 +181,30 @@ def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dt
     scorer, tokenizer = load_for_training(run.weights, dtype, dist, prepare, quantize=run.quantize_base)
     model = scorer.model
     writer.write_progress(Progress(0, None, 0.0, "loading", detail="tokenizing the dataset"))
+    context = min(run.base_model.context_tokens, model.config.max_position_embeddings)
+    context_source = run.weights.context_note(model.config.max_position_embeddings, run.base_model.context_tokens)
     data.check_token_lengths(
         examples,
         lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
         max_prompt_tokens=run.base_model.max_prompt_tokens,
         max_completion_tokens=run.base_model.max_completion_tokens,
-        context_tokens=min(run.base_model.context_tokens, model.config.max_position_embeddings),
+        context_tokens=context,
         path=run.dataset,
-        context_source=run.weights.context_note(model.config.max_position_embeddings, run.base_model.context_tokens),
+        context_source=context_source,
     )
-    train_set = [encode_example(tokenizer, e.prompt, e.completion) for e in train_examples]
-    val_set = [encode_example(tokenizer, e.prompt, e.completion) for e in val_examples]
+    # Conversations are rendered by the chat template here: each one it cannot render or mark, or
+    # whose rendering exceeds the context, is named by its line, all at once.
+    encoded = encode_all(
+        tokenizer,
+        examples,
+        path=str(run.dataset),
+        context_tokens=context,
+        context_source=context_source,
+        model=run.weights.description,
+    )
+    train_indices, val_indices = data.split_indices(len(examples), run.seed)  # the seeded 80:20 split (data.split_examples)
+    train_set = [encoded[i] for i in train_indices]
+    val_set = [encoded[i] for i in val_indices]
     return scorer, train_set, val_set, tokenizer.pad_token_id
 
 
@@ -286,7 +298,7 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         order = epoch_order(n_train, run.seed, epoch)
         batch_examples = [train_set[i] for i in order[index * batch_size : (index + 1) * batch_size]]
         t0 = time.time()
-        # The whole batch's completion tokens (every rank knows the batch): each rank's token-loss sum over it.
+        # The whole batch's trained tokens (every rank knows the batch): each rank's token-loss sum over it.
         n_tokens = sum(e.completion_len for e in batch_examples)
         prefix = common_prefix([batch_examples], pad_id)
         step_loss = 0.0
