@@ -20,7 +20,7 @@ import pytest
 from helpers.clients import clients
 from helpers.identities import new_identity
 from helpers.servers import ROOT, running_service
-from helpers.tiny_models import build_model, build_tokenizer, save_tiny_checkpoint
+from helpers.tiny_models import TINY_EXTRA, build_model, build_tokenizer, save_tiny_checkpoint
 from helpers.waiting import wait_for
 
 from tuneforge.model_folder import check
@@ -480,7 +480,7 @@ def test_tuneforge_models_import_checks_and_imports(tmp_path, tiny_llama, models
     assert discovery[-1]["modelId"] == model["id"] and discovery[0]["modelId"] == "meta.llama-3.3-70b-instruct"
 
 
-@pytest.mark.parametrize("arch", ["llama", "cohere"])
+@pytest.mark.parametrize("arch", ["llama", "cohere", *TINY_EXTRA])
 def test_every_tiny_architecture_passes_the_folder_check(tmp_path, arch):
     report = check(save_tiny_checkpoint(tmp_path / arch, arch))
     assert report.ok, report.problems
