@@ -31,6 +31,7 @@ FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on a header
 SHOWN = 8  # problems of one kind listed by name; the rest are counted
+MAX_LAYERS = 1024  # Llama 3.1 405B has 126: a config beyond this is wrong, and its expected tensors are not listed
 # transformers' default for tie_word_embeddings when a config.json leaves it out, per model_type.
 TIED_BY_DEFAULT = {"gemma2", "gemma3_text", "cohere", "cohere2"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
@@ -94,8 +95,10 @@ def read_header(path: Path) -> dict[str, dict[str, Any]]:
         try:
             start, stop = info["data_offsets"]
             shape, dtype = list(info["shape"]), str(info["dtype"])
+            if not all(type(n) is int and n >= 0 for n in (start, stop, *shape)) or stop < start:
+                raise ValueError
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"tensor {name}: its header entry has no dtype, shape and data_offsets") from None
+            raise ValueError(f"tensor {name}: its header entry has no valid dtype, shape and data_offsets") from None
         count = 1
         for dim in shape:
             count *= dim
@@ -269,6 +272,9 @@ def check(folder: Path) -> FolderReport:
             report.model_type = config["model_type"]
     tensors = _weights(folder, report)
     supported = config is not None and not config_problems and architecture(config["model_type"]) is not None
+    if supported and config["num_hidden_layers"] > MAX_LAYERS:
+        report.problems.append(f"config.json: num_hidden_layers {config['num_hidden_layers']} is more than any model has")
+        supported = False
     if tensors and supported:
         _check_tensors(config, tensors, report)
     if tensors:

@@ -23,6 +23,7 @@ something that uses the model, so a delete cannot slip between) and `weights_fol
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -476,6 +477,10 @@ def _object_files(svc: Services, caller: Caller, source: dict) -> tuple[list[Sou
 
 
 def _gather(files: list[SourceFile], staging: Path) -> None:
+    copies = sum(f.path.stat().st_size for f in files if not f.linkable and f.path.exists())
+    free = shutil.disk_usage(staging.parent).free
+    if copies > free:
+        raise ImportFailed(f"the server has {free:,} bytes of disk free for its copy of the model; it needs {copies:,}")
     staging.mkdir(parents=True)
     for f in files:
         target = staging / f.name
@@ -489,6 +494,10 @@ def _gather(files: list[SourceFile], staging: Path) -> None:
             shutil.copyfile(f.path, target)
         except FileNotFoundError:
             raise ImportFailed(f"{f.name} disappeared while it was being imported (deleted or replaced); import again") from None
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise ImportFailed(f"the server ran out of disk space while copying {f.name}; nothing was kept") from None
 
 
 # ---- read -----------------------------------------------------------------------------------
