@@ -331,3 +331,50 @@ def test_no_conversation_crashes_the_reader(tmp_path, ms, tools):
         assert scan_dataset(path, min_examples=1) == 2
     except DatasetError as err:
         assert all(p.line in (None, 2) for p in err.problems)
+
+
+def plan(*args, model="meta.llama-3.3-70b-instruct"):
+    from click.testing import CliRunner
+
+    from tuneforge.cli import main
+
+    return CliRunner().invoke(main, ["plan", "--base-model", model, *map(str, args)])
+
+
+def test_plan_takes_a_chat_file_and_names_its_bad_lines(tmp_path):
+    result = plan("--dataset", write(tmp_path, GOOD), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["trainingExamples"] == 32
+    lines = list(GOOD)
+    lines[2] = messages({"role": "bot", "content": "x"}, ASSISTANT)
+    lines[5] = messages(USER, {**ASSISTANT, "weight": 0})
+    result = plan("--dataset", write(tmp_path, lines))
+    assert result.exit_code == 2
+    assert 'line 3: messages[0].role: "bot" is not a role' in result.output
+    assert "line 6: messages: every assistant message has weight 0" in result.output
+
+
+def test_plan_checks_conversation_lengths_with_the_weights_tokenizer(tiny_llama, tmp_path):
+    # Command R 08-2024: at most 4,000 completion tokens; Llama 3: an 8,192-token context (9,000 + "hi" and "hello": 5)
+    long_answer = {"role": "assistant", "content": " March" * 5000}
+    path = write(tmp_path, [*GOOD, messages(USER, long_answer)])
+    result = plan("--dataset", path, "--weights", tiny_llama, model="cohere.command-r-08-2024")
+    assert result.exit_code == 2
+    assert "line 41: messages[1] (assistant) is 5,000 tokens; this model allows at most 4,000" in result.output
+    long_question = {"role": "user", "content": " March" * 9000}
+    path = write(tmp_path, [*GOOD, messages(long_question, ASSISTANT)])
+    result = plan("--dataset", path, "--weights", tiny_llama, model="meta.llama-3-70b-instruct")
+    assert result.exit_code == 2
+    assert "line 41: the conversation's messages alone are 9,005 tokens (before the chat template's own)" in result.output
+    assert "this model's context is 8,192" in result.output
+
+
+def test_the_services_create_check_takes_chat_files(tiny_llama, tmp_path):
+    from tuneforge.catalog import get_model
+    from tuneforge.services.resources import datasets
+
+    spec = get_model("meta.llama-3.3-70b-instruct")
+    assert datasets.check(write(tmp_path, GOOD), "chat.jsonl", spec, str(tiny_llama)) == 40
+    with pytest.raises(DatasetError) as err:
+        datasets.check(write(tmp_path, [*GOOD, messages(USER)]), "bucket/chat.jsonl", spec, str(tiny_llama))
+    assert str(err.value).startswith("dataset bucket/chat.jsonl: 1 problem(s)\n  line 41: messages: has no assistant message")

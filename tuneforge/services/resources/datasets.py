@@ -2,6 +2,11 @@
 named, and, when the base weights' tokenizer is already on disk, every example too long for the
 model named too, so a bad dataset is refused at once instead of failing a minute into the job.
 
+Either format is taken (data.py: prompt/completion, or chat lines as a TuneForge extension of OCI's
+API, docs/datasets.md), by every door that calls `check`: OCI's CreateModel, the console, sweeps and
+OpenAI's fine-tuning jobs. A conversation's length here is its messages' own tokens (a lower bound:
+rendering needs the chat template, which the job has; it checks the rendered length).
+
 Token counts come from the weights' `tokenizer.json` through the `tokenizers` library (no torch),
 which gives the ids the engine's fast tokenizer gives. Where the tokenizer is not on disk yet (a
 GGUF file, the stand-in included, before the first run dequantizes it) only the lines are checked
