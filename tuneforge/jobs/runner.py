@@ -24,7 +24,7 @@ from tuneforge.jobs.command import job_train_args, run_folder
 from tuneforge.jobs.executors import Attempt, Executor, Launch
 from tuneforge.run_folder import ExitCode, RunError
 from tuneforge.store import workrequests
-from tuneforge.store.tables import ClusterRow, JobRow, MetricRecord, ModelRow, WorkRequestRow, utcnow
+from tuneforge.store.tables import ClusterRow, ImportedModelRow, JobRow, MetricRecord, ModelRow, WorkRequestRow, utcnow
 from tuneforge.train_command import TERMINATE_GRACE_S
 
 log = logging.getLogger("tuneforge.jobs")
@@ -106,6 +106,13 @@ def _start(sessions, job_id: str, settings: RunSettings, executor: Executor) -> 
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.clear_error()
         cluster = session.get(ClusterRow, job.cluster_id)
+        base = session.get(ImportedModelRow, model.base_model_id)  # None: a catalog model
+        if base is not None and (base.lifecycle_state != "ACTIVE" or not base.weights_dir):
+            # Deleting an imported model is refused while a fine-tune uses it; this is what is left when it went anyway.
+            message = f"Its base model, imported model {base.id}, is {base.lifecycle_state}; import it again and create the model again."
+            lifecycle.fail(session, job, model, wr, "BaseModelUnavailable", message)
+            session.commit()
+            return None
         args = job_train_args(
             base_model_id=model.base_model_id,
             training_config=model.fine_tune_details["trainingConfig"],
@@ -113,6 +120,7 @@ def _start(sessions, job_id: str, settings: RunSettings, executor: Executor) -> 
             weights=settings.weights,
             seed=settings.seed,
             resume=resume,
+            base_weights=Path(base.weights_dir) if base is not None else None,  # a job trains its own base's weights
         )
         launch = Launch(
             job_id=job.id,
@@ -181,6 +189,8 @@ def _monitor(
                     reason = reason or "lost"
             if job.cancel_requested:
                 reason = reason or "canceled"
+            elif job.pause_requested:
+                reason = reason or "paused"
             session.commit()
         if code is not None:
             return code, reason
@@ -189,8 +199,6 @@ def _monitor(
         if reason in ("shutdown", "lost") and executor.detached:
             return None, reason  # it trains on; whoever claims the job next re-attaches to it
         if reason and kill_at is None:
-            elif job.pause_requested:
-                reason = reason or "paused"
             attempt.stop()  # a local trainer checkpoints and exits 3
             kill_at = time.monotonic() + TERMINATE_GRACE_S
         elif kill_at is not None and time.monotonic() > kill_at:
@@ -255,6 +263,9 @@ def _finish(sessions, job_id: str, code: int | None, reason: str | None, setting
         error = folder.read_error()
         if result is not None:
             lifecycle.succeed(session, job, model, wr, result)
+        elif job.pause_requested and code == ExitCode.STOPPED:
+            queue.park(session, job)
+            workrequests.log(session, wr.id, "Paused: training stopped with a checkpoint; a resume continues from it.")
         elif code == ExitCode.BAD_INPUT:
             error = error or RunError("InvalidParameter", "The training input was rejected.")
             # The user can fix their data or config; the weights are the operator's to fix.
@@ -263,9 +274,6 @@ def _finish(sessions, job_id: str, code: int | None, reason: str | None, setting
         elif reason == "shutdown":
             queue.release(session, job, counted=False)
             workrequests.log(
-        elif job.pause_requested and code == ExitCode.STOPPED:
-            queue.park(session, job)
-            workrequests.log(session, wr.id, "Paused: training stopped with a checkpoint; a resume continues from it.")
                 session, wr.id, "Paused: the server is shutting down; training resumes from its checkpoint on restart."
             )
         else:

@@ -2,8 +2,8 @@
 `/actions/generateText`), the OpenAI API (`/openai/v1`) and the console's "Try it" panel.
 
 What answers: an endpoint's model (DEDICATED), or a model by id or name (ON_DEMAND, and OpenAI's
-`model`): a catalog base model is served by its own weights, a custom model by its base plus its
-adapter. Every base is loaded once per process by the serving engine (`tuneforge.serving`), which
+`model`): a catalog base model or an imported model is served by its own weights, a custom model by
+its base plus its adapter. Every base is loaded once per process by the serving engine (`tuneforge.serving`), which
 decodes the rows of many adapters together; this module turns the APIs' requests into engine
 requests and the engine's completions back into the APIs' shapes.
 
@@ -32,7 +32,7 @@ from tuneforge.errors import InvalidParameter, WeightsError
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, invalid, not_found
 from tuneforge.services.protocol import rfc3339
-from tuneforge.services.resources import endpoints
+from tuneforge.services.resources import endpoints, openai_jobs
 from tuneforge.services.resources.endpoints import Target
 from tuneforge.services.schemas.inference import (
     ChatCompletionRequest,
@@ -75,9 +75,12 @@ def pool(svc: Services):
 
 def _engine(svc: Services, target: Target):
     """(engine, adapter or None) for a target; loads the base on first use."""
-    if target.run_dir is not None:
+    if target.run_dir is not None:  # model.json names the weights it trained: a catalog base's or an imported model's
         return pool(svc).for_run(target.run_dir, adapter_id=target.model_id)
-    from tuneforge.engine.weights import resolve_weights
+    from tuneforge.engine.weights import Weights, resolve_weights
+
+    if target.weights is not None:  # an imported model serves its own weights, never `serve --weights`
+        return pool(svc).get(Weights(str(target.weights), target.weights, False, target.spec.display_name)), None
 
     try:
         weights = resolve_weights(svc.config.weights, model_id=target.spec.id, weights_repo=target.spec.weights_repo)
@@ -121,9 +124,12 @@ def resolve(svc: Services, caller: Caller, serving_mode) -> Target:
 
 
 def resolve_openai_model(svc: Services, caller: Caller, model: str) -> Target:
-    """OpenAI's `model`: an endpoint id, a custom model id, or a base model's name or id."""
+    """OpenAI's `model`: an endpoint id, a custom model id, a base model's name or id, or a fine-tuning
+    job's `ft:` name (or its kept checkpoint's), which answers as the custom model the job trained."""
     if ".generativeaiendpoint." in model:
         return endpoints.endpoint_target(svc, caller, model)
+    if model.startswith("ft:"):  # the same adapter (one id in the engine) whichever name calls it
+        return endpoints.model_target(svc, caller, openai_jobs.model_of(svc, caller, model))
     return endpoints.model_target(svc, caller, model)
 
 
@@ -468,12 +474,22 @@ def openai_completion_result(model: str, generation: Generation, completions, ec
 
 
 def openai_models(svc: Services, caller: Caller) -> dict[str, Any]:
-    """What `model` can be: the tenancy's ACTIVE custom models and endpoints, and the catalog's base models."""
-    from tuneforge.services.resources import base_models, models
+    """What `model` can be: the tenancy's ACTIVE custom models, imported models and endpoints, and the
+    catalog's base models."""
+    from tuneforge.services.resources import base_models, imported_models, models
 
     found = []
     for model in models.list_models(svc, caller, None, lifecycle_state="ACTIVE", include_base=False, limit=1000).items:
         found.append({"id": model.id, "object": "model", "created": _epoch(model.time_created), "owned_by": caller.tenancy_id})
+    for imported in imported_models.active_rows(svc, caller):
+        found.append(
+            {
+                "id": imported.id,
+                "object": "model",
+                "created": _epoch(rfc3339(imported.time_created)),
+                "owned_by": caller.tenancy_id,
+            }
+        )
     for endpoint in endpoints.list_endpoints(svc, caller, None, lifecycle_state="ACTIVE", limit=1000).items:
         found.append(
             {"id": endpoint.id, "object": "model", "created": _epoch(endpoint.time_created), "owned_by": caller.tenancy_id}

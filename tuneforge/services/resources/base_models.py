@@ -1,12 +1,20 @@
-"""Catalog base models as OCI Model objects (type BASE); they live in no tenancy and every
-compartment lists them, as OCI's pretrained models do."""
+"""Base models: the catalog's, as OCI Model objects (type BASE; they live in no tenancy and every
+compartment lists them, as OCI's pretrained models do), and a tenancy's ACTIVE imported models,
+which are base models everywhere a catalog model is (fine-tuned, hosted, called) and train and
+serve their own weights."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
 
 from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec
+from tuneforge.errors import InvalidParameter
+from tuneforge.services.context import Caller
 from tuneforge.services.errors import invalid
 from tuneforge.services.schemas.resources import Model
 
@@ -33,8 +41,40 @@ def resolve(ref: str, region: str) -> BaseModelSpec:
     spec = find(ref, region)
     if spec is None:
         known = ", ".join(m.id for m in catalog.list_models())
-        raise invalid(f"baseModelId: {ref!r} is not allowed; it must be a fine-tunable base model (name or OCID): {known}")
+        raise invalid(
+            f"baseModelId: {ref!r} is not allowed; it must be a fine-tunable base model (name or OCID): {known}; "
+            "or the OCID of an ACTIVE imported model of your tenancy"
+        )
     return spec
+
+
+@dataclass(frozen=True)
+class Base:
+    """A base model as a fine-tune or an endpoint uses it."""
+
+    spec: BaseModelSpec
+    # An imported model's own folder, which its jobs train and its endpoints serve; None for a catalog
+    # model (the server's `serve --weights` or the engine's per-model lookup).
+    weights: Path | None = None
+
+
+def imported_spec(row) -> BaseModelSpec:
+    """An imported model (its ImportedModelRow) as a base model: catalog.spec_for_config on its config.json."""
+    try:
+        return catalog.spec_for_config(row.id, row.display_name, row.vendor, row.config or {})
+    except InvalidParameter as err:  # an import accepted only what the architectures allow; a later registry may not
+        raise invalid(f"baseModelId: imported model {row.id} cannot be used as a base model: {err.allowed}") from None
+
+
+def base_for(session: Session, caller: Caller, ref: str, region: str, field: str = "baseModelId") -> Base:
+    """The base model `ref` names: a catalog model (name or OCID), or the caller's ACTIVE imported
+    model (400 naming `field` otherwise)."""
+    from tuneforge.services.resources import imported_models  # it lists base models too: imported here, not at the top
+
+    if imported_models.is_imported_id(ref):
+        row = imported_models.active(session, caller, ref, field)
+        return Base(imported_spec(row), imported_models.weights_folder(row))
+    return Base(resolve(ref, region))
 
 
 def to_api(spec: BaseModelSpec, region: str) -> Model:

@@ -1,5 +1,5 @@
-"""Endpoints: a model (a custom model, or a catalog base model's own weights) hosted on a HOSTING
-cluster, answering OCI's inference API and the OpenAI API.
+"""Endpoints: a model (a custom model, a catalog base model's own weights, or an ACTIVE imported
+model's) hosted on a HOSTING cluster, answering OCI's inference API and the OpenAI API.
 
 Rules, as OCI has them: the model must be ACTIVE; one hosting cluster hosts up to 50 endpoints, all
 of the same base model (the first endpoint decides which); the cluster's unit shape must be of the
@@ -18,7 +18,7 @@ the model is hosted). Races among the server's own requests are retried there, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -30,13 +30,13 @@ from tuneforge.services import idempotency, tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
-from tuneforge.services.resources import base_models, clusters
+from tuneforge.services.resources import base_models, clusters, imported_models
 from tuneforge.services.resources.clusters import ENDPOINTS_PER_HOSTING_CLUSTER, HOSTING_STATES
 from tuneforge.services.schemas.resources import CreateEndpointDetails, Endpoint, UpdateEndpointDetails
 from tuneforge.services.tenancy import owned
 from tuneforge.services.transactions import Conflict, commit_versioned, retrying
 from tuneforge.store import ids, workrequests
-from tuneforge.store.tables import ClusterRow, EndpointRow, JobRow, ModelRow, WorkRequestRow, utcnow
+from tuneforge.store.tables import ClusterRow, EndpointRow, ImportedModelRow, JobRow, ModelRow, WorkRequestRow, utcnow
 
 STATES = ("ACTIVE", "CREATING", "UPDATING", "DELETING", "DELETED", "FAILED")
 SORT_COLUMNS = {"timeCreated": EndpointRow.time_created, "displayName": EndpointRow.display_name}
@@ -88,16 +88,19 @@ def _work_request(svc: Services, session: Session, row: EndpointRow, operation: 
 
 
 def hosted_spec(svc: Services, session: Session, caller: Caller, model_id: str, field: str = "modelId") -> BaseModelSpec:
-    """The catalog model a hostable model runs on: a base model's own, or an ACTIVE custom model's base."""
+    """The base model a hostable model runs on: a catalog or ACTIVE imported model's own, or an ACTIVE
+    custom model's base."""
     spec = base_models.find(model_id, svc.region)
     if spec is not None:
         return spec
+    if imported_models.is_imported_id(model_id):
+        return base_models.base_for(session, caller, model_id, svc.region, field).spec
     model = session.get(ModelRow, model_id)
     if model is None or model.tenancy_id != caller.tenancy_id:
         raise invalid(f"{field}: no model {model_id!r} in your tenancy")
     if model.lifecycle_state != "ACTIVE":  # DELETED too: the loser of a race with its delete is told so
         raise invalid(f"{field}: model {model_id!r} is {model.lifecycle_state}; only an ACTIVE model can be hosted")
-    return base_models.resolve(model.base_model_id, svc.region)
+    return base_models.base_for(session, caller, model.base_model_id, svc.region, field).spec
 
 
 def _check_shape(cluster: ClusterRow, spec: BaseModelSpec) -> None:
@@ -165,7 +168,9 @@ def _insert(
         )
         spec = hosted_spec(svc, session, caller, details.model_id)
         _check_shape(cluster, spec)
-        if base_models.find(details.model_id, svc.region) is None:
+        if imported_models.is_imported_id(details.model_id):  # the same race with a delete of the imported model
+            imported_models.claim(session, session.get(ImportedModelRow, details.model_id))
+        elif base_models.find(details.model_id, svc.region) is None:
             _claim_model(session, details.model_id)
         hosted = _live_endpoints(session, cluster.id)
         if len(hosted) >= ENDPOINTS_PER_HOSTING_CLUSTER:
@@ -339,6 +344,7 @@ class Target:
     model_id: str  # the model as the API names it (custom model OCID, or the base model's OCID)
     run_dir: Path | None  # the custom model's finished run folder (adapter/, model.json); None: the base itself
     endpoint_id: str | None = None
+    weights: Path | None = None  # the base itself when it is an imported model: its own folder
 
 
 def endpoint_target(svc: Services, caller: Caller, endpoint_id: str) -> Target:
@@ -347,18 +353,24 @@ def endpoint_target(svc: Services, caller: Caller, endpoint_id: str) -> Target:
         row = tenancy.owned_active(session, caller, EndpointRow, endpoint_id, "endpoint", "it answers once it is ACTIVE")
         model_id = row.model_id
     target = model_target(svc, caller, model_id)
-    return Target(target.spec, target.model_id, target.run_dir, endpoint_id)
+    return replace(target, endpoint_id=endpoint_id)
 
 
 def model_target(svc: Services, caller: Caller, model_id: str) -> Target:
-    """A model by id or base model name: a catalog base model, or the tenancy's ACTIVE custom model."""
+    """A model by id or base model name: a catalog base model, the tenancy's ACTIVE imported model, or
+    its ACTIVE custom model."""
     spec = base_models.find(model_id, svc.region)
     if spec is not None:
         return Target(spec, base_models.base_ocid(spec, svc.region), None)
+    if imported_models.is_imported_id(model_id):
+        with svc.session() as session:
+            row = tenancy.owned_active(session, caller, ImportedModelRow, model_id, "model", "only an ACTIVE model answers")
+            base = base_models.Base(base_models.imported_spec(row), imported_models.weights_folder(row))
+        return Target(base.spec, model_id, None, weights=base.weights)
     with svc.session() as session:
         model = tenancy.owned_active(session, caller, ModelRow, model_id, "model", "only an ACTIVE model answers")
         job = session.scalars(select(JobRow).where(JobRow.model_id == model_id).order_by(JobRow.time_created.desc())).first()
-        spec = base_models.resolve(model.base_model_id, svc.region)
+        spec = base_models.base_for(session, caller, model.base_model_id, svc.region, "model").spec
     folder = run_folder(Path(job.job_dir)) if job is not None else None
     if folder is None or not folder.is_finished():
         raise incorrect_state(f"model {model_id} has no adapter on this server")

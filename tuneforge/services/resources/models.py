@@ -1,7 +1,8 @@
 """Custom models: a create validates everything up front (the training config against the base
 model's ranges, the cluster, every line of the dataset, the plan's length) and then queues the
 training job; the model is CREATING until a worker's job ends it ACTIVE or FAILED. Catalog base
-models are read-only and appear in every compartment."""
+models are read-only and appear in every compartment. A base model is a catalog model or one of the
+tenancy's ACTIVE imported models (base_models.base_for), whose jobs train its own weights."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from tuneforge.catalog import BaseModelSpec
 from tuneforge.errors import DatasetError, InvalidParameter
 from tuneforge.hyperparams import TrainingConfig, make_plan, resolve_training_config
 from tuneforge.jobs import lifecycle
@@ -22,7 +22,7 @@ from tuneforge.services import idempotency, tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found, too_many_requests
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, is_descending, listing, page_of, rfc3339
-from tuneforge.services.resources import base_models, clusters, datasets, endpoints
+from tuneforge.services.resources import base_models, clusters, datasets, endpoints, imported_models
 from tuneforge.services.schemas.resources import (
     CreateDedicatedAiClusterDetails,
     CreateModelDetails,
@@ -32,10 +32,18 @@ from tuneforge.services.schemas.resources import (
     UpdateModelDetails,
 )
 from tuneforge.services.tenancy import find_owned, owned
-from tuneforge.services.transactions import commit_versioned, retrying
+from tuneforge.services.transactions import Conflict, commit_versioned, retrying
 from tuneforge.serving.export import ExportError, export_peft
 from tuneforge.store import ids, objects, workrequests
-from tuneforge.store.tables import ClusterRow, JobRow, MetricRecord, ModelRow, WorkRequestEntry, WorkRequestRow
+from tuneforge.store.tables import (
+    ClusterRow,
+    ImportedModelRow,
+    JobRow,
+    MetricRecord,
+    ModelRow,
+    WorkRequestEntry,
+    WorkRequestRow,
+)
 
 CUSTOM_CAPABILITIES = ["TEXT_GENERATION", "CHAT"]
 STATES = ("ACTIVE", "CREATING", "DELETING", "DELETED", "FAILED")
@@ -74,14 +82,16 @@ def _answer(row: ModelRow, region: str, work_request_id: str | None = None) -> A
 # ---- create ---------------------------------------------------------------------------------
 
 
-def _training_config(details: CreateModelDetails, region: str) -> tuple[BaseModelSpec, TrainingConfig]:
-    spec = base_models.resolve(details.base_model_id, region)
+def _training_config(
+    session, caller: Caller, details: CreateModelDetails, region: str
+) -> tuple[base_models.Base, TrainingConfig]:
+    base = base_models.base_for(session, caller, details.base_model_id, region)
     overrides = details.fine_tune_details.training_config
     try:
-        config = resolve_training_config(spec, overrides.model_dump(by_alias=True, exclude_none=True) if overrides else {})
+        config = resolve_training_config(base.spec, overrides.model_dump(by_alias=True, exclude_none=True) if overrides else {})
     except InvalidParameter as err:
         raise invalid(f"fineTuneDetails.trainingConfig.{err}") from None
-    return spec, config
+    return base, config
 
 
 def _hold_cluster(session, cluster_id: str) -> None:
@@ -101,7 +111,16 @@ def _hold_cluster(session, cluster_id: str) -> None:
         )
 
 
-def _dataset(svc: Services, session, caller: Caller, details: CreateModelDetails, spec: BaseModelSpec) -> tuple[Path, int]:
+def _hold_imported(session, model_id: str) -> None:
+    """Claim the imported base model for this transaction (imported_models.claim): a delete of it that
+    came first makes this fail here; one that comes after counts this fine-tune and is refused."""
+    try:
+        imported_models.claim(session, session.get(ImportedModelRow, model_id))
+    except Conflict:
+        raise invalid(f"baseModelId: imported model {model_id!r} was deleted while the model was being created") from None
+
+
+def _dataset(svc: Services, session, caller: Caller, details: CreateModelDetails, base: base_models.Base) -> tuple[Path, int]:
     """The stored dataset object and its number of examples; 400 naming every bad line."""
     ds = details.fine_tune_details.training_dataset
     where = f"{ds.namespace_name}/{ds.bucket_name}/{ds.object_name}"
@@ -114,7 +133,10 @@ def _dataset(svc: Services, session, caller: Caller, details: CreateModelDetails
         )
     path = objects.blob_path(svc.config.objects_dir, found.storage_key)
     try:
-        return path, datasets.check(path, where, spec, svc.config.weights)
+        # Token lengths are counted with the tokenizer of the weights the job will train: an imported
+        # model's own, a catalog model's from the server's weights.
+        weights = str(base.weights) if base.weights is not None else svc.config.weights
+        return path, datasets.check(path, where, base.spec, weights)
     except DatasetError as err:
         raise invalid(f"fineTuneDetails.trainingDataset: {err}") from None
 
@@ -157,7 +179,8 @@ def create_model(
         earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateModel", digest)
         if earlier is not None:
             return _answer(session.get(ModelRow, earlier.resource_id), svc.region, earlier.work_request_id)
-        spec, training_config = _training_config(details, svc.region)
+        base, training_config = _training_config(session, caller, details, svc.region)
+        spec = base.spec
         if new_cluster is None:
             clusters.usable(
                 session,
@@ -167,7 +190,7 @@ def create_model(
                 "FINE_TUNING",
                 "fine-tuning needs a FINE_TUNING cluster",
             )
-        dataset, n_examples = _dataset(svc, session, caller, details, spec)
+        dataset, n_examples = _dataset(svc, session, caller, details, base)
         try:
             plan = make_plan(n_examples, training_config)
         except InvalidParameter as err:
@@ -179,6 +202,8 @@ def create_model(
             cluster_id = clusters.add_cluster(svc, session, caller, new_cluster)[0].id
         else:
             _hold_cluster(session, cluster_id)
+        if base.weights is not None:
+            _hold_imported(session, spec.id)
         now = datetime.now(UTC)
         model_id = ids.new_ocid(ids.MODEL, svc.region)
         ft = details.fine_tune_details
