@@ -510,4 +510,5 @@ def test_a_chat_file_the_template_cannot_render_fails_the_run_naming_the_line(ti
     with pytest.raises(DatasetError) as err:
         fine_tune(run)
     assert [p.line for p in err.value.problems] == [5]
-    assert "tools: the chat template of" in str(err.value) and "does not support tools" in str(err.value)
+    assert "line 5: tools: the chat template of meta.llama-3.3-70b-instruct does not support tools" in str(err.value)
+    assert str(tiny_llama) not in str(err.value)  # the model's id, never the server's path to its weights

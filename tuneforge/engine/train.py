@@ -200,7 +200,7 @@ def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dt
         path=str(run.dataset),
         context_tokens=context,
         context_source=context_source,
-        model=run.weights.description,
+        model=run.weights.description if run.weights.stand_in else run.base_model.id,  # never a server path
     )
     train_indices, val_indices = data.split_indices(len(examples), run.seed)  # the seeded 80:20 split (data.split_examples)
     train_set = [encoded[i] for i in train_indices]
