@@ -154,3 +154,83 @@ def test_train_refuses_an_unsupported_folder_before_loading_it(tmp_path, parity_
     proc = tuneforge("train", "--base-model", folder, "--dataset", parity_dataset, "--output", tmp_path / "o")
     assert proc.returncode == 2
     assert "'gpt2'" in proc.stderr and "supported architectures" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- plan: sized from config.json -----------------------------------------------------------------
+
+# meta-llama/Llama-3.2-1B-Instruct's config.json (the fields that size a run): no weights needed to plan.
+LLAMA_1B = dict(
+    model_type="llama",
+    architectures=["LlamaForCausalLM"],
+    hidden_size=2048,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=8192,
+    vocab_size=128256,
+    tie_word_embeddings=True,
+    max_position_embeddings=131072,
+)
+
+
+def _plan_json(*args, env=None) -> dict:
+    proc = tuneforge("plan", *args, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_plan_sizes_a_folder_from_its_config(tmp_path):
+    folder = tmp_path / "llama-1b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(LLAMA_1B))
+    small = _plan_json("--base-model", folder, "--gpus", 1)
+    big = _plan_json("--base-model", "meta.llama-3.3-70b-instruct", "--gpus", 1)
+    assert small["baseModelId"] == str(folder) and small["architecture"] == "llama" and small["method"] == "LORA"
+    assert small["trainingConfig"] == big["trainingConfig"]  # the LoRA table's defaults
+    # 1.24B parameters (bf16 linear layers, fp32 embeddings, a bf16 head copy) against 70.6B.
+    assert 2 < small["capacity"]["gib"]["weights"] < 4 < 100 < big["capacity"]["gib"]["weights"]
+    assert small["capacity"]["fits"] and not big["capacity"]["fits"]
+
+    proc = tuneforge("plan", "--base-model", folder, "--gpus", 1, "--weights", folder)
+    assert proc.returncode == 2 and "--weights is for a catalog --base-model" in proc.stderr
+
+
+def test_plan_counts_tokens_with_a_hugging_face_models_tokenizer(tiny_folder, parity_dataset, tmp_path):
+    env = {**os.environ, "HF_HUB_CACHE": str(_hub_cache(tmp_path / "hub", "acme/tiny-llama", tiny_folder))}
+    plan = _plan_json("--base-model", "acme/tiny-llama", "--dataset", parity_dataset, env=env)
+    assert plan["baseModelId"] == "acme/tiny-llama" and plan["tokenLengthsChecked"] is True
+    proc = tuneforge("plan", "--base-model", "acme/missing", "--dataset", parity_dataset, env=env)
+    assert proc.returncode == 2 and "acme/missing not found offline" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_plan_reads_an_imported_model_from_the_servers_store(tmp_path, parity_dataset, tiny_folder):
+    from tuneforge.store.db import default_url, open_store
+    from tuneforge.store.tables import ImportedModelRow
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    imported_id = "ocid1.generativeaiimportedmodel.oc1.local.amaaaaaaplan"
+    config = json.loads((tiny_folder / "config.json").read_text())
+    with open_store(default_url(data_dir))() as session:
+        session.add(
+            ImportedModelRow(
+                id=imported_id,
+                tenancy_id="ocid1.tenancy.oc1..plan",
+                compartment_id="ocid1.tenancy.oc1..plan",
+                display_name="tiny",
+                lifecycle_state="ACTIVE",
+                source={"sourceType": "HUGGING_FACE_MODEL", "modelId": "acme/tiny-llama"},
+                architecture="LlamaForCausalLM",
+                weights_dir=str(tiny_folder),
+                config=config,
+            )
+        )
+        session.commit()
+    plan = _plan_json("--base-model", imported_id, "--dataset", parity_dataset, "--gpus", 1, "--data-dir", data_dir)
+    assert plan["baseModelId"] == imported_id and plan["architecture"] == "llama" and plan["tokenLengthsChecked"] is True
+    assert plan["capacity"]["gib"]["weights"] < 0.01  # the tiny model's own size, not a catalog model's
+
+    proc = tuneforge("plan", "--base-model", imported_id[:-4] + "zzzz", "--dataset", parity_dataset, "--data-dir", data_dir)
+    assert proc.returncode == 2 and "not in this store" in proc.stderr
+    proc = tuneforge("plan", "--base-model", imported_id, "--dataset", parity_dataset, "--data-dir", tmp_path / "none")
+    assert proc.returncode == 2 and "pass its --data-dir" in proc.stderr

@@ -85,14 +85,18 @@ class ModelShape:
     intermediate_size: int
     vocab_size: int
     tied_embeddings: bool
+    explicit_head_dim: int | None = None  # config.json's head_dim where it is not hidden / heads (Gemma, Qwen3)
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.attention_heads
+        return self.explicit_head_dim or self.hidden_size // self.attention_heads
 
     @classmethod
     def from_hf_config(cls, config: dict) -> ModelShape:
-        """From a Hugging Face config.json's fields (e.g. of the weights a run will use)."""
+        """From a Hugging Face config.json's fields (e.g. of the weights a run will use); a config that
+        leaves tie_word_embeddings out gets transformers' default for its model_type."""
+        from tuneforge.model_folder import TIED_BY_DEFAULT
+
         return cls(
             layers=config["num_hidden_layers"],
             hidden_size=config["hidden_size"],
@@ -100,7 +104,8 @@ class ModelShape:
             kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
             intermediate_size=config["intermediate_size"],
             vocab_size=config["vocab_size"],
-            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+            tied_embeddings=bool(config.get("tie_word_embeddings", config.get("model_type") in TIED_BY_DEFAULT)),
+            explicit_head_dim=config.get("head_dim"),
         )
 
 

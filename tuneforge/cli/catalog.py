@@ -314,8 +314,39 @@ def _load_token_counter(weights: Path | None) -> Callable[[str], int] | None:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
+def _plan_base(base_model: str, data_dir: Path, database_url: str | None):
+    """plan's --base-model and the folder of its own weights (None for a catalog id): a catalog id, a model
+    folder, a Hugging Face id in the cache, or an imported model's OCID, read from the server's store."""
+    from tuneforge.catalog import find_base_model
+    from tuneforge.errors import InvalidParameter
+    from tuneforge.store.ids import IMPORTED_MODEL
+
+    if not base_model.startswith(f"ocid1.{IMPORTED_MODEL}."):
+        return find_base_model(base_model)
+    from tuneforge.catalog import spec_for_config
+    from tuneforge.store.tables import ImportedModelRow
+
+    if database_url is None and not (data_dir / "tuneforge.db").is_file():
+        raise click.UsageError(
+            f"--base-model {base_model}: an imported model is read from the server's store; pass its --data-dir"
+        )
+    with _services(data_dir, database_url).session() as session:
+        row = session.get(ImportedModelRow, base_model)
+    if row is None or row.lifecycle_state != "ACTIVE" or not row.weights_dir:
+        state = "not in this store" if row is None else row.lifecycle_state
+        raise InvalidParameter("baseModelId", base_model, f"an ACTIVE imported model of the server's store (this one: {state})")
+    return spec_for_config(row.id, row.display_name, row.vendor, row.config or {}), Path(row.weights_dir)
+
+
 @click.command()
-@click.option("--base-model", "base_model", required=True, metavar="ID", help="Catalog model id (see `tuneforge models`).")
+@click.option(
+    "--base-model",
+    "base_model",
+    required=True,
+    metavar="ID|DIR|ORG/NAME|OCID",
+    help="A catalog model id (see `tuneforge models`), a model folder, a Hugging Face id in the Hugging Face cache, or "
+    "an imported model's OCID (read from the server's --data-dir); the last three are sized from their config.json.",
+)
 @click.option(
     "--dataset",
     type=click.Path(path_type=Path),
@@ -331,6 +362,7 @@ def _load_token_counter(weights: Path | None) -> Callable[[str], int] | None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_capacity_options
+@store_options
 @hyperparameter_options
 def plan(
     base_model: str,
@@ -338,6 +370,8 @@ def plan(
     seed: int | None,
     weights: Path | None,
     as_json: bool,
+    data_dir: Path,
+    database_url: str | None,
     gpus: int | None,
     nodes: int,
     gpu_type: str,
@@ -351,10 +385,13 @@ def plan(
 
     With --gpus: the memory each GPU needs, whether it fits, the training time and what to change (docs/scale-out.md)."""
     from tuneforge import data
-    from tuneforge.catalog import get_model
     from tuneforge.hyperparams import make_plan, resolve_training_config
 
-    model = get_model(base_model)
+    model, own_weights = _plan_base(base_model, data_dir, database_url)
+    if own_weights is not None:
+        if weights is not None:
+            raise click.UsageError("--weights is for a catalog --base-model; this one has its own tokenizer and config.json")
+        weights = own_weights  # its tokenizer counts the tokens, its config.json sizes the run
     config = resolve_training_config(model, overrides_from_flags(flags, model))
     seed = data.DEFAULT_SEED if seed is None else seed
     stand_in_data = dataset is None
@@ -392,6 +429,7 @@ def plan(
         print_json(
             {
                 "baseModelId": model.id,
+                **({"architecture": model.architecture} if own_weights is not None else {}),  # sized from its config.json
                 "method": model.method,
                 "deprecated": model.deprecated,
                 "trainingConfig": config.to_api(),
@@ -407,6 +445,7 @@ def plan(
     rows: list[tuple[str, Any]] = [
         ("baseModelId", model.id + (" (DEPRECATED)" if model.deprecated else "")),
         ("method", f"{model.method} ({api.pop('trainingConfigType')})"),
+        *([("architecture", f"{model.architecture} (its config.json)")] if own_weights is not None else []),
         (
             "dataset",
             f"not given; the bundled example ({n} examples) sizes the run" if stand_in_data else f"{dataset}: {n} examples",
