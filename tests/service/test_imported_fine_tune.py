@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import oci
 import openai
 import pytest
 from helpers.clients import clients
+from helpers.console import PASSWORD, Console, create_model
 from helpers.fine_tuning import create_cluster, dataset_lines, upload, wait_work_request
 from helpers.identities import new_identity
 from helpers.servers import running_service
@@ -198,3 +202,22 @@ def test_a_fine_tune_of_an_imported_model_is_checked_against_its_table(server, m
     assert "LORA_TRAINING_CONFIG" in create(imported_id, m.TFewTrainingConfig())
     unknown = imported_id[:-4] + "zzzz"
     assert "no imported model" in create(unknown, m.LoraTrainingConfig())
+
+
+def test_the_console_offers_an_active_imported_model(server, me, tmp_path):
+    ai, _ = clients(server, me)
+    imported_id = _import_from_cache(ai)
+    password = tmp_path / "password"
+    password.write_text(PASSWORD)
+    add = [sys.executable, "-m", "tuneforge", "console-users", "add", "--tenancy", me.tenancy, "--username", "importer"]
+    subprocess.run([*add, "--password-file", str(password), "--data-dir", str(server.data_dir)], check=True)
+    console = Console(httpx.Client(base_url=server.endpoint, timeout=60), server.data_dir)
+    assert console.login("importer").status_code == 303
+
+    assert f'value="{imported_id}"' in console.client.get("/console/models/new").text
+    plan = console.client.get("/console/api/plan", params={"baseModelId": imported_id, "n": 40, "totalTrainingEpochs": 2})
+    assert plan.json()["totalTrainingSteps"] == 8 and not plan.json()["errors"]  # 2 * ceil(32 / 8), LoRA's table
+
+    model_id = create_model(console, baseModelId=imported_id)
+    assert ai.get_model(model_id).data.base_model_id == imported_id
+    ai.delete_model(model_id)  # nothing more to learn from its training here

@@ -183,6 +183,8 @@ class ModelForm(DatasetSummary):
     hyperparams: dict[str, str] = field(default_factory=dict)  # as typed, for the chosen model's group
     errors: dict[str, str] = field(default_factory=dict)
     retry_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # The base models offered: the catalog's, then the tenancy's ACTIVE imported models (base_models.choices).
+    bases: list[BaseModelSpec] = field(default_factory=catalog.list_models)
 
     @property
     def kept_file_name(self) -> str:
@@ -204,7 +206,7 @@ class ModelForm(DatasetSummary):
 
     @property
     def spec(self) -> BaseModelSpec | None:
-        return next((m for m in catalog.list_models() if m.id == self.base_model_id), None)
+        return next((m for m in self.bases if m.id == self.base_model_id), None)
 
     def value(self, group: str, spec: BaseModelSpec, name: str) -> str:
         """What a hyperparameter input shows: the user's text for the chosen group, else the default."""
@@ -213,9 +215,10 @@ class ModelForm(DatasetSummary):
         return catalog.format_number(spec.params[name].default)
 
     @classmethod
-    def from_form(cls, form: FormData) -> ModelForm:
+    def from_form(cls, form: FormData, bases: list[BaseModelSpec] | None = None) -> ModelForm:
         text = lambda k, d="": str(form.get(k) or d).strip()
         made = cls(
+            bases=bases if bases is not None else catalog.list_models(),
             base_model_id=text("baseModelId"),
             compartment_id=text("compartmentId"),
             display_name=text("displayName"),

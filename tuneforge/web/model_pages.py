@@ -35,7 +35,7 @@ from tuneforge.services import tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, validation_message
 from tuneforge.services.protocol import DEFAULT_LIMIT
-from tuneforge.services.resources import datasets, models, objects
+from tuneforge.services.resources import base_models, datasets, models, objects
 from tuneforge.services.schemas.resources import CreateDedicatedAiClusterDetails, CreateModelDetails
 from tuneforge.web import cluster_pages, forms, queries
 from tuneforge.web.deps import ConsoleCaller, ServicesDep, csrf_header_ok, csrf_rejected, form_with_csrf, not_found
@@ -121,16 +121,24 @@ def _all_models(svc: Services, caller: Caller) -> list:
 
 
 def training_form_page(
-    request: Request, svc: Services, caller: Caller, template: str, form: Any, status: int = 200, **extra: Any
+    request: Request,
+    svc: Services,
+    caller: Caller,
+    template: str,
+    form: Any,
+    status: int = 200,
+    bases: list | None = None,
+    **extra: Any,
 ) -> Response:
-    """A form that starts a fine-tuning (create.html's model, sweep_new.html's sweep): the base models,
-    their hyperparameter groups, the fine-tuning clusters, compartments and dataset upload they share."""
+    """A form that starts a fine-tuning (create.html's model, sweep_new.html's sweep): the base models
+    (`bases`, default the catalog's), their hyperparameter groups, the fine-tuning clusters,
+    compartments and dataset upload they share."""
     return page(
         request,
         template,
         status=status,
         form=form,
-        catalog=catalog.list_models(),
+        catalog=bases if bases is not None else catalog.list_models(),
         groups=forms.groups(),
         group_of=forms.group_of,
         clusters=cluster_pages.active_clusters(svc, caller, "FINE_TUNING"),
@@ -141,7 +149,7 @@ def training_form_page(
 
 
 def _form_page(request: Request, svc: Services, caller: Caller, form: forms.ModelForm, status: int = 200) -> Response:
-    return training_form_page(request, svc, caller, "create.html", form, status, max_check_bytes=MAX_CHECK_BYTES)
+    return training_form_page(request, svc, caller, "create.html", form, status, form.bases, max_check_bytes=MAX_CHECK_BYTES)
 
 
 def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | None) -> forms.ModelForm:
@@ -151,14 +159,14 @@ def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | 
         model = models.get_model(svc, caller, model_id).value if model_id else None
     except ServiceError:
         model = None
+    bases = base_models.choices(svc, caller)  # the catalog's and the tenancy's ACTIVE imported models
     if model is None or model.type != "CUSTOM":
-        default = next((m.id for m in catalog.list_models() if m.id == base), None) or next(
-            m.id for m in catalog.list_models() if not m.deprecated
-        )
-        return forms.ModelForm(base_model_id=default, compartment_id=caller.tenancy_id)
+        default = next((m.id for m in bases if m.id == base), None) or next(m.id for m in bases if not m.deprecated)
+        return forms.ModelForm(base_model_id=default, compartment_id=caller.tenancy_id, bases=bases)
     ft = model.fine_tune_details
     config = {k: catalog.format_number(v) for k, v in ft["trainingConfig"].items() if k in API_FIELDS}
     return forms.ModelForm(
+        bases=bases,
         base_model_id=queries.model_view(model, svc.region)["baseModelName"],
         compartment_id=model.compartment_id,
         display_name=f"{model.display_name}-retry",
@@ -186,7 +194,7 @@ async def create(request: Request, caller: ConsoleCaller, svc: ServicesDep) -> R
     raw = await form_with_csrf(request)  # read only now that the session is known to be signed in
     if raw is None:
         return csrf_rejected(request)
-    form = forms.ModelForm.from_form(raw)
+    form = forms.ModelForm.from_form(raw, await run_in_threadpool(base_models.choices, svc, caller))
     values = form.check()
     upload = raw.get("datasetFile")
     has_file = isinstance(upload, UploadFile) and bool(upload.filename)
@@ -253,7 +261,8 @@ def _check_object(svc: Services, caller: Caller, spec, bucket: str, name: str) -
     if path is None:
         return None
     try:
-        datasets.check(path, _dataset_name(bucket, name), spec, svc.config.weights)
+        weights = base_models.training_weights(svc, caller, spec.id)  # an imported model's own tokenizer counts
+        datasets.check(path, _dataset_name(bucket, name), spec, weights)
     except DatasetError as err:
         return forms.dataset_report(err, _dataset_name(bucket, name))
     return None
@@ -271,7 +280,7 @@ def plan_api(
 ) -> Response:
     """Split and totalTrainingSteps for the form as it stands, with the server's message per field.
     `n` is the example count the dataset check found in a chosen file; an object reference is read here."""
-    spec = queries.spec_of(baseModelId)
+    spec = _base_spec(svc, caller, baseModelId)
     if spec is None:
         return JSONResponse({"errors": {"baseModelId": "Choose a base model."}})
     values, errors = forms.training_values(spec, dict(request.query_params))
@@ -289,12 +298,20 @@ def plan_api(
     return JSONResponse(body)
 
 
+def _base_spec(svc: Services, caller: Caller, base_model_id: str):
+    """The create form's base model: a catalog model or one of the tenancy's ACTIVE imported models; None otherwise."""
+    if queries.spec_of(base_model_id) is not None:
+        return queries.spec_of(base_model_id)
+    return next((m for m in base_models.choices(svc, caller) if m.id == base_model_id), None)
+
+
 def _count_object(svc: Services, caller: Caller, spec, bucket: str, name: str) -> tuple[int | None, tuple[str, list[str]] | None]:
     path = objects.object_path(svc, caller, objects.namespace_of(caller), bucket, name)
     if path is None:
         return None, (f"No object {bucket}/{name} in your namespace.", [])
     try:
-        return datasets.check(path, _dataset_name(bucket, name), spec, svc.config.weights), None
+        weights = base_models.training_weights(svc, caller, spec.id)
+        return datasets.check(path, _dataset_name(bucket, name), spec, weights), None
     except DatasetError as err:
         return None, forms.dataset_report(err, _dataset_name(bucket, name))
 
@@ -313,7 +330,7 @@ async def dataset_check_api(
     is removed before the answer is sent: nothing is kept."""
     if not csrf_header_ok(request):
         return JSONResponse({"message": "the form expired: reload the page"}, status_code=403)
-    spec = queries.spec_of(baseModelId)
+    spec = await run_in_threadpool(_base_spec, svc, caller, baseModelId)
     if spec is None:
         return JSONResponse({"message": "choose a base model"}, status_code=400)
     declared = request.headers.get("content-length", "")
@@ -327,7 +344,8 @@ async def dataset_check_api(
     try:
         spooled = await objects.spool(svc, request.stream(), expected_size=int(declared), content_md5=None)
         try:
-            n = await run_in_threadpool(datasets.check, spooled.path, name, spec, svc.config.weights)
+            weights = await run_in_threadpool(base_models.training_weights, svc, caller, spec.id)
+            n = await run_in_threadpool(datasets.check, spooled.path, name, spec, weights)
         finally:
             spooled.discard()
     except ServiceError as err:

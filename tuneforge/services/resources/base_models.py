@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.errors import InvalidParameter
-from tuneforge.services.context import Caller
-from tuneforge.services.errors import invalid
+from tuneforge.services.context import Caller, Services
+from tuneforge.services.errors import ServiceError, invalid
 from tuneforge.services.schemas.resources import Model
 
 CATALOG_COMPARTMENT = "ocid1.compartment.oc1..tuneforgecatalog"
@@ -98,3 +98,30 @@ def to_api(spec: BaseModelSpec, region: str) -> Model:
 
 def all_base(region: str) -> list[Model]:
     return [to_api(spec, region) for spec in catalog.list_models()]
+
+
+def choices(svc: Services, caller: Caller) -> list[BaseModelSpec]:
+    """What the caller can fine-tune: the catalog's models, then the tenancy's ACTIVE imported models
+    (every compartment, oldest first; one whose config.json the architectures no longer take is left out)."""
+    from tuneforge.services.resources import imported_models
+
+    found = catalog.list_models()
+    for row in imported_models.active_rows(svc, caller):
+        try:
+            found.append(catalog.spec_for_config(row.id, row.display_name, row.vendor, row.config or {}))
+        except InvalidParameter:
+            continue
+    return found
+
+
+def training_weights(svc: Services, caller: Caller, ref: str) -> str | None:
+    """The weights a fine-tune of `ref` trains, as datasets.check takes them (their tokenizer counts the
+    tokens): an imported model's own folder, else the server's `serve --weights` (None: the lookup)."""
+    if not ref.startswith("ocid1.") or find(ref, svc.region) is not None:
+        return svc.config.weights
+    try:
+        with svc.session() as session:
+            base = base_for(session, caller, ref, svc.region)
+    except ServiceError:
+        return svc.config.weights
+    return str(base.weights) if base.weights is not None else svc.config.weights
