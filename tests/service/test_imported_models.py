@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers.clients import clients
+from helpers.fine_tuning import create_cluster, dataset_lines, upload, wait_work_request
 from helpers.identities import new_identity
 from helpers.servers import ROOT, running_service
 from helpers.tiny_models import TINY_EXTRA, build_model, build_tokenizer, save_tiny_checkpoint
@@ -305,45 +306,53 @@ def test_another_tenancy_sees_nothing(server, sdk):
     finished(ai, model_id)
 
 
-def test_delete_is_refused_while_a_fine_tune_uses_the_model(server, sdk):
+def test_delete_is_refused_while_a_fine_tune_or_an_endpoint_uses_the_model(server, sdk):
     import oci
 
-    from tuneforge.store.db import default_url, open_store
-    from tuneforge.store.tables import ModelRow
-
-    ai, _, identity = sdk
+    ai, storage, _ = sdk
+    m = oci.generative_ai.models
     model = finished(ai, create(ai, hub_source(), display_name="in-use").data.id)
     folder = server.data_dir / "imported-models" / model.id
     assert folder.is_dir()
-    # The fine-tune is written straight into the store: what matters here is the imported model's delete.
-    sessions = open_store(server.database_url or default_url(server.data_dir))
-    with sessions() as session:
-        session.add(
-            ModelRow(
-                id="ocid1.generativeaimodel.oc1.local.usesimported",
-                tenancy_id=identity.tenancy,
-                compartment_id=COMPARTMENT,
-                display_name="ft",
-                base_model_id=model.id,
-                lifecycle_state="ACTIVE",
-                fine_tune_details={},
-                model_metrics=None,
-            )
+
+    def refused() -> str:
+        with pytest.raises(oci.exceptions.ServiceError) as err:
+            ai.delete_imported_model(model.id, retry_strategy=oci.retry.NoneRetryStrategy())  # the SDK retries 409 by itself
+        assert err.value.status == 409 and err.value.code == "IncorrectState"
+        return err.value.message
+
+    # A fine-tune of it, queued or training: refused, naming it; once the fine-tune is deleted, not any more.
+    cluster = create_cluster(ai, COMPARTMENT, unit_count=1)
+    fine_tune = ai.create_model(
+        m.CreateModelDetails(
+            compartment_id=COMPARTMENT,
+            base_model_id=model.id,
+            fine_tune_details=m.FineTuneDetails(
+                training_dataset=m.ObjectStorageDataset(**upload(storage, "uses-imported.jsonl", dataset_lines(40))),
+                dedicated_ai_cluster_id=cluster.id,
+                training_config=m.LoraTrainingConfig(total_training_epochs=1),
+            ),
         )
-        session.commit()
-    with pytest.raises(oci.exceptions.ServiceError) as err:
-        ai.delete_imported_model(model.id, retry_strategy=oci.retry.NoneRetryStrategy())  # the SDK retries 409 by itself
-    assert err.value.status == 409 and err.value.code == "IncorrectState"
-    assert "1 fine-tuned model(s) (ocid1.generativeaimodel.oc1.local.usesimported)" in err.value.message
-    with sessions() as session:
-        session.get(ModelRow, "ocid1.generativeaimodel.oc1.local.usesimported").lifecycle_state = "DELETED"
-        session.commit()
+    ).data
+    assert f"1 fine-tuned model(s) ({fine_tune.id})" in refused()
+    wait_work_request(ai, ai.delete_model(fine_tune.id).headers["opc-work-request-id"])
+
+    # An endpoint hosting it: refused, naming it, until the endpoint is deleted.
+    hosting = ai.create_dedicated_ai_cluster(
+        m.CreateDedicatedAiClusterDetails(type="HOSTING", compartment_id=COMPARTMENT, unit_count=1, unit_shape="LARGE_GENERIC")
+    ).data
+    endpoint = ai.create_endpoint(
+        m.CreateEndpointDetails(compartment_id=COMPARTMENT, model_id=model.id, dedicated_ai_cluster_id=hosting.id)
+    ).data
+    assert f"1 endpoint(s) ({endpoint.id})" in refused()
+    ai.delete_endpoint(endpoint.id)
+
     deleted = ai.delete_imported_model(model.id)
     assert deleted.status == 202
     assert ai.get_work_request(deleted.headers["opc-work-request-id"]).data.operation_type == "DELETE_IMPORTED_MODEL"
     assert ai.get_imported_model(model.id).data.lifecycle_state == "DELETED" and not folder.exists()
-    assert model.id not in [m.id for m in ai.list_imported_models(COMPARTMENT).data.items]
-    assert model.id in [m.id for m in ai.list_imported_models(COMPARTMENT, lifecycle_state="DELETED").data.items]
+    assert model.id not in [i.id for i in ai.list_imported_models(COMPARTMENT).data.items]
+    assert model.id in [i.id for i in ai.list_imported_models(COMPARTMENT, lifecycle_state="DELETED").data.items]
 
 
 def test_model_discovery_lists_the_catalog_and_active_imports(server, sdk):
