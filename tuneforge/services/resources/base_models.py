@@ -41,10 +41,7 @@ def resolve(ref: str, region: str) -> BaseModelSpec:
     spec = find(ref, region)
     if spec is None:
         known = ", ".join(m.id for m in catalog.list_models())
-        raise invalid(
-            f"baseModelId: {ref!r} is not allowed; it must be a fine-tunable base model (name or OCID): {known}; "
-            "or the OCID of an ACTIVE imported model of your tenancy"
-        )
+        raise invalid(f"baseModelId: {ref!r} is not allowed; it must be a fine-tunable base model (name or OCID): {known}")
     return spec
 
 
@@ -74,7 +71,14 @@ def base_for(session: Session, caller: Caller, ref: str, region: str, field: str
     if imported_models.is_imported_id(ref):
         row = imported_models.active(session, caller, ref, field)
         return Base(imported_spec(row), imported_models.weights_folder(row))
-    return Base(resolve(ref, region))
+    spec = find(ref, region)
+    if spec is None:
+        known = ", ".join(m.id for m in catalog.list_models())
+        raise invalid(
+            f"{field}: {ref!r} is not allowed; it must be a fine-tunable base model (name or OCID): {known}; "
+            "or the OCID of an ACTIVE imported model of your tenancy"
+        )
+    return Base(spec)
 
 
 def to_api(spec: BaseModelSpec, region: str) -> Model:
