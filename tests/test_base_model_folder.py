@@ -137,6 +137,15 @@ def test_train_a_model_folder_and_a_hugging_face_id(tiny_folder, parity_dataset,
     assert proc.returncode == 0, proc.stderr
 
 
+def test_a_cohere2_folder_trains_with_t_few(tmp_path, parity_dataset):
+    folder = save_tiny_checkpoint(tmp_path / "tiny-cohere2", "cohere2")
+    proc = tuneforge("train", "--base-model", folder, "--dataset", parity_dataset, "--output", tmp_path / "o", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["method"] == "TFEW" and result["trainingConfig"]["trainingConfigType"] == "TFEW_TRAINING_CONFIG"
+    assert result["trainingConfig"]["learningRate"] == 0.01 and "loraR" not in result["trainingConfig"]  # T-Few's table
+
+
 def test_a_folder_base_trains_its_own_weights_only(tiny_folder, parity_dataset, tmp_path):
     """--weights (the stand-in switch) would train another model under the folder's name: refused."""
     proc = tuneforge(
