@@ -474,7 +474,7 @@ def _capacity(model, config, examples, seed, count_tokens, weights: Path | None,
         shape = ModelShape.from_hf_config(json.loads((weights / "config.json").read_text()))
     count = count_tokens or capacity.estimated_tokens
     train, val = data.split_examples(examples, seed)
-    lengths = [[(count(e.prompt), count(e.completion)) for e in part] for part in (train, val)]
+    lengths = [[e.token_counts(count) for e in part] for part in (train, val)]
     work = capacity.workload(model.method, config, len(train), len(val), *lengths, tokens_counted=count_tokens is not None)
     return capacity.estimate(shape, work, layout)
 

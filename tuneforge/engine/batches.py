@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from tuneforge.data import Conversation, DatasetItem
+from tuneforge.data import Conversation, DatasetItem, message_text
 from tuneforge.errors import DatasetError, LineProblem
 
 IGNORE = -100
@@ -256,6 +256,20 @@ def encode_all(
     if total:
         raise DatasetError(path, problems, total)
     return encoded
+
+
+def reply_prompt(tokenizer, item: DatasetItem, model: str | None = None) -> tuple[list[int], str, str]:
+    """What a model is asked and should answer when a line is scored by generation: (prompt ids, the
+    prompt's last message, the expected reply). A pair's prompt and completion; a conversation up to
+    its last trained assistant turn (generation prompt added) and that turn's text."""
+    if not isinstance(item, Conversation):
+        return encode_prompt(tokenizer, item.prompt), item.prompt, item.completion
+    last = item.trained[-1]
+    head = replace(item, messages=item.messages[:last])
+    tools = list(item.tools) if item.tools else None
+    text = render(tokenizer, template_messages(head), tools, add_generation_prompt=True, model=model or _model(tokenizer))
+    shown = next((message_text(m) for m in reversed(head.messages) if m["role"] != "assistant"), "")
+    return tokenizer(text, add_special_tokens=False).input_ids, shown, message_text(item.messages[last])
 
 
 def trained_text(tokenizer, e: Encoded) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tuneforge.engine.batches import encode_example, encode_prompt
+from tuneforge.engine.batches import encode, encode_prompt, reply_prompt
 from tuneforge.engine.peft_format import load_adapter
 from tuneforge.engine.precision import pick_device, pick_dtype
 from tuneforge.engine.train import evaluate
@@ -67,7 +67,7 @@ def load_trained(model_dir: Path, device: str = "auto", precision: str = "auto")
 @torch.no_grad()
 def generate(
     loaded: Loaded,
-    prompts: list[str],
+    prompts: list[str] | list[list[int]],
     *,
     max_new_tokens: int = 64,
     temperature: float = 0.0,
@@ -75,13 +75,14 @@ def generate(
     seed: int = 0,
     batch_size: int = 16,
 ) -> list[str]:
-    """Greedy when temperature is 0, else nucleus sampling. Left-padded batches."""
+    """Greedy when temperature is 0, else nucleus sampling. Left-padded batches. Each prompt is a user
+    turn's text, or token ids already rendered with the chat template (`reply_prompt`)."""
     tok, model = loaded.tokenizer, loaded.model
     pad = tok.pad_token_id
     torch.manual_seed(seed)
     outputs: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        encoded = [encode_prompt(tok, p) for p in prompts[start : start + batch_size]]
+        encoded = [p if isinstance(p, list) else encode_prompt(tok, p) for p in prompts[start : start + batch_size]]
         width = max(len(e) for e in encoded)
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=loaded.device)
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=loaded.device)
@@ -99,19 +100,21 @@ def generate(
 
 
 def score(loaded: Loaded, examples, *, max_new_tokens: int | None = None) -> dict:
-    """Loss and token accuracy over completion tokens; exact match of greedy generations."""
-    encoded = [encode_example(loaded.tokenizer, e.prompt, e.completion) for e in examples]
+    """Loss and token accuracy over the trained tokens; exact match of greedy generations (for a
+    conversation: of its last trained assistant turn, generated from the messages before it)."""
+    encoded = [encode(loaded.tokenizer, e) for e in examples]
     loss, accuracy = evaluate(loaded.model, encoded, loaded.tokenizer.pad_token_id, loaded.device)
     longest = max(e.completion_len for e in encoded)
-    generations = generate(loaded, [e.prompt for e in examples], max_new_tokens=max_new_tokens or longest + 8)
-    matches = [g == e.completion.strip() for g, e in zip(generations, examples)]
+    asked = [reply_prompt(loaded.tokenizer, e) for e in examples]
+    generations = generate(loaded, [ids for ids, _, _ in asked], max_new_tokens=max_new_tokens or longest + 8)
+    matches = [g == expected.strip() for g, (_, _, expected) in zip(generations, asked)]
     return {
         "examples": len(examples),
         "loss": loss,
         "accuracy": accuracy,
         "exactMatch": sum(matches) / len(matches),
         "samples": [
-            {"line": e.line, "prompt": e.prompt, "expected": e.completion, "generated": g, "match": m}
-            for e, g, m in list(zip(examples, generations, matches))[:5]
+            {"line": e.line, "prompt": shown, "expected": expected, "generated": g, "match": m}
+            for e, (_, shown, expected), g, m in list(zip(examples, asked, generations, matches))[:5]
         ],
     }

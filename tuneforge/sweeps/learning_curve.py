@@ -131,21 +131,24 @@ def write_subset(setup: Setup, point: Point) -> None:
     train_pos, val_pos = data.split_indices(n, seed)
     lines: list[str] = [""] * n
     for pos, example in [*zip(train_pos, chosen_train), *zip(val_pos, chosen_val)]:
-        lines[pos] = _jsonl(example)
+        lines[pos] = jsonl_line(example)
     point.dataset.parent.mkdir(parents=True, exist_ok=True)
     tmp = point.dataset.with_name(point.dataset.name + ".tmp")
     tmp.write_text("".join(lines))
     tmp.replace(point.dataset)
 
 
-def _first(examples: list[data.Example], k: int, seed: int) -> list[data.Example]:
+def _first(examples: list[data.DatasetItem], k: int, seed: int) -> list[data.DatasetItem]:
     """The first k of a seeded permutation, in file order: the 25 % subset is inside the 50 % one."""
     order = list(range(len(examples)))
     random.Random(seed + 1).shuffle(order)
     return [examples[i] for i in sorted(order[:k])]
 
 
-def _jsonl(example: data.Example) -> str:
+def jsonl_line(example: data.DatasetItem) -> str:
+    if isinstance(example, data.Conversation):  # as checked: a line the same checks accept again
+        line = {"messages": list(example.messages)} | ({"tools": list(example.tools)} if example.tools else {})
+        return json.dumps(line) + "\n"
     return json.dumps({"prompt": example.prompt, "completion": example.completion}) + "\n"
 
 

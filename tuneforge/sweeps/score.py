@@ -21,7 +21,7 @@ from tuneforge.run_folder import write_json_atomic
 def score_examples(model_dir: Path, dataset: Path, seed: int, device: str, precision: str) -> list[dict]:
     import torch
 
-    from tuneforge.engine.batches import collate, encode_example
+    from tuneforge.engine.batches import collate, encode
     from tuneforge.engine.generate import load_trained
     from tuneforge.engine.loss import completion_stats
 
@@ -31,7 +31,7 @@ def score_examples(model_dir: Path, dataset: Path, seed: int, device: str, preci
     rows = []
     with torch.no_grad():
         for example in validation:
-            encoded = encode_example(loaded.tokenizer, example.prompt, example.completion)
+            encoded = encode(loaded.tokenizer, example)
             batch = {k: v.to(loaded.device) for k, v in collate([encoded], pad).items()}
             stats = completion_stats(loaded.model, batch)
             rows.append(
