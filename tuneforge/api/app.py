@@ -14,6 +14,7 @@ from tuneforge.api import (
     inference_routes,
     models_routes,
     objectstorage,
+    openai_fine_tuning_routes,
     openai_routes,
     sweeps_routes,
     workrequests_routes,
@@ -21,6 +22,7 @@ from tuneforge.api import (
 from tuneforge.api.auth import SignatureAuthMiddleware
 from tuneforge.api.protocol import LimitsMiddleware, RequestIdMiddleware
 from tuneforge.services.context import Services
+from tuneforge.services.schemas.openai_fine_tuning import OpenAIError
 from tuneforge.web import console
 
 
@@ -47,11 +49,13 @@ def create_app(services: Services) -> FastAPI:
         objectstorage,
         inference_routes,
         openai_routes,
+        openai_fine_tuning_routes,
     )
     for module in routers:
         app.include_router(module.router)
     console.install(app)  # the web console at / (tuneforge/web)
     errors.install(app)
+    app.add_exception_handler(OpenAIError, openai_fine_tuning_routes.openai_error)  # OpenAI's shape, with `param`
     # Outermost first on the way in: request id, then limits, then signatures (Starlette adds in reverse).
     app.add_middleware(SignatureAuthMiddleware, sessions=services.sessions, error_response=errors.send_error)
     app.add_middleware(LimitsMiddleware)

@@ -32,7 +32,7 @@ MAX_HEADER_BYTES = 8 * 1024
 MAX_HEADERS_BYTES = 32 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 # POST routes that check the session before reading their (large) body
-STREAMED_UPLOADS = ("/console/models/new", "/console/api/dataset-check")
+STREAMED_UPLOADS = ("/console/models/new", "/console/api/dataset-check", "/openai/v1/files")  # each bounds its own size
 
 
 def send_answer(response: Response, answer: Answer[T]) -> T:
