@@ -19,7 +19,15 @@ import os
 import pytest
 import torch
 from helpers.serving import chat, reference_greedy, run_until_done, serving_engine
-from helpers.tiny_models import COHERE, LLAMA, TINY_WINDOW, build_model, save_tiny_checkpoint, write_parity_dataset
+from helpers.tiny_models import (
+    COHERE,
+    LLAMA,
+    TINY_WINDOW,
+    build_model,
+    build_tokenizer,
+    save_tiny_checkpoint,
+    write_parity_dataset,
+)
 
 from tuneforge.catalog.architectures import ARCHITECTURES, REFUSED, TFEW, architecture, check_config, supported
 from tuneforge.serving import AdapterRef
@@ -253,8 +261,8 @@ def test_gguf_export_is_written_or_refused_with_the_reason(arch, tiny, tmp_path)
     _, run = tiny(arch)
     entry = ARCHITECTURES[arch]
     target = tmp_path / "model.gguf"
-    if entry.gguf is None:
-        with pytest.raises(ExportError, match="convert_hf_to_gguf") as err:
+    if entry.gguf is None or arch in ("qwen2", "qwen3"):  # the tiny Qwens use a window, which llama.cpp's do not
+        with pytest.raises(ExportError, match="convert_hf_to_gguf" if entry.gguf is None else "sliding window") as err:
             export_gguf(run, target)
         assert entry.name in str(err.value)
         assert not any(tmp_path.iterdir())  # nothing half-written
@@ -264,6 +272,35 @@ def test_gguf_export_is_written_or_refused_with_the_reason(arch, tiny, tmp_path)
     export_gguf(run, target)
     reader = gguf.GGUFReader(target)
     assert reader.fields["general.architecture"].contents() == entry.gguf
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_a_qwen_without_a_window_is_written_as_llama_cpps_qwen_and_reads_back(arch, tmp_path):
+    """Released Qwen2.5/Qwen3 checkpoints use no sliding window: the tiny Qwens without it (Qwen2 tied, with
+    q/k/v biases; Qwen3 with QK-norm) written as GGUF and read back by transformers' own GGUF loader."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.serving.gguf_writer import write_gguf
+
+    config = build_model(arch, hidden=64).config
+    config.use_sliding_window = False
+    config.layer_types = ["full_attention"] * config.num_hidden_layers
+    if arch == "qwen3":
+        config.head_dim = 128  # transformers' GGUF reader takes Qwen3's default, not the file's key_length
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path)
+    with torch.no_grad():  # the biases are zero at init: make them count
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    write_gguf(model.eval(), tokenizer, tmp_path, tmp_path / "model.gguf", "f16", name="tiny")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="model.gguf", dtype=torch.float32).eval()
+    assert loaded.config.model_type == arch
+    with torch.no_grad():
+        got, want = loaded(IDS).logits, model(IDS).logits
+    assert (got - want).abs().max() <= 2e-2 * want.abs().max()
 
 
 # -- the registry --------------------------------------------------------------------------------------

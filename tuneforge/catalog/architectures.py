@@ -65,7 +65,7 @@ class Architecture:
 
 
 _GGUF_SPECIAL = (
-    "the GGUF writer (serving/gguf_writer.py) writes the Llama tensor layout only; {name} needs {why}, "
+    "the GGUF writer (serving/gguf_writer.py) writes llama.cpp's llama, command-r, qwen2 and qwen3 layouts only; {name} needs {why}, "
     "which it does not write: export `merged` (safetensors) and convert it with llama.cpp's convert_hf_to_gguf.py"
 )
 
@@ -109,7 +109,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ("tied embeddings (0.5B-3B)", _TIED[1]),
                 ("sliding window (use_sliding_window, the layers above max_window_layers)", _SLIDING[1]),
             ),
-            gguf_refusal=_GGUF_SPECIAL.format(name="Qwen2 / Qwen2.5", why="the q/k/v bias tensors"),
+            gguf="qwen2",  # llama.cpp applies no sliding window: a model that uses one is refused
             example="Qwen/Qwen2.5-0.5B-Instruct",
         ),
         Architecture(
@@ -121,7 +121,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             _IA3,
             _IA3_FEEDFORWARD,
             features=(_QK_NORM, ("tied embeddings (0.6B-4B)", _TIED[1]), _SLIDING),
-            gguf_refusal=_GGUF_SPECIAL.format(name="Qwen3", why="the QK-norm weights"),
+            gguf="qwen3",  # likewise
             example="Qwen/Qwen3-0.6B",
         ),
         Architecture(

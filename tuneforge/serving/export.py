@@ -13,6 +13,7 @@
                  and key rows are reordered from Hugging Face's half-split layout, as llama.cpp's own
                  converter does. Cohere is llama.cpp's `command-r` (interleaved RoPE already: no
                  reordering; LayerNorm without bias; `logit_scale`; no separate feed-forward norm).
+                 Qwen2/Qwen3 are llama.cpp's `qwen2`/`qwen3` (Hugging Face's RoPE layout: no reordering).
                  The other architectures are refused with the reason (catalog/architectures.py): export
                  `merged` and convert that folder with llama.cpp's own converter.
 
@@ -243,7 +244,7 @@ def export_gguf(run_dir: str | os.PathLike, target_file: str | os.PathLike, gguf
 
     # before the merge (the whole model read and rewritten): an architecture the writer cannot write is refused at once
     base = _base_needed(_finished_run(run_dir))
-    why = refusal(json.loads((base / "config.json").read_text()).get("model_type"))
+    why = refusal(json.loads((base / "config.json").read_text()))
     if why:
         raise ExportError(why)
     model, tokenizer, run = merged_model(run_dir)

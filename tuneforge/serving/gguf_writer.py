@@ -1,4 +1,4 @@
-"""A transformers model (Llama, Mistral, Cohere Command R) as a GGUF file that llama.cpp loads; the
+"""A transformers model (Llama, Mistral, Qwen2/2.5, Qwen3, Cohere Command R) as a GGUF file that llama.cpp loads; the
 other architectures are refused with the reason (their registry entry's `gguf_refusal`).
 
 Written with the `gguf` package (llama.cpp's own Python library): its tensor-name map (HF name ->
@@ -21,16 +21,28 @@ from tuneforge.catalog.architectures import ARCHITECTURES
 from tuneforge.errors import TuneForgeError
 
 # llama.cpp architectures this writer writes, by their GGUF name (each registry entry's `gguf`)
-WRITTEN = {"llama": gguf.MODEL_ARCH.LLAMA, "command-r": gguf.MODEL_ARCH.COMMAND_R}
+WRITTEN = {
+    "llama": gguf.MODEL_ARCH.LLAMA,
+    "command-r": gguf.MODEL_ARCH.COMMAND_R,
+    "qwen2": gguf.MODEL_ARCH.QWEN2,
+    "qwen3": gguf.MODEL_ARCH.QWEN3,
+}
 
 
-def refusal(model_type: str) -> str | None:
-    """Why this writer cannot write a model of `model_type`; None when it can."""
+def refusal(config: dict) -> str | None:
+    """Why this writer cannot write the model of this config.json (a dict); None when it can."""
+    model_type = config.get("model_type")
     entry = ARCHITECTURES.get(model_type)
     if entry is None:
         return f"GGUF export: architecture {model_type!r} is not supported"
     if entry.gguf not in WRITTEN:
         return f"GGUF export: {entry.gguf_refusal}"
+    if entry.gguf in ("qwen2", "qwen3") and config.get("use_sliding_window"):
+        # Released Qwen2.5/Qwen3 checkpoints do not use it; llama.cpp's qwen2/qwen3 would attend past the window.
+        return (
+            f"GGUF export: this {entry.name} model uses a sliding window (use_sliding_window), which llama.cpp's "
+            f"{entry.gguf} architecture does not apply; export `merged` instead"
+        )
     return None
 
 
@@ -40,11 +52,13 @@ LLAMA3_SPLIT = (
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
     "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 )
+# Qwen2's (Qwen2.5 and Qwen3 share the tokenizer): Llama 3's with single digits; llama.cpp's "qwen2"
+QWEN2_SPLIT = LLAMA3_SPLIT.replace("\\p{N}{1,3}", "\\p{N}")
 
 
 def write_gguf(model, tokenizer, tokenizer_dir: Path, path: Path, gguf_type: str, name: str) -> None:
     config = model.config
-    why = refusal(config.model_type)
+    why = refusal(config.to_dict())
     if why:
         raise TuneForgeError(why)
     arch = WRITTEN[ARCHITECTURES[config.model_type].gguf]
@@ -120,6 +134,8 @@ def _pre_tokenizer(tokenizer_json: dict, arch) -> str:
         return "command-r" if arch == gguf.MODEL_ARCH.COMMAND_R else "smollm"  # the same regex in llama.cpp
     if kinds == ["Split", "ByteLevel"] and parts[0].get("pattern", {}).get("Regex") == LLAMA3_SPLIT:
         return "llama-bpe"
+    if kinds == ["Split", "ByteLevel"] and parts[0].get("pattern", {}).get("Regex") == QWEN2_SPLIT:
+        return "qwen2"
     raise TuneForgeError(f"GGUF export: unknown pre-tokenizer {json.dumps(pre)[:200]}; llama.cpp must know how it splits text")
 
 
