@@ -136,6 +136,12 @@ def test_train_a_model_folder_and_a_hugging_face_id(tiny_folder, parity_dataset,
     proc = tuneforge("generate", "--base-model", "acme/tiny-llama", "--prompt", "Is 7 odd?", "--max-new-tokens", 2, env=env)
     assert proc.returncode == 0, proc.stderr
 
+    # A base outside the catalog is exported under the name it was trained under (no catalog lookup).
+    proc = tuneforge("export", "--model", out, "--format", "peft", "--output", tmp_path / "exported", env=env)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((tmp_path / "exported" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "acme/tiny-llama"
+
 
 def test_a_cohere2_folder_trains_with_t_few(tmp_path, parity_dataset):
     folder = save_tiny_checkpoint(tmp_path / "tiny-cohere2", "cohere2")

@@ -29,7 +29,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.catalog import get_model
+from tuneforge.catalog import get_model, list_models
 from tuneforge.errors import TuneForgeError
 from tuneforge.run_folder import RunFolder, RunResult
 
@@ -64,7 +64,13 @@ def _finished_run(run_dir: str | os.PathLike) -> _Run:
     if result is None or not folder.is_finished():
         raise ExportError(f"--model {folder.path.name}: not a finished TuneForge model folder (needs model.json and adapter/)")
     base_dir = Path(result.weights["path"])
-    repo = STAND_IN_REPO if result.stand_in else get_model(result.base_model_id).weights_repo
+    catalog_ids = {m.id for m in list_models()}
+    # A base outside the catalog (an imported model, a folder, a Hugging Face id) goes by the name it was trained under.
+    repo = (
+        STAND_IN_REPO
+        if result.stand_in
+        else (get_model(result.base_model_id).weights_repo if result.base_model_id in catalog_ids else result.base_model_id)
+    )
     return _Run(folder, result, base_dir, repo)
 
 
