@@ -220,4 +220,5 @@ def test_the_console_offers_an_active_imported_model(server, me, tmp_path):
 
     model_id = create_model(console, baseModelId=imported_id)
     assert ai.get_model(model_id).data.base_model_id == imported_id
+    assert "LoRA" in console.client.get(f"/console/models/{model_id}").text  # the method, from its training config
     ai.delete_model(model_id)  # nothing more to learn from its training here

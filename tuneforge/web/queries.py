@@ -29,7 +29,9 @@ def model_view(model: Model, region: str) -> dict[str, Any]:
     view = model.model_dump(by_alias=True, exclude_none=True)
     spec = base_models.find(model.base_model_id or "", region)
     view["baseModelName"] = spec.id if spec else model.base_model_id
-    view["method"] = method_name(spec)
+    # A fine-tune of an imported base has no catalog entry: its training config says the method.
+    config_type = view.get("fineTuneDetails", {}).get("trainingConfig", {}).get("trainingConfigType", "")
+    view["method"] = method_name(spec) if spec else METHOD_NAMES.get(config_type.removesuffix("_TRAINING_CONFIG"), "?")
     view["standIn"] = (model.system_tags or {}).get("tuneforge", {}).get("standIn") == "true"
     return view
 
