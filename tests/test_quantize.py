@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from helpers.tiny_models import save_tiny_checkpoint
 
 from tuneforge.catalog import get_model
 from tuneforge.engine.train import RunSpec, fine_tune
@@ -15,6 +16,13 @@ from tuneforge.errors import TuneForgeError
 from tuneforge.hyperparams import resolve_training_config
 
 LLAMA, COHERE = "meta.llama-3.3-70b-instruct", "cohere.command-r-08-2024"
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """64 features wide, not conftest's 32: on CPUs with AVX512-BF16 bitsandbytes repacks 4-bit weights
+    for its own kernel in blocks of 64 input features, and a 32-wide layer leaves it an empty block."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny64") / "llama", "llama", hidden=64)
 
 
 def run_spec(model_id, weights, dataset, output, **overrides) -> RunSpec:
