@@ -66,6 +66,9 @@ def serving_engine(base: Path, start: bool = True, **config):
     from tuneforge.engine.weights import Weights
     from tuneforge.serving.engine import Engine, EngineConfig
 
+    # fp32 unless a test asks otherwise: "auto" picks bf16 matmuls on CPUs with AVX512-BF16/AMX, and
+    # greedy parity with fp32 PEFT would then hang on near-ties of the tiny random models.
+    config.setdefault("precision", "fp32")
     return Engine(Weights(str(base), base, False, base.name), EngineConfig(device="cpu", **config), start=start)
 
 
