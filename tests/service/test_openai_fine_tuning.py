@@ -201,6 +201,22 @@ def test_files_a_job_cannot_train_on(server, training_file):
     assert body["param"] == "validation_file"
 
 
+def test_what_tuneforge_does_differently_is_told_in_the_events(server, training_file):
+    """A validation_file is checked but the evaluation is OCI's split of the training file; the seed is the service's."""
+    jobs = server["me"].fine_tuning.jobs
+    validation = _upload(server["me"], _chat_lines(data.read_examples(DATES)[:10]), "valid.jsonl")
+    job = jobs.create(model=BASE, training_file=training_file, validation_file=validation.id, seed=7)
+    try:
+        assert (job.validation_file, job.seed) == (validation.id, data.DEFAULT_SEED)
+        warnings = [e.message for e in jobs.list_events(job.id, limit=100) if e.level == "warn"]
+        assert any(m.startswith("seed 7 was asked for") for m in warnings), warnings
+        assert any(m.startswith(f"validation_file {validation.id} was checked (10 examples)") for m in warnings), warnings
+        resolved = jobs.retrieve(job.id).hyperparameters  # every "auto" resolved from the catalog
+        assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (3, 8, 1.0)
+    finally:
+        assert jobs.cancel(job.id).status == "cancelled"
+
+
 def test_unknown_and_other_tenancys_jobs_do_not_exist(server):
     jobs = server["me"].fine_tuning.jobs
     for call in (
@@ -279,7 +295,7 @@ def test_the_job_succeeds_and_its_events_tell_the_story(server, journey):
     assert job.status == "succeeded", job
     assert re.fullmatch(rf"ft:{re.escape(BASE)}:org-[0-9a-f]{{16}}:dates:[0-9a-f]{{12}}", job.fine_tuned_model)
     assert job.finished_at >= job.created_at
-    assert job.trained_tokens is None or job.trained_tokens > 0
+    assert job.trained_tokens > 0
     assert journey["resumed"] is not None, "the job ended before it could be paused"
     messages = list(journey["seen"].values())
     assert any(m.startswith("Created fine-tuning job") for m in messages)
