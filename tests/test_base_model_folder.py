@@ -58,7 +58,7 @@ def test_lora_architectures_take_the_lora_table_as_it_is():
     assert spec.id == "ocid1.generativeaiimportedmodel.oc1.local.x" and spec.display_name == "tiny qwen"
     assert (spec.architecture, spec.vendor, spec.weights_repo) == ("qwen2", "qwen2", "")
     assert spec.context_tokens == 512 and spec.max_prompt_tokens is None and spec.max_completion_tokens is None
-    assert spec.shape == catalog.ModelShape(2, 32, 4, 2, 64, 320, True)
+    assert spec.shape == catalog.ModelShape(2, 32, 4, 2, 64, 320, True, architecture="qwen2")
     assert not spec.deprecated
 
 

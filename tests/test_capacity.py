@@ -126,3 +126,39 @@ def test_formula_against_a_measured_training_step_on_a_tiny_shape(tmp_path):
     measured = json.loads(proc.stdout.strip().splitlines()[-1])["measured_mib"]
     predicted = capacity_check.formula("tiny", 256, 2, False)["formula_mib"]
     assert 0.6 < predicted / measured < 1.4, (predicted, measured)
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+def test_adapter_parameters_are_those_of_the_layers_the_architecture_targets(arch, tmp_path):
+    """Phi-3's fused qkv_proj and gate_up_proj carry one LoRA each (fewer A parameters than Llama's
+    separate q, k, v and gate, up): plan counts what TuneForge's adapters and PEFT actually train."""
+    import peft
+    from helpers.tiny_models import build_model, save_tiny_checkpoint
+
+    from tuneforge.catalog import ModelShape, architectures, find_base_model
+    from tuneforge.engine.adapters import adapter_parameters, apply_lora
+
+    shape = ModelShape.from_hf_config(build_model(arch).config.to_dict())
+    targets = architectures.architecture(arch).lora_targets
+    ours = build_model(arch)
+    apply_lora(ours, r=8, alpha=16, dropout=0.0)
+    theirs = peft.get_peft_model(build_model(arch), peft.LoraConfig(r=8, lora_alpha=16, target_modules=list(targets)))
+    real = sum(p.numel() for p in adapter_parameters(ours).values())
+    assert real == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+    assert capacity.adapter_parameters(shape, "LORA", 8) == real
+
+    # `plan --gpus --base-model FOLDER` (an imported model's OCID alike) sizes the shape its config.json gives.
+    folder_shape = find_base_model(str(save_tiny_checkpoint(tmp_path / arch, arch)))[0].shape
+    assert folder_shape.architecture == arch and capacity.adapter_parameters(folder_shape, "LORA", 8) == real
+
+
+def test_ia3_parameters_are_those_of_the_layers_the_architecture_targets():
+    from helpers.tiny_models import build_model
+
+    from tuneforge.catalog import ModelShape
+    from tuneforge.engine.adapters import adapter_parameters, apply_ia3
+
+    model = build_model("cohere")
+    shape = ModelShape.from_hf_config(model.config.to_dict())
+    apply_ia3(model)
+    assert capacity.adapter_parameters(shape, "TFEW", 8) == sum(p.numel() for p in adapter_parameters(model).values())

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from tuneforge.catalog import ModelShape
+from tuneforge.catalog import ModelShape, architectures
 from tuneforge.engine.eval_plan import EvalPlan
 
 GIB = 2**30
@@ -133,13 +133,35 @@ def parameter_counts(shape: ModelShape) -> dict[str, int]:
     return {"layerLinear": linear, "layerNorms": 2 * h, "embeddings": shape.vocab_size * h, "head": shape.vocab_size * h}
 
 
-def adapter_parameters(shape: ModelShape, method: str, r: int) -> int:
+def linear_dims(shape: ModelShape) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each decoder-block linear layer an architecture's adapters may wrap, by name
+    (catalog/architectures.py's lora_targets and ia3_targets): the separate projections, and Phi-3's fused
+    qkv_proj (q, k and v stacked) and gate_up_proj (gate and up stacked)."""
     h, d, i = shape.hidden_size, shape.head_dim, shape.intermediate_size
     q, kv = shape.attention_heads * d, shape.kv_heads * d
-    if method == "LORA":  # r x (in + out) for q, k, v, o, gate, up, down (adapters.LORA_TARGETS)
-        per_layer = r * ((h + q) + 2 * (h + kv) + (q + h) + 3 * (h + i))
-    else:  # (IA)^3: a vector on the keys, the values and the feed-forward activation
-        per_layer = 2 * kv + i
+    return {
+        "q_proj": (h, q),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (q, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+        "qkv_proj": (h, q + 2 * kv),
+        "gate_up_proj": (h, 2 * i),
+    }
+
+
+def adapter_parameters(shape: ModelShape, method: str, r: int) -> int:
+    """The adapter's parameters on the layers the architecture's registry entry targets: LoRA r x (in + out)
+    per layer (A and B); (IA)^3 one vector per layer, on its input for a feed-forward target, else on its output."""
+    # A --weights folder of an architecture the registry lacks (training refuses it): sized as Llama's layers.
+    arch = architectures.architecture(shape.architecture) or architectures.ARCHITECTURES["llama"]
+    dims = linear_dims(shape)
+    if method == "LORA":
+        per_layer = sum(r * (dims[t][0] + dims[t][1]) for t in arch.lora_targets)
+    else:
+        per_layer = sum(dims[t][0] if t in arch.ia3_feedforward else dims[t][1] for t in arch.ia3_targets)
     return shape.layers * per_layer
 
 

@@ -18,6 +18,7 @@ from tuneforge.errors import InvalidParameter, TuneForgeError
 CATALOG_FILE = Path(__file__).with_name("models.toml")
 
 Number = int | float
+DPO_TRAINING_CONFIG = "DPO_TRAINING_CONFIG"  # preference tuning: the base model's adapter, trained with DPO
 
 
 def format_number(x: Number) -> str:
@@ -86,6 +87,9 @@ class ModelShape:
     vocab_size: int
     tied_embeddings: bool
     explicit_head_dim: int | None = None  # config.json's head_dim where it is not hidden / heads (Gemma, Qwen3)
+    # config.json's model_type: its registry entry (catalog/architectures.py) says which layers the adapters
+    # wrap (Phi-3's fused qkv_proj and gate_up_proj, Llama's separate ones)
+    architecture: str = "llama"
 
     @property
     def head_dim(self) -> int:
@@ -106,6 +110,7 @@ class ModelShape:
             vocab_size=config["vocab_size"],
             tied_embeddings=bool(config.get("tie_word_embeddings", config.get("model_type") in TIED_BY_DEFAULT)),
             explicit_head_dim=config.get("head_dim"),
+            architecture=config.get("model_type") or "llama",
         )
 
 
@@ -162,7 +167,7 @@ def _model(row: dict, tables: dict) -> BaseModelSpec:
         max_prompt_tokens=row.get("max_prompt_tokens"),
         max_completion_tokens=row.get("max_completion_tokens"),
         params={name: _param(name, spec) for name, spec in table.items()},
-        shape=ModelShape(**row["shape"]),
+        shape=ModelShape(**row["shape"], architecture=row["architecture"]),
     )
 
 
@@ -212,7 +217,18 @@ def fields() -> dict[str, FieldSpec]:
                 (model.method,) if not known or model.method not in known.methods else ()
             )
             found[name] = FieldSpec(name, param.type, known.description if known else param.description, methods)
+    every_method = tuple(dict.fromkeys(m.method for m in _load()))  # DPO trains either method's adapter
+    for name, param in dpo_params().items():
+        found[name] = FieldSpec(name, param.type, param.description, every_method)
     return found
+
+
+@functools.cache
+def dpo_params() -> dict[str, ParamSpec]:
+    """The fields a DPO_TRAINING_CONFIG adds to the base model's own table (models.toml [dpo]: beta)."""
+    if _data()["dpo"]["training_config_type"] != DPO_TRAINING_CONFIG:
+        raise ValueError(f"{CATALOG_FILE}: [dpo] training_config_type must be {DPO_TRAINING_CONFIG}")
+    return {name: _param(name, row) for name, row in _data()["dpo"]["hyperparameters"].items()}
 
 
 def get_model(model_id: str) -> BaseModelSpec:
