@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge import data
-from tuneforge.catalog import BaseModelSpec, get_model
+from tuneforge.catalog import BaseModelSpec, find_base_model, get_model
 from tuneforge.data import DEFAULT_SEED
 from tuneforge.errors import TuneForgeError
 from tuneforge.hyperparams import TrainingConfig, resolve_training_config
@@ -47,7 +47,10 @@ class SweepSpec:
     space: SearchSpace | None = None  # None: default_space (parse_params / space_from_json build one)
     fixed: dict[str, Number] = field(default_factory=dict)  # hyperparameters fixed like `train`'s flags (camelCase)
     pruner: str = "asha"  # asha | none
-    weights: str | None = None
+    weights: str | None = None  # the catalog ids' switch (`train --weights`); a `base_weights` base trains its own
+    # An imported base model's folder, which the runs train (`train --base-model FOLDER --base-model-name
+    # BASE_MODEL_ID`, as the service's jobs do); None: base_model_id is a catalog id.
+    base_weights: Path | None = None
     seed: int = DEFAULT_SEED
     device: str = "auto"
     precision: str = "auto"
@@ -161,6 +164,7 @@ class Setup:
             "datasetSha256": file_digest(s.dataset),
             "fixed": dict(sorted(s.fixed.items())),
             "weights": s.weights,
+            "baseWeights": str(s.base_weights) if s.base_weights is not None else None,
             "seed": s.seed,
         }
 
@@ -179,7 +183,13 @@ def prepare(spec: SweepSpec) -> Setup:
         raise TuneForgeError(f"--pruner: {spec.pruner!r} is not allowed; one of: {', '.join(PRUNERS)}")
     if spec.trials < 0 or spec.parallel < 1:
         raise TuneForgeError("--trials must be 0 or more and --parallel 1 or more")
-    model = get_model(spec.base_model_id)
+    if spec.base_weights is not None:
+        if spec.weights is not None:
+            raise TuneForgeError("--weights: only a catalog base model takes --weights; an imported base trains its own")
+        # What the runs' `train --base-model FOLDER --base-model-name ID` resolves, so trials and the sweep agree.
+        model = find_base_model(str(spec.base_weights), spec.base_model_id)[0]
+    else:
+        model = get_model(spec.base_model_id)
     defaults = resolve_training_config(model, spec.fixed)
     space = default_space(model, spec.fixed) if spec.space is None else spec.space
     for name in space:
@@ -191,6 +201,7 @@ def prepare(spec: SweepSpec) -> Setup:
     n = data.scan_dataset(spec.dataset)
     # Fail before any trial on weights that cannot be found; this also converts a GGUF stand-in once,
     # so that parallel trials never race to convert it.
-    resolve_weights(spec.weights, model_id=model.id, weights_repo=model.weights_repo)
+    if spec.base_weights is None:
+        resolve_weights(spec.weights, model_id=model.id, weights_repo=model.weights_repo)
     check_server(spec.mlflow_tracking_uri)
     return Setup(spec, model, defaults, space, tuple(notes), n, data.split_sizes(n)[0], SweepFolder(spec.output))

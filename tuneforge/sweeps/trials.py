@@ -82,7 +82,8 @@ class TrainJob:
 
 def train_command(spec: SweepSpec, job: TrainJob, slot: Slot, resume: bool) -> list[str]:
     args = train_args(
-        base_model_id=spec.base_model_id,
+        base_model_id=str(spec.base_weights) if spec.base_weights is not None else spec.base_model_id,
+        base_model_name=spec.base_model_id if spec.base_weights is not None else None,
         dataset=job.dataset,
         output=job.folder.path,
         training_config=job.config,

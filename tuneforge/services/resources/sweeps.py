@@ -25,7 +25,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tuneforge.catalog import BaseModelSpec
 from tuneforge.data import DEFAULT_SEED
 from tuneforge.errors import DatasetError, TuneForgeError
 from tuneforge.hyperparams import FIELD_TYPES, make_plan
@@ -34,7 +33,7 @@ from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, incorrect_state, invalid
 from tuneforge.services.protocol import Answer, Page, check_if_match, etag, listing, rfc3339, sorted_by, sql_page
-from tuneforge.services.resources import base_models, clusters, datasets, models, objects
+from tuneforge.services.resources import base_models, clusters, datasets, imported_models, models, objects
 from tuneforge.services.schemas.sweeps import (
     CreateSweepDetails,
     KeepBestDetails,
@@ -44,10 +43,10 @@ from tuneforge.services.schemas.sweeps import (
     SweepSummary,
 )
 from tuneforge.services.tenancy import owned
-from tuneforge.services.transactions import commit_versioned, retrying
+from tuneforge.services.transactions import Conflict, commit_versioned, retrying
 from tuneforge.store import ids, workrequests
 from tuneforge.store.db import normalize_url
-from tuneforge.store.tables import ModelRow, SweepRow, utcnow
+from tuneforge.store.tables import ImportedModelRow, ModelRow, SweepRow, utcnow
 from tuneforge.sweeps import SweepSpec, prepare, space_from_json, space_to_json
 
 STATES = ("ACCEPTED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "CANCELING", "CANCELED")
@@ -90,10 +89,14 @@ def caller_of(row: SweepRow) -> Caller:
     return Caller(tenancy_id=row.tenancy_id, user_id=row.spec["createdBy"])
 
 
-def spec_of(svc: Services, row: SweepRow, worker_id: str = "local") -> SweepSpec:
-    """The tuneforge.sweeps spec of a stored sweep (the CLI builds the same from its flags)."""
+def spec_of(svc: Services, row: SweepRow, worker_id: str = "local", base: base_models.Base | None = None) -> SweepSpec:
+    """The tuneforge.sweeps spec of a stored sweep (the CLI builds the same from its flags). Its base
+    (`base`, else looked up): a catalog model, or an imported model, whose own folder the runs train."""
     s = row.spec
-    model = base_models.resolve(row.base_model_id, svc.region)
+    if base is None:
+        with svc.session() as session:
+            base = base_models.base_for(session, caller_of(row), row.base_model_id, svc.region)
+    model = base.spec
     return SweepSpec(
         base_model_id=model.id,
         dataset=sweep_dir(svc, row.id) / "dataset.jsonl",
@@ -103,7 +106,8 @@ def spec_of(svc: Services, row: SweepRow, worker_id: str = "local") -> SweepSpec
         space=space_from_json(s["searchSpace"], model) if s.get("searchSpace") is not None else None,
         fixed=s.get("trainingConfig") or {},
         pruner=s["pruner"].lower(),
-        weights=svc.config.weights,
+        weights=svc.config.weights if base.weights is None else None,
+        base_weights=base.weights,
         seed=DEFAULT_SEED,  # every model of the service trains on this seed's split: the curve's scoring must use the same
         storage_url=study_storage_url(svc),
         study_name=study_name(row.id),
@@ -171,7 +175,7 @@ def _check_cluster(session, caller: Caller, cluster_id: str) -> None:
     clusters.usable(session, caller, cluster_id, "dedicatedAiClusterId", "FINE_TUNING", why)
 
 
-def _dataset(svc: Services, caller: Caller, details: CreateSweepDetails, spec: BaseModelSpec) -> tuple[Path, str]:
+def _dataset(svc: Services, caller: Caller, details: CreateSweepDetails, base: base_models.Base) -> tuple[Path, str]:
     """The stored dataset (checked line by line, as create_model checks it) and its etag."""
     ds = details.training_dataset
     where = f"{ds.namespace_name}/{ds.bucket_name}/{ds.object_name}"
@@ -180,7 +184,8 @@ def _dataset(svc: Services, caller: Caller, details: CreateSweepDetails, spec: B
         raise invalid(f"trainingDataset: object {where} not found in your namespace; upload it with put_object first")
     stored = objects.get_object(svc, caller, ds.namespace_name, ds.bucket_name, ds.object_name)
     try:
-        datasets.check(path, where, spec, svc.config.weights)
+        # Token lengths by the tokenizer of the weights the trials train: an imported model's own, else the server's.
+        datasets.check(path, where, base.spec, str(base.weights) if base.weights is not None else svc.config.weights)
     except DatasetError as err:
         raise invalid(f"trainingDataset: {err}") from None
     return path, stored.etag
@@ -203,11 +208,12 @@ def create_sweep(svc: Services, caller: Caller, details: CreateSweepDetails, ret
         earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateSweep", digest)
         if earlier is not None:
             return _answer(session.get(SweepRow, earlier.resource_id), svc.region, earlier.work_request_id)
-        model = base_models.resolve(details.base_model_id, svc.region)
+        base = base_models.base_for(session, caller, details.base_model_id, svc.region)
+        model = base.spec
         fixed = details.training_config.model_dump(by_alias=True, exclude_none=True) if details.training_config else {}
         config_type = fixed.pop("trainingConfigType", model.training_config_type)
         _check_cluster(session, caller, details.dedicated_ai_cluster_id)
-        source, object_etag = _dataset(svc, caller, details, model)
+        source, object_etag = _dataset(svc, caller, details, base)
         sweep_id = ids.new_ocid(SWEEP_OCID, svc.region)
         folder = sweep_dir(svc, sweep_id)
         _snapshot(source, folder)
@@ -242,8 +248,10 @@ def create_sweep(svc: Services, caller: Caller, details: CreateSweepDetails, ret
                 raise invalid(
                     f"trainingConfig.trainingConfigType: {config_type!r} is not allowed; {model.id} takes {model.training_config_type}"
                 )
-            setup = prepare(spec_of(svc, row))
+            setup = prepare(spec_of(svc, row, base=base))
             make_plan(setup.n_examples, setup.defaults)  # trial 0's plan (each trial's own is checked when it is created)
+            if base.weights is not None:
+                _hold_imported(session, model.id)
         except TuneForgeError as err:
             shutil.rmtree(folder, ignore_errors=True)
             raise invalid(_field_path(str(err))) from None
@@ -274,6 +282,15 @@ def create_sweep(svc: Services, caller: Caller, details: CreateSweepDetails, ret
         if earlier is not None:
             return _answer(session.get(SweepRow, earlier.resource_id), svc.region, earlier.work_request_id)
         return _answer(row, svc.region, wr.id)
+
+
+def _hold_imported(session, model_id: str) -> None:
+    """Claim the imported base model in this transaction (imported_models.claim, as create_model does): a
+    delete of it that came first fails this create; one that comes after counts this sweep and is refused."""
+    try:
+        imported_models.claim(session, session.get(ImportedModelRow, model_id))
+    except Conflict:
+        raise invalid(f"baseModelId: imported model {model_id!r} was deleted while the sweep was being created") from None
 
 
 def _field_path(message: str) -> str:
