@@ -2,16 +2,21 @@
 catalog model is), through the official `oci` SDK on a live server: a tiny random Qwen2 is uploaded to
 Object Storage and imported, a 2-trial sweep over it (baseModelId = its OCID) finishes, its trials are
 fine-tunes of the imported model that trained the imported weights (never the server's `--weights`,
-a tiny Llama), and keepBest keeps the best of them."""
+a tiny Llama), keepBest keeps the best of them, and the console's new-sweep form offers the model."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import oci
 import pytest
 from helpers.clients import clients
+from helpers.console import PASSWORD, Console
 from helpers.fine_tuning import create_cluster, dataset_lines, upload, wait_work_request
 from helpers.identities import new_identity
 from helpers.servers import running_service
@@ -88,6 +93,17 @@ def test_a_sweep_over_an_imported_model_trains_its_weights(server, tmp_path, tin
     kept = native(ai, "POST", f"/sweeps/{sweep['id']}/actions/keepBest", {"displayName": "best-of-imported"}).data
     best = ai.get_model(kept["modelId"]).data
     assert best.id == sweep["bestModelId"] and best.display_name == "best-of-imported" and best.base_model_id == imported_id
+
+    # The console's new-sweep form offers the imported model, and starts from it when asked.
+    password = tmp_path / "password"
+    password.write_text(PASSWORD)
+    add = [sys.executable, "-m", "tuneforge", "console-users", "add", "--tenancy", me.tenancy, "--username", "importsweeper"]
+    subprocess.run([*add, "--password-file", str(password), "--data-dir", str(server.data_dir)], check=True)
+    console = Console(httpx.Client(base_url=server.endpoint, timeout=60), server.data_dir)
+    assert console.login("importsweeper").status_code == 303
+    assert f'value="{imported_id}"' in console.client.get("/console/sweeps/new").text
+    started = console.client.get(f"/console/sweeps/new?from={best.id}").text
+    assert re.search(rf'<option value="{re.escape(imported_id)}"[^>]*selected', started)
 
     # In use by the sweep's models: the imported model cannot be deleted.
     refused = service_error(lambda: ai.delete_imported_model(imported_id, retry_strategy=oci.retry.NoneRetryStrategy()))

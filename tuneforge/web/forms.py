@@ -30,7 +30,6 @@ from tuneforge.services.resources import objects
 from tuneforge.services.schemas.resources import CreateDedicatedAiClusterDetails
 from tuneforge.services.schemas.sweeps import MAX_TRIALS
 from tuneforge.sweeps.space import parse_param, space_to_json
-from tuneforge.web import queries
 
 # ---- shared by the model and sweep forms ---------------------------------------------------
 
@@ -418,10 +417,12 @@ class SweepForm(DatasetSummary):
     ranges: dict[str, str] = field(default_factory=dict)  # search ranges, as typed ("1e-5:1e-3:log", "8,16")
     errors: dict[str, str] = field(default_factory=dict)
     retry_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # The base models offered: the catalog's, then the tenancy's ACTIVE imported models (base_models.choices).
+    bases: list[BaseModelSpec] = field(default_factory=catalog.list_models)
 
     @property
     def spec(self) -> BaseModelSpec | None:
-        return queries.spec_of(self.base_model_id)
+        return next((m for m in self.bases if m.id == self.base_model_id), None)
 
     @property
     def kept_file_name(self) -> str:
@@ -458,11 +459,12 @@ class SweepForm(DatasetSummary):
         return targets
 
     @classmethod
-    def from_form(cls, form: FormData) -> SweepForm:
+    def from_form(cls, form: FormData, bases: list[BaseModelSpec] | None = None) -> SweepForm:
         def text(key: str, default: str = "") -> str:
             return str(form.get(key) or default).strip()[:4000]
 
         made = cls(
+            bases=bases if bases is not None else catalog.list_models(),
             base_model_id=text("baseModelId"),
             compartment_id=text("compartmentId"),
             display_name=text("displayName"),

@@ -91,6 +91,7 @@ def _form_page(request: Request, svc: Services, caller: Caller, form: forms.Swee
         "sweep_new.html",
         form,
         status,
+        form.bases,
         strategies=forms.SWEEP_STRATEGIES,
         pruners=forms.SWEEP_PRUNERS,
         max_trials=MAX_TRIALS,
@@ -106,9 +107,10 @@ def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | 
         model = models.get_model(svc, caller, model_id).value if model_id else None
     except ServiceError:
         model = None
+    bases = base_models.choices(svc, caller)  # the catalog's and the tenancy's ACTIVE imported models
     if model is None or model.type != "CUSTOM":
-        default = queries.spec_of(base or "") or next(m for m in catalog.list_models() if not m.deprecated)
-        return forms.SweepForm(base_model_id=default.id, compartment_id=caller.tenancy_id, cluster=first_cluster)
+        default = next((m for m in bases if m.id == base), None) or next(m for m in bases if not m.deprecated)
+        return forms.SweepForm(base_model_id=default.id, compartment_id=caller.tenancy_id, cluster=first_cluster, bases=bases)
     ft = model.fine_tune_details
     cluster = ft["dedicatedAiClusterId"] if any(c.id == ft["dedicatedAiClusterId"] for c in clusters) else first_cluster
     return forms.SweepForm(
@@ -120,6 +122,7 @@ def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | 
         bucket_name=ft["trainingDataset"]["bucketName"],
         object_name=ft["trainingDataset"]["objectName"],
         hyperparams={k: catalog.format_number(v) for k, v in ft["trainingConfig"].items() if k in API_FIELDS},
+        bases=bases,
     )
 
 
@@ -139,7 +142,7 @@ async def create(request: Request, caller: ConsoleCaller, svc: ServicesDep) -> R
     raw = await form_with_csrf(request)
     if raw is None:
         return csrf_rejected(request)
-    form = forms.SweepForm.from_form(raw)
+    form = forms.SweepForm.from_form(raw, await run_in_threadpool(base_models.choices, svc, caller))
     body = form.check()
     upload = raw.get("datasetFile")
     if form.dataset_source == "upload" and isinstance(upload, UploadFile) and upload.filename:
@@ -186,7 +189,8 @@ def _show_error(svc: Services, caller: Caller, form: forms.SweepForm, message: s
         shown_name = form.kept_file_name if form.dataset_source == "upload" else f"{form.bucket_name}/{form.object_name}"
         try:
             if path is not None:
-                datasets.check(path, shown_name, form.spec, svc.config.weights)
+                # an imported model's own tokenizer counts the tokens
+                datasets.check(path, shown_name, form.spec, base_models.training_weights(svc, caller, form.spec.id))
         except DatasetError as err:
             shown, form.dataset_problems = forms.dataset_report(err, shown_name)
     form.errors[name] = shown
