@@ -18,6 +18,11 @@ Chat files (a TuneForge extension of OCI's format): each line is OpenAI's fine-t
 rules and where TuneForge decided: "developer" is read as "system", unknown message keys are refused
 since a misspelt "weight" would silently train a turn meant to be skipped). A file holds one format,
 decided by its first valid line: a mixed file is a mistake (two exports concatenated), not a dataset.
+
+Preference files (DPO, docs/dpo.md): OpenAI's DPO line `{"input": {"messages": [...], "tools": [...]},
+"preferred_output": [assistant message], "non_preferred_output": [assistant message]}` or the common
+`{"prompt": str, "chosen": str, "rejected": str}`, each checked with field paths like a chat line. A
+supervised fine-tune refuses a preference file and a DPO fine-tune every other (`method`).
 """
 
 from __future__ import annotations
@@ -35,12 +40,33 @@ MIN_EXAMPLES = 32  # OCI: "at least 32 prompt/completion pairs"
 DEFAULT_SEED = 42  # for the split and training unless --seed is given
 FIELDS = ("prompt", "completion")
 PROMPT_COMPLETION, CHAT = "prompt_completion", "chat"  # a file's format (`dataset_format`)
+PREFERENCE, PROMPT_CHOSEN_REJECTED = "preference", "prompt_chosen_rejected"  # OpenAI's DPO lines; the common pairs
+SUPERVISED, DPO = "supervised", "dpo"  # training methods (OpenAI's `method.type`): which formats each takes
+METHOD_FORMATS = {SUPERVISED: (PROMPT_COMPLETION, CHAT), DPO: (PREFERENCE, PROMPT_CHOSEN_REJECTED)}
 ROLES = ("system", "user", "assistant", "tool")
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role: templates know only "system"
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
-_FORMAT_WORDS = {PROMPT_COMPLETION: "prompt/completion", CHAT: "chat"}
-_EXPECTED = {PROMPT_COMPLETION: '{"prompt": ..., "completion": ...}', CHAT: '{"messages": [...]}'}
+_FORMAT_WORDS = {
+    PROMPT_COMPLETION: "prompt/completion",
+    CHAT: "chat",
+    PREFERENCE: "preference (OpenAI DPO)",
+    PROMPT_CHOSEN_REJECTED: "prompt/chosen/rejected",
+}
+_EXPECTED = {
+    PROMPT_COMPLETION: '{"prompt": ..., "completion": ...}',
+    CHAT: '{"messages": [...]}',
+    PREFERENCE: '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
+    PROMPT_CHOSEN_REJECTED: '{"prompt": ..., "chosen": ..., "rejected": ...}',
+}
+_METHOD_WANTS = {
+    SUPERVISED: "supervised fine-tuning takes prompt/completion or chat lines; preference pairs train with the DPO method",
+    DPO: "DPO trains on preference pairs: OpenAI's "
+    + _EXPECTED[PREFERENCE]
+    + " lines or "
+    + _EXPECTED[PROMPT_CHOSEN_REJECTED]
+    + " lines",
+}
 # The keys each role's message may carry (OpenAI's fine-tuning format); any other key is refused.
 _MESSAGE_KEYS = {
     "system": ("role", "content", "name"),
@@ -92,7 +118,26 @@ class Conversation:
         return sum(counts) + tools - in_trained, in_trained
 
 
-DatasetItem = Example | Conversation  # one valid line of either format
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference line: the conversation before the reply (OpenAI's input; a prompt is one user
+    message) and the preferred (chosen) and non-preferred (rejected) assistant replies, checked and in
+    template form like a Conversation's messages."""
+
+    messages: tuple[dict, ...]  # the context; its assistant messages are context only (never trained)
+    tools: tuple[dict, ...] | None
+    chosen: dict  # an assistant message, weight 1
+    rejected: dict
+    line: int
+    fields: tuple[str, str] = ("preferred_output[0]", "non_preferred_output[0]")  # where the replies sit in the line
+
+    def side(self, chosen: bool) -> Conversation:
+        """The context followed by one reply, as a conversation whose only trained turn is that reply."""
+        context = tuple({**m, "weight": 0} if m["role"] == "assistant" else m for m in self.messages)
+        return Conversation(context + (self.chosen if chosen else self.rejected,), self.tools, self.line)
+
+
+DatasetItem = Example | Conversation | PreferencePair  # one valid line of any format
 
 
 def message_text(message: dict) -> str:
@@ -173,7 +218,12 @@ def _parse_line(raw: bytes, lineno: int, problems: _Problems, fmt: _Format) -> D
             f"line, line {fmt.line}); a file holds one format",
         )
         return None
-    item = _check_conversation(obj, lineno, problems) if kind == CHAT else _check_prompt_completion(obj, lineno, problems)
+    check = {
+        CHAT: _check_conversation,
+        PREFERENCE: _check_preference,
+        PROMPT_CHOSEN_REJECTED: _check_prompt_chosen_rejected,
+    }.get(kind, _check_prompt_completion)
+    item = check(obj, lineno, problems)
     if item is not None and fmt.name is None:
         fmt.name, fmt.line = kind, lineno
     return item
@@ -181,10 +231,14 @@ def _parse_line(raw: bytes, lineno: int, problems: _Problems, fmt: _Format) -> D
 
 def _shape(obj: dict, decided: str | None) -> str:
     """The format a line is written in: by its keys, else the file's (prompt/completion before any line set it)."""
-    chat, pair = "messages" in obj, "prompt" in obj or "completion" in obj
-    if chat != pair:
-        return CHAT if chat else PROMPT_COMPLETION
-    return decided or PROMPT_COMPLETION
+    found = {CHAT} if "messages" in obj else set()
+    if "input" in obj or "preferred_output" in obj or "non_preferred_output" in obj:
+        found.add(PREFERENCE)
+    if "chosen" in obj or "rejected" in obj:
+        found.add(PROMPT_CHOSEN_REJECTED)
+    elif "prompt" in obj or "completion" in obj:
+        found.add(PROMPT_COMPLETION)
+    return found.pop() if len(found) == 1 else decided or PROMPT_COMPLETION
 
 
 def _check_prompt_completion(obj: dict, lineno: int, problems: _Problems) -> Example | None:
@@ -249,6 +303,87 @@ def _check_conversation(obj: dict, lineno: int, problems: _Problems) -> Conversa
     for message in bad.messages:
         problems.add(lineno, message)
     return None if bad.messages else Conversation(tuple(out), tools, lineno)
+
+
+def _check_preference(obj: dict, lineno: int, problems: _Problems) -> PreferencePair | None:
+    """OpenAI's DPO line, every problem named by its field path: "input" an object whose "messages" (a
+    non-empty array) and "tools" (optional) are checked as a chat line's; "preferred_output" and
+    "non_preferred_output" each an array of exactly one assistant message (content, or tool calls), the
+    two different. Other keys are ignored, as in every format."""
+    bad = _Faults()
+    context = obj.get("input")
+    messages: list[dict] = []
+    tools = None
+    call_ids: set[str] = set()
+    if not isinstance(context, dict):
+        bad("input", "missing" if "input" not in obj else f'must be an object {{"messages": [...]}}, got {_json_type(context)}')
+    else:
+        tools = _check_tools(context["tools"], bad, "input.tools") if "tools" in context else None
+        given = context.get("messages")
+        if not isinstance(given, list) or not given:
+            got = "missing" if "messages" not in context else "an empty array" if given == [] else _json_type(given)
+            bad("input.messages", f"must be a non-empty array of messages (the conversation before the reply), got {got}")
+            given = []
+        for i, m in enumerate(given):
+            message = _check_message(m, f"input.messages[{i}]", call_ids, bad)
+            if message is not None:
+                messages.append(message)
+    replies = [_check_reply(obj, key, set(call_ids), bad) for key in ("preferred_output", "non_preferred_output")]
+    if None not in replies and _same_reply(*replies):
+        bad("non_preferred_output", "is the same reply as preferred_output; a preference pair needs two different replies")
+    for message in bad.messages:
+        problems.add(lineno, message)
+    return None if bad.messages else PreferencePair(tuple(messages), tools, replies[0], replies[1], lineno)
+
+
+def _check_reply(obj: dict, key: str, call_ids: set[str], bad: _Faults) -> dict | None:
+    """One side of an OpenAI DPO pair: an array holding one assistant message (weight 1 on it)."""
+    value = obj.get(key)
+    if not isinstance(value, list) or len(value) != 1:
+        got = "missing" if key not in obj else f"{len(value)} messages" if isinstance(value, list) else _json_type(value)
+        bad(key, f"must be an array of exactly one assistant message, got {got}")
+        return None
+    message = _check_message(value[0], f"{key}[0]", call_ids, bad)
+    if message is None:
+        return None
+    if message["role"] != "assistant":
+        bad(f"{key}[0].role", f"{_show(value[0]['role'])} is not allowed; the reply of a pair is an assistant message")
+        return None
+    if message.get("content") is None and "tool_calls" not in message:
+        bad(f"{key}[0].content", "is empty; a reply needs content or tool calls")
+        return None
+    return {**message, "weight": 1}
+
+
+def _same_reply(a: dict, b: dict) -> bool:
+    return (a.get("content") or "").strip() == (b.get("content") or "").strip() and a.get("tool_calls") == b.get("tool_calls")
+
+
+def _check_prompt_chosen_rejected(obj: dict, lineno: int, problems: _Problems) -> PreferencePair | None:
+    """{"prompt", "chosen", "rejected"}: three non-empty strings, the prompt a user message and chosen and
+    rejected two different assistant replies to it."""
+    ok = True
+    for key in ("prompt", "chosen", "rejected"):
+        value = obj.get(key)
+        if key not in obj:
+            problems.add(lineno, f'missing "{key}"')
+        elif not isinstance(value, str):
+            problems.add(lineno, f'"{key}" must be a string, got {_json_type(value)}')
+        elif not value.strip():
+            problems.add(lineno, f'"{key}" is empty' + (" (only whitespace)" if value else ""))
+        elif not _is_encodable(value):
+            problems.add(lineno, f'"{key}" contains an unpaired surrogate escape (\\ud800-\\udfff), which is not text')
+        else:
+            continue
+        ok = False
+    if ok and obj["chosen"].strip() == obj["rejected"].strip():
+        problems.add(lineno, '"rejected" is the same reply as "chosen"; a preference pair needs two different replies')
+        ok = False
+    if not ok:
+        return None
+    reply = lambda text: {"role": "assistant", "content": text, "weight": 1}
+    user = {"role": "user", "content": obj["prompt"]}
+    return PreferencePair((user,), None, reply(obj["chosen"]), reply(obj["rejected"]), lineno, ("chosen", "rejected"))
 
 
 class _Faults:
@@ -416,13 +551,13 @@ def _check_function_name(function: dict, where: str, bad: _Faults) -> None:
         bad(where, f"{_show(name)} is not a function name; allowed: 1 to 64 letters, digits, _ or -")
 
 
-def _check_tools(tools: object, bad: _Faults) -> tuple[dict, ...] | None:
+def _check_tools(tools: object, bad: _Faults, path: str = "tools") -> tuple[dict, ...] | None:
     """OpenAI's `tools`: function tools {"type": "function", "function": {"name", "description"?, "parameters"?}}."""
     if not isinstance(tools, list):
-        bad("tools", f"must be an array of tools, got {_json_type(tools)}")
+        bad(path, f"must be an array of tools, got {_json_type(tools)}")
         return None
     for j, tool in enumerate(tools):
-        where = f"tools[{j}]"
+        where = f"{path}[{j}]"
         if not isinstance(tool, dict):
             bad(where, f"must be an object, got {_json_type(tool)}")
             continue
@@ -451,14 +586,19 @@ def _is_encodable(s: str) -> bool:
     return True
 
 
-def iter_examples(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> Iterator[DatasetItem]:
-    """Stream the valid lines of a dataset file (Example or Conversation, one format per file); after
-    the last one, raise DatasetError if the file had any problem or fewer than `min_examples` examples
-    (OCI's 32 for training data; an evaluation file needs only one). Consume it fully before trusting it."""
-    return _read(path, max_problems, min_examples, _Format())
+def iter_examples(
+    path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES, method: str | None = SUPERVISED
+) -> Iterator[DatasetItem]:
+    """Stream the valid lines of a dataset file (Example, Conversation or PreferencePair, one format per
+    file); after the last one, raise DatasetError if the file had any problem, fewer than `min_examples`
+    examples (OCI's 32 for training data; an evaluation file needs only one), or a format `method`
+    (SUPERVISED, DPO; None: any) does not train on. Consume it fully before trusting it."""
+    return _read(path, max_problems, min_examples, _Format(), method)
 
 
-def _read(path: str | os.PathLike, max_problems: int, min_examples: int, fmt: _Format) -> Iterator[DatasetItem]:
+def _read(
+    path: str | os.PathLike, max_problems: int, min_examples: int, fmt: _Format, method: str | None = SUPERVISED
+) -> Iterator[DatasetItem]:
     problems = _Problems(path, max_problems)
     try:
         f = open(path, "rb")  # noqa: SIM115 (opened apart from the `with` so each open error gets its own message)
@@ -481,35 +621,47 @@ def _read(path: str | os.PathLike, max_problems: int, min_examples: int, fmt: _F
     if count < min_examples:
         needed = f"at least {min_examples} are needed" if min_examples > 1 else "at least one is needed"
         problems.add_first(f"{count} valid example{'' if count == 1 else 's'}; {needed}")
+    if method is not None and fmt.name is not None and fmt.name not in METHOD_FORMATS[method]:
+        problems.add_first(
+            f"a {_FORMAT_WORDS[fmt.name]} file (the format is set by the first valid line, line {fmt.line}); "
+            + _METHOD_WANTS[method]
+        )
     problems.raise_if_any()
 
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    count: int  # valid examples (lines)
-    format: str  # PROMPT_COMPLETION or CHAT ("prompt_completion" or "chat")
+    count: int  # valid examples (lines; a preference pair is one)
+    format: str  # PROMPT_COMPLETION, CHAT, PREFERENCE or PROMPT_CHOSEN_REJECTED
 
 
-def check_dataset(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> DatasetSummary:
-    """Validate the whole file without keeping it in memory: how many examples, in which format."""
+def check_dataset(
+    path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES, method: str | None = SUPERVISED
+) -> DatasetSummary:
+    """Validate the whole file without keeping it in memory: how many examples, in which format.
+    `method` (SUPERVISED, DPO) refuses a file of the other family; None accepts any format."""
     fmt = _Format()
-    count = sum(1 for _ in _read(path, max_problems, min_examples, fmt))
+    count = sum(1 for _ in _read(path, max_problems, min_examples, fmt, method))
     return DatasetSummary(count, fmt.name or PROMPT_COMPLETION)
 
 
-def dataset_format(path: str | os.PathLike, *, min_examples: int = MIN_EXAMPLES) -> str:
-    """ "chat" or "prompt_completion" for a valid file (the whole file is checked: DatasetError if not)."""
-    return check_dataset(path, min_examples=min_examples).format
+def dataset_format(path: str | os.PathLike, *, min_examples: int = MIN_EXAMPLES, method: str | None = SUPERVISED) -> str:
+    """The format of a valid file (the whole file is checked: DatasetError if not)."""
+    return check_dataset(path, min_examples=min_examples, method=method).format
 
 
-def scan_dataset(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> int:
+def scan_dataset(
+    path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES, method: str | None = SUPERVISED
+) -> int:
     """Validate the whole file without keeping it in memory; the number of examples."""
-    return check_dataset(path, max_problems=max_problems, min_examples=min_examples).count
+    return check_dataset(path, max_problems=max_problems, min_examples=min_examples, method=method).count
 
 
-def read_examples(path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES) -> list[DatasetItem]:
-    """Validate the whole file; all its examples (Example or Conversation), in file order."""
-    return list(iter_examples(path, max_problems=max_problems, min_examples=min_examples))
+def read_examples(
+    path: str | os.PathLike, *, max_problems: int = 50, min_examples: int = MIN_EXAMPLES, method: str | None = SUPERVISED
+) -> list[DatasetItem]:
+    """Validate the whole file; all its examples, in file order (PreferencePair only with method DPO or None)."""
+    return list(iter_examples(path, max_problems=max_problems, min_examples=min_examples, method=method))
 
 
 def split_sizes(n: int) -> tuple[int, int]:
@@ -561,6 +713,9 @@ def check_token_lengths(
         if isinstance(ex, Conversation):
             _check_conversation_lengths(ex, count_tokens, max_completion_tokens, context_tokens, why, problems)
             continue
+        if isinstance(ex, PreferencePair):
+            _check_pair_lengths(ex, count_tokens, max_completion_tokens, context_tokens, why, problems)
+            continue
         p, c = count_tokens(ex.prompt), count_tokens(ex.completion)
         if max_prompt_tokens is not None and p > max_prompt_tokens:
             problems.add(ex.line, f"prompt is {p:,} tokens; this model allows at most {max_prompt_tokens:,}")
@@ -592,5 +747,29 @@ def _check_conversation_lengths(
             problems.add(
                 conv.line,
                 f"the conversation's messages alone are {total:,} tokens (before the chat template's own); "
+                f"this model's context is {context_tokens:,}{why}",
+            )
+
+
+def _check_pair_lengths(
+    pair: PreferencePair,
+    count_tokens: Callable[[str], int],
+    max_completion_tokens: int | None,
+    context_tokens: int | None,
+    why: str,
+    problems: _Problems,
+) -> None:
+    """Each reply against the completion limit; the context with the longer reply against the context
+    (messages' own tokens, a lower bound of the rendering, as for a conversation)."""
+    replies = [count_tokens(message_text(reply)) for reply in (pair.chosen, pair.rejected)]
+    for where, c in zip(pair.fields, replies, strict=True):
+        if max_completion_tokens is not None and c > max_completion_tokens:
+            problems.add(pair.line, f"{where} is {c:,} tokens; this model allows at most {max_completion_tokens:,}")
+    if context_tokens is not None:
+        total = sum(pair.side(True).token_counts(count_tokens)) - replies[0] + max(replies)
+        if total > context_tokens:
+            problems.add(
+                pair.line,
+                f"the conversation with its longer reply is {total:,} tokens (before the chat template's own); "
                 f"this model's context is {context_tokens:,}{why}",
             )

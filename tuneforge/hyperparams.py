@@ -26,6 +26,7 @@ INT32_MAX = 2**31 - 1
 # typo such as totalTrainingEpochs=10000000 should fail at once, not after a week.
 MAX_TOTAL_TRAINING_STEPS = 1_000_000
 METHOD_NAMES = {"LORA": "LoRA", "TFEW": "T-Few"}
+DPO_TRAINING_CONFIG = catalog.DPO_TRAINING_CONFIG
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class TrainingConfig:
     lora_r: int | None = None  # LoRA only
     lora_alpha: int | None = None  # LoRA only
     lora_dropout: float | None = None  # LoRA only
+    beta: float | None = None  # DPO only
+
+    @property
+    def is_dpo(self) -> bool:
+        """Preference tuning (DPO) of the base model's own adapter, rather than supervised fine-tuning."""
+        return self.training_config_type == DPO_TRAINING_CONFIG
 
     def to_api(self) -> dict[str, Any]:
         """OCI's wire shape: camelCase, discriminator first, fields that do not apply left out."""
@@ -100,26 +107,31 @@ def parse_text(name: str, text: str, spec: ParamSpec | None = None) -> int | flo
 
 def resolve_training_config(model: BaseModelSpec, overrides: Mapping[str, Any] | None = None) -> TrainingConfig:
     """The model's defaults with `overrides` (camelCase keys; None = use the default) applied and checked."""
+    """`trainingConfigType` DPO_TRAINING_CONFIG (a TuneForge extension, docs/dpo.md) asks for preference
+    tuning of the model's own adapter: the model's table plus DPO's fields (beta)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     config_type = overrides.pop("trainingConfigType", model.training_config_type)
-    if config_type != model.training_config_type:
+    if config_type not in (model.training_config_type, DPO_TRAINING_CONFIG):
         raise InvalidParameter(
             "trainingConfigType",
             config_type,
-            f"{model.id} is fine-tuned with {METHOD_NAMES[model.method]}; the only allowed value is {model.training_config_type}",
+            f"{model.id} is fine-tuned with {METHOD_NAMES[model.method]}; allowed values: {model.training_config_type}, "
+            f"or {DPO_TRAINING_CONFIG} for preference tuning (DPO) of its {METHOD_NAMES[model.method]} adapter",
         )
-    values = {name: spec.default for name, spec in model.params.items()}
+    params = model.params | (catalog.dpo_params() if config_type == DPO_TRAINING_CONFIG else {})
+    values = {name: spec.default for name, spec in params.items()}
     for name, value in overrides.items():
         if name not in FIELD_TYPES:
-            allowed = ", ".join(["trainingConfigType", *model.params])
-            raise InvalidParameter(name, value, f"not a field of {model.training_config_type}; allowed: {allowed}")
-        if name not in model.params:
-            method = METHOD_NAMES[model.method]
-            raise InvalidParameter(
-                name, value, f"does not apply to {method} models ({model.id} uses {model.training_config_type})"
-            )
-        values[name] = check_value(model.params[name], value)
-    return TrainingConfig(training_config_type=model.training_config_type, **{SNAKE_NAMES[k]: v for k, v in values.items()})
+            allowed = ", ".join(["trainingConfigType", *params])
+            raise InvalidParameter(name, value, f"not a field of {config_type}; allowed: {allowed}")
+        if name not in params:
+            if name in catalog.dpo_params():
+                why = f"applies to {DPO_TRAINING_CONFIG} only (preference tuning: --method dpo)"
+            else:
+                why = f"does not apply to {METHOD_NAMES[model.method]} models ({model.id} uses {model.training_config_type})"
+            raise InvalidParameter(name, value, why)
+        values[name] = check_value(params[name], value)
+    return TrainingConfig(training_config_type=config_type, **{SNAKE_NAMES[k]: v for k, v in values.items()})
 
 
 # The seed gives totalTrainingSteps = totalTrainingEpochs * size(trainingDataset) / trainingBatchSize

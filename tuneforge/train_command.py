@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tuneforge.hyperparams import SNAKE_NAMES, parse_text
+from tuneforge.hyperparams import DPO_TRAINING_CONFIG, SNAKE_NAMES, parse_text
 
 TERMINATE_GRACE_S = 120.0  # time a SIGTERMed trainer gets to write its checkpoint before it is killed
 
@@ -56,9 +56,13 @@ def train_args(
     micro_batch_size: int | None = None,
     threads: int | None = None,
     mlflow_tracking_uri: str | None = None,
+    from_adapter: Path | None = None,
 ) -> list[str]:
     """`tuneforge train ...` (the arguments after `python -m tuneforge`), printing model.json at the end.
-    `training_config`: camelCase hyperparameters (the API's TrainingConfig; trainingConfigType is skipped).
+    `training_config`: camelCase hyperparameters (the API's TrainingConfig): trainingConfigType
+    DPO_TRAINING_CONFIG becomes `--method dpo` (preference tuning of the base model's own adapter; any other
+    type is the model's own, implied by --base-model), `beta` travels as `--beta` like every field.
+    `from_adapter`: a finished run's folder whose adapter training starts from (`--from-adapter`).
     `base_model_id` is a catalog id or a model folder; `base_model_name` what model.json calls a folder."""
     args = ["train", "--base-model", base_model_id, "--dataset", str(dataset), "--output", str(output), "--seed", str(seed)]
     if base_model_name:
@@ -78,6 +82,10 @@ def train_args(
         args += ["--mlflow-tracking-uri", mlflow_tracking_uri]
     if resume:
         args.append("--resume")
+    if training_config.get("trainingConfigType") == DPO_TRAINING_CONFIG:
+        args += ["--method", "dpo"]
+    if from_adapter:
+        args += ["--from-adapter", str(from_adapter)]
     for name, value in training_config.items():
         if name in SNAKE_NAMES:  # skips trainingConfigType
             args += [hyperparameter_flag(name), repr(value) if isinstance(value, float) else str(value)]

@@ -18,6 +18,7 @@ from tuneforge.errors import InvalidParameter, TuneForgeError
 CATALOG_FILE = Path(__file__).with_name("models.toml")
 
 Number = int | float
+DPO_TRAINING_CONFIG = "DPO_TRAINING_CONFIG"  # preference tuning: the base model's adapter, trained with DPO
 
 
 def format_number(x: Number) -> str:
@@ -216,7 +217,18 @@ def fields() -> dict[str, FieldSpec]:
                 (model.method,) if not known or model.method not in known.methods else ()
             )
             found[name] = FieldSpec(name, param.type, known.description if known else param.description, methods)
+    every_method = tuple(dict.fromkeys(m.method for m in _load()))  # DPO trains either method's adapter
+    for name, param in dpo_params().items():
+        found[name] = FieldSpec(name, param.type, param.description, every_method)
     return found
+
+
+@functools.cache
+def dpo_params() -> dict[str, ParamSpec]:
+    """The fields a DPO_TRAINING_CONFIG adds to the base model's own table (models.toml [dpo]: beta)."""
+    if _data()["dpo"]["training_config_type"] != DPO_TRAINING_CONFIG:
+        raise ValueError(f"{CATALOG_FILE}: [dpo] training_config_type must be {DPO_TRAINING_CONFIG}")
+    return {name: _param(name, row) for name, row in _data()["dpo"]["hyperparameters"].items()}
 
 
 def get_model(model_id: str) -> BaseModelSpec:

@@ -21,6 +21,8 @@ from tuneforge.cli.options import (
 
 def _print_performance(result) -> None:
     t = result.timings
+    dpo = result.training_config.get("trainingConfigType") == "DPO_TRAINING_CONFIG"
+    what = "reward accuracy of the preference pairs" if dpo else "completion tokens"
     print_rows(
         [
             ("baseModelId", result.base_model_id + (" (on the SmolLM2-135M-Instruct stand-in)" if result.stand_in else "")),
@@ -29,8 +31,8 @@ def _print_performance(result) -> None:
                 f"{result.steps_run} of {result.total_training_steps}" + (" (early stopped)" if result.early_stopped else ""),
             ),
             ("bestStep", result.best_step),
-            ("finalAccuracy", f"{result.final_accuracy:.4f}  (validation split, completion tokens)"),
-            ("finalLoss", f"{result.final_loss:.4f}"),
+            ("finalAccuracy", f"{result.final_accuracy:.4f}  (validation split, {what})"),
+            ("finalLoss", f"{result.final_loss:.4f}" + ("  (DPO loss)" if dpo else "")),
             ("time", f"{t['totalSeconds']:.0f} s (train {t['trainSeconds']:.0f} s, eval {t['evalSeconds']:.0f} s)"),
         ]
     )
@@ -51,7 +53,12 @@ def _print_performance(result) -> None:
     metavar="NAME",
     help="What model.json calls a folder or Hugging Face base (default: --base-model as given).",
 )
-@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="JSONL file of prompt/completion pairs.")
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="JSONL file: prompt/completion or chat lines; preference pairs with --method dpo.",
+)
 @click.option(
     "--output", required=True, type=click.Path(path_type=Path), help="Folder for the adapter, model.json, metrics and report."
 )
@@ -116,6 +123,21 @@ def _print_performance(result) -> None:
     help="Run the prompt prefix a batch's rows share once: same result, fewer FLOPs, one more decoder call. "
     "auto = on for CPU (FLOP-bound), off for CUDA (small steps there are bound by kernel launches).",
 )
+@click.option(
+    "--method",
+    type=click.Choice(["supervised", "dpo"]),
+    default="supervised",
+    show_default=True,
+    help="supervised: prompt/completion or chat data. dpo: preference pairs (docs/dpo.md), the same adapter trained "
+    "with DPO against the base model (--beta).",
+)
+@click.option(
+    "--from-adapter",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="RUN_DIR",
+    help="Start from a finished run's adapter (same base model and adapter settings), e.g. DPO after a supervised run.",
+)
 @hyperparameter_options
 def train(
     base_model: str,
@@ -139,6 +161,8 @@ def train(
     activation_checkpointing: bool,
     quantize_base: str | None,
     shared_prefix: str,
+    method: str,
+    from_adapter: Path | None,
     **flags: Any,
 ) -> None:
     """Fine-tune a base model on a JSONL dataset (exit 3 when stopped; --resume continues).
@@ -169,6 +193,8 @@ def train(
         activation_checkpointing=activation_checkpointing,
         quantize_base=quantize_base,
         shared_prefix=shared_prefix,
+        method=method,
+        from_adapter=from_adapter,
     )
     ended = run_trainer(options)
     if ended.code != ExitCode.OK:
@@ -222,16 +248,20 @@ def _load_for_inference(model_dir: Path | None, base_model: str | None, weights:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @device_options
 def eval_command(model_dir, base_model, weights, dataset, split, seed, compare_base, as_json, device, precision) -> None:
-    """Loss, token accuracy and exact match of greedy generations on a dataset."""
+    """Loss, token accuracy and exact match of greedy generations on a dataset; on preference pairs, the
+    DPO metrics against the base model (reward and preference accuracy, docs/dpo.md)."""
     from tuneforge import data
 
     # Any valid, non-empty file: the 32-example minimum is OCI's rule for training data, not for a test set.
-    examples = data.read_examples(dataset, min_examples=1)
+    examples = data.read_examples(dataset, min_examples=1, method=None)
     if split != "all":
         train_part, val_part = data.split_examples(examples, data.DEFAULT_SEED if seed is None else seed)
         examples = val_part if split == "validation" else train_part
     if compare_base and model_dir is None:
         raise click.UsageError("--compare-base needs --model DIR")
+    if isinstance(examples[0], data.PreferencePair):
+        _eval_pairs(model_dir, base_model, weights, examples, split, compare_base, as_json, device, precision)
+        return
     from tuneforge.engine.generate import load_base, score, trained_base_weights
 
     loaded = _load_for_inference(model_dir, base_model, weights, device, precision)
@@ -255,6 +285,39 @@ def eval_command(model_dir, base_model, weights, dataset, split, seed, compare_b
             f"exact match: base {b['exactMatch']:.1%} -> fine-tuned {m['exactMatch']:.1%}; "
             f"token accuracy {b['accuracy']:.1%} -> {m['accuracy']:.1%}; loss {b['loss']:.3f} -> {m['loss']:.3f}"
         )
+
+
+def _eval_pairs(model_dir, base_model, weights, pairs, split, compare_base, as_json, device, precision) -> None:
+    """A preference file: each model's DPO metrics (train.score_pairs), beta the run's own (else the catalog's)."""
+    from tuneforge.catalog import dpo_params
+    from tuneforge.engine.generate import finished_run, load_base, trained_base_weights
+    from tuneforge.engine.train import score_pairs
+
+    beta = dpo_params()["beta"].default
+    if model_dir is not None:
+        beta = finished_run(model_dir).training_config.get("beta", beta)
+    loaded = _load_for_inference(model_dir, base_model, weights, device, precision)
+    stand_in_notice(loaded.stand_in, "evaluating")
+    models = {"model": loaded}
+    if compare_base:
+        models["base"] = load_base(trained_base_weights(model_dir), device, precision)
+    results = {
+        label: {
+            "model": m.description,
+            "standIn": m.stand_in,
+            "split": split,
+            "beta": beta,
+            **score_pairs(m.model, m.tokenizer, pairs, m.device, beta),
+        }
+        for label, m in models.items()
+    }
+    if as_json:
+        print_json(results if compare_base else results["model"])
+        return
+    for label, result in results.items():
+        if compare_base:
+            click.echo(f"== {'fine-tuned' if label == 'model' else 'base model'} ==")
+        print_rows([(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in result.items()])
 
 
 @click.command()

@@ -12,11 +12,17 @@ fp32 (`precision.py`); PEFT upcasts every activation to the adapter dtype, which
 adapter itself, and LoRA's backward is written by hand here (`_LoRAFunction`). The parameter names and
 shapes follow PEFT's exactly, and `peft_format.py` writes/reads PEFT's on-disk format, so the result
 loads with plain `PeftModel.from_pretrained` (tested for identical logits).
+
+`adapters_disabled(model)` switches every adapter off for a block (LoRA's update scaled by 0, (IA)^3's
+vectors bypassed): the frozen base itself, in the same weights. DPO's reference model is that (train.py),
+or, for a run that starts from another run's adapter, that adapter swapped in (`adapter_swapped`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -99,6 +105,7 @@ class LoRALinear(nn.Module):
         self.base = base
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
         self.dropout = dropout
+        self.disabled = False  # `adapters_disabled`: the base layer alone
         # fp32 masters whatever the base dtype
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=torch.float32, device=base.weight.device))
         self.lora_B = nn.Parameter(torch.empty(base.out_features, r, dtype=torch.float32, device=base.weight.device))
@@ -112,6 +119,10 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keep, s = None, self.scaling
+        if self.disabled and not self.base.weight.is_floating_point():
+            return self.base(x)
+        if self.disabled:  # scale 0 through the same kernel: the base's product exactly as the adapted pass computes it
+            return _LoRAFunction.apply(x, self.base.weight, self.base.bias, self.lora_A, self.lora_B, 0.0, None)
         if self.training and self.dropout > 0:
             keep, scale = dropout_keep_mask(x.shape, self.dropout, x.device)
             s *= scale
@@ -125,6 +136,7 @@ class IA3Linear(nn.Module):
     def __init__(self, base: nn.Linear, feedforward: bool):
         super().__init__()
         self.base, self.feedforward = base, feedforward
+        self.disabled = False  # `adapters_disabled`: the base layer alone
         shape = (1, base.in_features) if feedforward else (base.out_features, 1)
         self.ia3_l = nn.Parameter(torch.empty(shape, dtype=torch.float32, device=base.weight.device))
         init_adapter(self)
@@ -133,6 +145,8 @@ class IA3Linear(nn.Module):
         return {"ia3_l": torch.ones(self.ia3_l.shape)}  # the identity: training starts from the base model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.disabled:
+            return self.base(x)
         scale = self.ia3_l.flatten().to(x.dtype)
         return self.base(x * scale) if self.feedforward else self.base(x) * scale
 
@@ -193,3 +207,30 @@ def apply_ia3(model: nn.Module, targets: tuple[str, ...] | None = None, feedforw
 def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The trainable parameters, by name: the only tensors the optimizer and checkpoints see."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Inside the block `model` computes as its frozen base: every LoRA/(IA)^3 layer passes its input
+    through the base layer alone. No weights are copied or changed."""
+    layers = [m for m in model.modules() if isinstance(m, (LoRALinear, IA3Linear))]
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.disabled = False
+
+
+@contextmanager
+def adapter_swapped(params: dict[str, nn.Parameter], values: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Inside the block the adapter `params` hold `values` (same shapes, devices and dtypes): the tensors are
+    swapped, not copied, and swapped back after, so the optimizer's parameters and their gradients are untouched."""
+    for name, p in params.items():
+        p.data, values[name] = values[name], p.data
+    try:
+        yield
+    finally:
+        for name, p in params.items():
+            p.data, values[name] = values[name], p.data

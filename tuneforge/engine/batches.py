@@ -15,6 +15,10 @@ template that renders a turn the same way whatever follows it (prefix-stable); w
 (it rewrites earlier turns, e.g. drops earlier reasoning, or puts text after the last turn), the
 conversation is refused with the reason, never trained on a guessed mask. So is a conversation
 whose tools or tool calls the template does not render.
+
+Preference pairs (DPO) become two rows, each the context followed by one reply, encoded as a
+conversation whose only trained turn is that reply (`EncodedPair`); a batch of pairs is collated as
+its chosen rows, then its rejected rows (TRL's concatenated layout), so one forward pass scores both.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from tuneforge.data import Conversation, DatasetItem, message_text
+from tuneforge.data import Conversation, DatasetItem, Example, PreferencePair, message_text
 from tuneforge.errors import DatasetError, LineProblem
 
 IGNORE = -100
@@ -50,6 +54,32 @@ class Encoded:
     def completion_len(self) -> int:
         """Tokens trained on (the loss of a step is averaged over these)."""
         return sum(end - start for start, end in self.spans)
+
+    @property
+    def loss_units(self) -> int:
+        """What a step's loss is averaged over: trained tokens."""
+        return self.completion_len
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """A preference pair as two rows: the context then the chosen reply, the context then the rejected one."""
+
+    chosen: Encoded
+    rejected: Encoded
+
+    @property
+    def loss_units(self) -> int:
+        """What a step's loss is averaged over: pairs (DPO's loss is one number per pair)."""
+        return 1
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.chosen.input_ids) + len(self.rejected.input_ids)
 
 
 class ChatTemplateError(ValueError):
@@ -215,8 +245,10 @@ def encode_conversation(tokenizer, conv: Conversation, model: str | None = None)
     return Encoded(ids, tuple(spans))
 
 
-def encode(tokenizer, item: DatasetItem, model: str | None = None) -> Encoded:
-    """One dataset line (Example or Conversation) as token ids and trained spans."""
+def encode(tokenizer, item: DatasetItem, model: str | None = None) -> Encoded | EncodedPair:
+    """One dataset line as token ids and trained spans (a preference pair: both its rows)."""
+    if isinstance(item, PreferencePair):
+        return EncodedPair(*(encode_conversation(tokenizer, item.side(chosen), model) for chosen in (True, False)))
     if isinstance(item, Conversation):
         return encode_conversation(tokenizer, item, model)
     return encode_example(tokenizer, item.prompt, item.completion)
@@ -231,7 +263,7 @@ def encode_all(
     context_source: str | None = None,
     model: str | None = None,
     max_problems: int = 50,
-) -> list[Encoded]:
+) -> list[Encoded | EncodedPair]:
     """Every line encoded; DatasetError naming, by line, each conversation the chat template cannot
     render or mark and each whose rendering is longer than `context_tokens` (a conversation's length
     is known only once rendered: the data checks before this count its messages' own tokens)."""
@@ -246,10 +278,11 @@ def encode_all(
             problem = str(err)
         else:
             encoded.append(e)
-            n = len(e.input_ids)
-            if not isinstance(item, Conversation) or context_tokens is None or n <= context_tokens:
+            n = max(len(row.input_ids) for row in (e.chosen, e.rejected)) if isinstance(e, EncodedPair) else len(e.input_ids)
+            if isinstance(item, Example) or context_tokens is None or n <= context_tokens:
                 continue
-            problem = f"the conversation is {n:,} tokens as the chat template renders it; this model's context is {context_tokens:,}{why}"
+            what = "with its longer reply " if isinstance(e, EncodedPair) else ""
+            problem = f"the conversation {what}is {n:,} tokens as the chat template renders it; this model's context is {context_tokens:,}{why}"
         total += 1
         if len(problems) < max_problems:
             problems.append(LineProblem(item.line, problem))
@@ -277,8 +310,17 @@ def trained_text(tokenizer, e: Encoded) -> list[str]:
     return [tokenizer.decode(e.input_ids[start:end]) for start, end in e.spans]
 
 
-def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; labels are the input ids at trained positions and IGNORE elsewhere."""
+def rows_of(examples: list[Encoded | EncodedPair]) -> list[Encoded]:
+    """The batch's rows: the examples themselves, or a batch of pairs' chosen rows then its rejected rows."""
+    if examples and isinstance(examples[0], EncodedPair):
+        return [p.chosen for p in examples] + [p.rejected for p in examples]
+    return examples
+
+
+def collate(examples: list[Encoded | EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are the input ids at trained positions and IGNORE elsewhere. A batch of
+    pairs is laid out as `rows_of` says (n chosen rows, then n rejected rows)."""
+    examples = rows_of(examples)
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)

@@ -15,6 +15,13 @@ a third fewer tokens for typical instruction data.
 Accuracy (OCI: "an accuracy of 0.9 means 90 percent of the output tokens matched") is the share of
 completion tokens whose argmax prediction equals the dataset token; loss is the mean cross-entropy
 over the same tokens.
+
+DPO (Rafailov et al. 2023; `PreferenceLoss`) scores a batch of pairs laid out as n chosen rows then n
+rejected rows (batches.collate): each row's log-probability of its reply is the sum of its trained
+tokens' log-probabilities, under the policy (the base with the adapter) and under the reference (the
+same base with the adapter off, adapters.adapters_disabled, without gradients). With the implicit
+rewards r = beta * (log pi - log ref), a pair's loss is -log sigmoid(r_chosen - r_rejected) (the
+sigmoid loss of the paper, TRL's default); its reward accuracy is 1 when r_chosen > r_rejected.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from tuneforge.engine.adapters import adapter_parameters, adapter_swapped, adapters_disabled
 from tuneforge.engine.batches import IGNORE
 
 # Logits per chunk (64M: 256 MiB in fp32, plus as much again for its gradient): 1,365 completion
@@ -41,6 +49,47 @@ class TokenStats:
     loss_sum: torch.Tensor  # summed cross-entropy (keeps the graph when training)
     correct: int
     tokens: int
+
+    @property
+    def count(self) -> int:
+        """What the loss and accuracy are averaged over: trained tokens."""
+        return self.tokens
+
+    def sums(self) -> dict[str, float]:
+        """The metrics besides the loss, as sums over `count` (evaluations add them up across batches)."""
+        return {"accuracy": float(self.correct)}
+
+
+@dataclass
+class PairStats:
+    loss_sum: torch.Tensor  # summed DPO loss over the pairs (keeps the graph when training)
+    chosen_rewards: float  # summed beta * (log pi - log ref) of the chosen replies
+    rejected_rewards: float  # the same for the rejected replies
+    correct: int  # pairs whose chosen reward is above the rejected one
+    pairs: int
+    preferred: int = 0  # pairs whose chosen reply the policy itself finds likelier than the rejected one
+
+    @property
+    def count(self) -> int:
+        """What the loss and accuracy are averaged over: pairs."""
+        return self.pairs
+
+    def sums(self) -> dict[str, float]:
+        return {
+            "accuracy": float(self.correct),
+            "rewardsChosen": self.chosen_rewards,
+            "rewardsRejected": self.rejected_rewards,
+            "preferenceAccuracy": float(self.preferred),
+        }
+
+
+def reward_metrics(sums: dict[str, float], count: int, prefix: str = "") -> dict[str, float]:
+    """DPO's logged metrics from summed `PairStats.sums()` over `count` pairs: the mean chosen and
+    rejected rewards, their margin and the reward accuracy (names prefixed for validation records)."""
+    chosen, rejected = sums["rewardsChosen"] / max(count, 1), sums["rewardsRejected"] / max(count, 1)
+    names = ("RewardsChosen", "RewardsRejected", "RewardMargin", "RewardAccuracy")
+    values = (chosen, rejected, chosen - rejected, sums["accuracy"] / max(count, 1))
+    return {(prefix + name if prefix else name[0].lower() + name[1:]): v for name, v in zip(names, values, strict=True)}
 
 
 def decoder(model):
@@ -128,6 +177,41 @@ def completion_stats(model, batch: dict[str, torch.Tensor], share_prefix: bool =
     return TokenStats(loss_sum, correct, int(targets.numel()))
 
 
+def _chunk_logps(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return -F.cross_entropy(head_logits(model, hidden).float(), targets, reduction="none")
+
+
+def sequence_logps(model, batch: dict[str, torch.Tensor], prefix: int = 0) -> torch.Tensor:
+    """Per row: the sum of its trained tokens' log-probabilities (log pi(reply | context)), in fp32.
+    `prefix` as in `completion_stats` (that many leading tokens shared by every row, run once)."""
+    hidden = last_hidden(model, batch, prefix)
+    targets = batch["labels"][:, prefix + 1 :]
+    where = targets != IGNORE
+    row_of = where.nonzero()[:, 0]  # the row of each trained token, in the order `[where]` flattens them
+    hidden, targets = hidden[:, :-1][where], targets[where]
+    rows = max(1, CHUNK_LOGITS // model.config.vocab_size)
+    pieces = []
+    for start in range(0, targets.numel(), rows):
+        h, t = hidden[start : start + rows], targets[start : start + rows]
+        if targets.numel() > rows and torch.is_grad_enabled():
+            pieces.append(checkpoint(_chunk_logps, model, h, t, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logps(model, h, t))
+    token_logps = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    return token_logps.new_zeros(where.shape[0]).index_add(0, row_of, token_logps)
+
+
+def pair_stats(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> PairStats:
+    """DPO's sigmoid loss and rewards of n pairs from 2n rows' log-probabilities (n chosen rows, then n rejected)."""
+    n = policy.shape[0] // 2
+    rewards = beta * (policy - reference)
+    chosen, rejected = rewards[:n], rewards[n:]
+    losses = -F.logsigmoid(chosen - rejected)
+    chosen, rejected = chosen.detach(), rejected.detach()
+    preferred = int((policy[:n] > policy[n:]).sum())
+    return PairStats(losses.sum(), float(chosen.sum()), float(rejected.sum()), int((chosen > rejected).sum()), n, preferred)
+
+
 class CompletionLoss(nn.Module):
     """The causal LM under one `forward(batch, prefix) -> TokenStats`: the module the training loop
     calls for every loss and evaluation. Under FSDP2 it is the root module, so the parameters outside
@@ -147,10 +231,44 @@ class CompletionLoss(nn.Module):
         self.share_prefix = True
 
     def forward(self, batch: dict[str, torch.Tensor], prefix: int | None = None) -> TokenStats:
+        return completion_stats(self.model, batch, prefix=self.prefix_for(batch, prefix))
+
+    def prefix_for(self, batch: dict[str, torch.Tensor], prefix: int | None) -> int | None:
+        """The shared prefix this pass may run once (None: as many tokens as the rows share), or 0 where it may not."""
         if not self.share_prefix or (torch.is_grad_enabled() and (self.sharded or self.model.is_activation_checkpointing)):
-            prefix = 0
-        return completion_stats(self.model, batch, prefix=prefix)
+            return 0
+        return prefix
 
     @staticmethod
     def of(model: nn.Module) -> CompletionLoss:
         return model if isinstance(model, CompletionLoss) else CompletionLoss(model)
+
+
+class PreferenceLoss(CompletionLoss):
+    """The DPO scorer beside `CompletionLoss`: `forward(batch of pairs, prefix) -> PairStats`. The
+    policy pass keeps the graph; the reference pass (adapters off) runs without gradients, so DPO costs
+    one more forward pass per step and no second model. `reference_adapter` (adapter tensors by parameter
+    name): the reference is the model with that adapter instead, e.g. the supervised adapter a run starts
+    from (TRL does the same for a PEFT model that already holds an adapter: its "ref" copy)."""
+
+    def __init__(self, model: nn.Module, beta: float):
+        super().__init__(model)
+        self.beta = beta
+        self.reference_adapter: dict[str, torch.Tensor] | None = None
+
+    def reference(self):
+        if self.reference_adapter is None:
+            return adapters_disabled(self.model)
+        return adapter_swapped(adapter_parameters(self.model), self.reference_adapter)
+
+    def forward(self, batch: dict[str, torch.Tensor], prefix: int | None = None) -> PairStats:
+        shared = shared_prefix_len(batch) if prefix is None else prefix
+        policy = sequence_logps(self.model, batch, self.prefix_for(batch, shared) or 0)
+        training = self.training
+        self.train(False)  # the reference is one fixed model: no LoRA dropout in its pass
+        try:
+            with torch.no_grad(), self.reference():
+                reference = sequence_logps(self.model, batch, self.prefix_for(batch, shared) or 0)
+        finally:
+            self.train(training)
+        return pair_stats(policy, reference, self.beta)

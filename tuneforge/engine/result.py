@@ -72,6 +72,8 @@ def run_result(
             "activationCheckpointing": run.activation_checkpointing,
             "quantizeBase": run.quantize_base,
             "sharedPrefix": share_prefix,
+            # finalLoss / finalAccuracy are the DPO loss and reward accuracy of a "dpo" run (docs/dpo.md)
+            "trainingMethod": "dpo" if run.config.is_dpo else "supervised",
         },
     )
 

@@ -3,7 +3,8 @@
 What it does, in order:
   1. resolve and load the weights (bf16 matmuls where the hardware runs them fast), read + split the dataset
      (seeded 80:20), encode it with the base model's chat template, check token lengths;
-  2. attach the method's adapter (LoRA or T-Few/(IA)^3) to the frozen base;
+  2. attach the method's adapter (LoRA or T-Few/(IA)^3) to the frozen base (starting from a finished run's
+     adapter with `from_adapter`);
   3. AdamW (weight decay 0, gradient clipping at 1.0) with a linear warmup over the first 6 % of
      steps, then linear decay to 0 at the last step -- T-Few's recipe (Liu et al. 2022, 60 warm-up
      steps of 1000), used for both methods;
@@ -11,8 +12,12 @@ What it does, in order:
      `trainingBatchSize` examples (the last batch of an epoch is smaller), unless early stopping
      fires. Each epoch's order is a seeded permutation, so a run is reproducible and a resumed run
      sees the same batches. The loss of a step is the mean over all completion tokens of the batch
-     (micro-batches sum token losses, then divide once: accumulation equals one big batch);
-  5. evaluation cycles (see `EvalPlan`) feed early stopping and keep the best adapter;
+     (micro-batches sum token losses, then divide once: accumulation equals one big batch). A DPO run
+     (`config.is_dpo`, docs/dpo.md) takes the same steps on preference pairs: `trainingBatchSize` pairs a
+     step, each pair's chosen and rejected rows in one batch, the loss the mean DPO loss over the pairs
+     (loss.PreferenceLoss: the reference is the same model with its adapter off, scored without gradients);
+  5. evaluation cycles (see `EvalPlan`) feed early stopping and keep the best adapter (DPO: on the
+     validation DPO loss; the accuracy is the reward accuracy);
   6. checkpoints at every evaluation cycle and when stopped (SIGTERM / Ctrl-C);
   7. at the end, the best adapter (the last one when early stopping is disabled) is evaluated on
      the whole validation split: that gives finalAccuracy / finalLoss, and it is saved in PEFT format.
@@ -37,12 +42,12 @@ from tuneforge import data
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.engine import quantize
 from tuneforge.engine.adapters import adapter_parameters, apply_ia3, apply_lora, initial_adapter
-from tuneforge.engine.batches import Encoded, collate, encode_all
+from tuneforge.engine.batches import Encoded, EncodedPair, collate, encode, encode_all
 from tuneforge.engine.checkpoint import TrainState, restore_checkpoint, save_checkpoint
 from tuneforge.engine.distributed import Distributed
 from tuneforge.engine.early_stopping import EarlyStopping
 from tuneforge.engine.eval_plan import EvalPlan
-from tuneforge.engine.loss import CompletionLoss, shared_prefix_len
+from tuneforge.engine.loss import CompletionLoss, PreferenceLoss, reward_metrics, shared_prefix_len
 from tuneforge.engine.metrics_log import MetricsLog, should_log
 from tuneforge.engine.precision import pick_device, pick_dtype
 from tuneforge.engine.result import finish_folder, run_result, write_adapter
@@ -68,6 +73,7 @@ class RunSpec:
     activation_checkpointing: bool = False  # recompute each decoder layer in the backward pass: less memory, ~1/3 more compute
     quantize_base: str | None = None  # "nf4": a 4-bit frozen base (QLoRA, quantize.py)
     shared_prefix: str = "auto"  # auto | on | off: run the rows' shared prefix once per batch (`use_shared_prefix`)
+    from_adapter: Path | None = None  # a finished run's folder: its adapter is where training starts (e.g. DPO after SFT)
     resume: bool = False
     listeners: list[Callable[[dict], None]] = field(default_factory=list)
     should_stop: Callable[[], bool] = lambda: False
@@ -91,25 +97,48 @@ def batches_of(items: list, size: int) -> list[list]:
 
 
 @torch.no_grad()
-def evaluate(
-    model, encoded: list[Encoded], pad_id: int, device: str, batch_size: int = 16, dist: Distributed | None = None
-) -> tuple[float, float]:
-    """(mean loss, token accuracy) over the completion tokens of `encoded`. Sorted by length so
-    batches carry little padding. On several ranks each runs every W-th batch (ranks without one in
-    a round run a copy and drop it: the passes must match) and the sums are added up across ranks."""
+def evaluate_metrics(
+    model, encoded: list[Encoded | EncodedPair], pad_id: int, device: str, batch_size: int = 16, dist: Distributed | None = None
+) -> dict[str, float]:
+    """{"loss", "accuracy", and the scorer's other metrics} as means over `encoded`: the completion tokens'
+    cross-entropy and token accuracy, or for pairs (a PreferenceLoss `model`) the DPO loss, the reward
+    accuracy and the rewards (`reward_metrics`). Sorted by length so batches carry little padding. On
+    several ranks each runs every W-th batch (ranks without one in a round run a copy and drop it: the
+    passes must match) and the sums are added up across ranks."""
     scorer, dist = CompletionLoss.of(model), dist or Distributed()
     was_training = scorer.training
     scorer.eval()
-    loss_sum, correct, tokens = 0.0, 0, 0
-    ordered = sorted(encoded, key=lambda e: len(e.input_ids))
+    sums: dict[str, float] = {"loss": 0.0, "count": 0.0}
+    ordered = sorted(encoded, key=lambda e: e.n_tokens)
     for group in batches_of(batches_of(ordered, batch_size), dist.world):
         mine = dist.this_ranks(group)
         stats = scorer(to_device(collate(mine or group[0], pad_id), device), common_prefix(group, pad_id))
         if mine is not None:
-            loss_sum, correct, tokens = loss_sum + float(stats.loss_sum), correct + stats.correct, tokens + stats.tokens
-    loss_sum, correct, tokens = dist.all_sum(loss_sum, correct, tokens)
+            for name, value in {"loss": float(stats.loss_sum), "count": stats.count, **stats.sums()}.items():
+                sums[name] = sums.get(name, 0.0) + value
+    totals = dict(zip(sums, dist.all_sum(*sums.values()), strict=True))
     scorer.train(was_training)
-    return loss_sum / max(tokens, 1), correct / max(tokens, 1)
+    count = max(totals.pop("count"), 1)
+    if isinstance(scorer, PreferenceLoss):
+        mean = {name: totals[name] / count for name in ("loss", "accuracy", "preferenceAccuracy")}
+        return mean | reward_metrics(totals, count)
+    return {name: value / count for name, value in totals.items()}
+
+
+def score_pairs(model, tokenizer, pairs: list[data.PreferencePair], device: str, beta: float) -> dict[str, float]:
+    """A trained model's DPO metrics on preference pairs (`evaluate_metrics`), its reference being its base
+    (adapter off): the DPO loss, the reward accuracy, the rewards, and the preference accuracy (pairs whose
+    preferred reply the model itself finds likelier; for a base model, the only one that means anything)."""
+    encoded = [encode(tokenizer, p) for p in pairs]
+    return {"pairs": len(pairs), **evaluate_metrics(PreferenceLoss(model, beta), encoded, tokenizer.pad_token_id, device)}
+
+
+def evaluate(
+    model, encoded: list[Encoded], pad_id: int, device: str, batch_size: int = 16, dist: Distributed | None = None
+) -> tuple[float, float]:
+    """(mean loss, accuracy) of `evaluate_metrics`: for token scoring, over the completion tokens."""
+    metrics = evaluate_metrics(model, encoded, pad_id, device, batch_size, dist)
+    return metrics["loss"], metrics["accuracy"]
 
 
 def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
@@ -136,11 +165,35 @@ def use_shared_prefix(setting: str, device: str) -> bool:
     return setting == "on" or (setting == "auto" and not device.startswith("cuda"))
 
 
-def attach_method(model, config: TrainingConfig) -> None:
-    if config.training_config_type == "LORA_TRAINING_CONFIG":
+def attach_method(model, method: str, config: TrainingConfig) -> None:
+    """The base model's method's adapter ("LORA" or "TFEW"): a DPO config trains the same adapter."""
+    if method == "LORA":
         apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout)
     else:
         apply_ia3(model)
+
+
+def adapter_from(run_dir: Path, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A finished run's adapter (RUN_DIR/adapter, PEFT format) as tensors like `params` (device, dtype): the
+    same method, rank and layers, or a TuneForgeError naming what differs. One process only (whole tensors)."""
+    from safetensors.torch import load_file
+
+    from tuneforge.engine.peft_format import _our_name
+    from tuneforge.errors import TuneForgeError
+
+    file = run_dir / "adapter" / "adapter_model.safetensors"
+    if not file.is_file():
+        raise TuneForgeError(
+            f"--from-adapter {run_dir}: no adapter there (a finished `tuneforge train` output folder has adapter/)"
+        )
+    tensors = {_our_name(k): v for k, v in load_file(file).items()}
+    shapes = {n: tuple(t.shape) for n, t in tensors.items()}
+    if shapes != {n: tuple(p.shape) for n, p in params.items()}:
+        raise TuneForgeError(
+            f"--from-adapter {run_dir}: its adapter does not fit this run's (another method, loraR, base model or "
+            "layers); start from a run of the same base model and adapter settings"
+        )
+    return {n: tensors[n].to(p.device, p.dtype) for n, p in params.items()}
 
 
 class TrainingStopped(Exception):
@@ -167,13 +220,13 @@ def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dt
     encoded; 2. the method's adapter attached to the frozen base, sharded over the ranks.
     Returns (scorer, train_set, val_set, pad_id)."""
     cfg = run.config
-    examples = data.read_examples(run.dataset)
+    examples = data.read_examples(run.dataset, method=data.DPO if cfg.is_dpo else data.SUPERVISED)
 
     def prepare(model) -> CompletionLoss:
-        attach_method(model, cfg)
+        attach_method(model, run.base_model.method, cfg)
         if run.activation_checkpointing:
             model.activation_checkpointing_enable()
-        scorer = CompletionLoss(model)
+        scorer = PreferenceLoss(model, cfg.beta) if cfg.is_dpo else CompletionLoss(model)
         scorer.share_prefix = share_prefix  # off: every pass, training and evaluation, runs whole rows
         dist.shard(scorer, model)
         return scorer
@@ -183,6 +236,7 @@ def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dt
     writer.write_progress(Progress(0, None, 0.0, "loading", detail="tokenizing the dataset"))
     context = min(run.base_model.context_tokens, model.config.max_position_embeddings)
     context_source = run.weights.context_note(model.config.max_position_embeddings, run.base_model.context_tokens)
+
     data.check_token_lengths(
         examples,
         lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
@@ -241,6 +295,14 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
     params = adapter_parameters(model)
     for name, value in initial_adapter(model).items():  # drawn whole, then each rank keeps its shard
         dist.fill(params[name], value)
+    if run.from_adapter is not None:
+        start = adapter_from(run.from_adapter, params)
+        if not run.resume:  # a resumed run's adapter comes from its checkpoint
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(start[n])
+        if cfg.is_dpo:  # DPO's reference is then the model it starts from, as in the DPO paper (pi_ref = pi_SFT)
+            scorer.reference_adapter = start
     dist.seed_ranks(run.seed)  # each rank its own dropout masks from here on
     # 3. optimizer and schedule
     # fused: one kernel for all adapter tensors instead of ~8 small ops each (420 tensors for LoRA)
@@ -263,7 +325,8 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         True when early stopping says to stop."""
         progress("evaluating", f"evaluation cycle on {len(cycle_set)} validation examples")
         t0 = time.time()
-        val_loss, val_acc = evaluate(scorer, cycle_set, pad_id, device, dist=dist)
+        metrics = evaluate_metrics(scorer, cycle_set, pad_id, device, dist=dist)
+        val_loss, val_acc = metrics["loss"], metrics["accuracy"]
         state.eval_seconds += time.time() - t0
         state.evals += 1
         is_best = state.early_stopping.update(val_loss)
@@ -281,6 +344,7 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
                 "patienceCounter": state.early_stopping.counter,
                 "elapsedSeconds": time.time() - started,
             }
+            | (reward_metrics(metrics, 1, prefix="validation") if cfg.is_dpo else {})
         )
         state.eval_due = False
         save_checkpoint(folder, state, model, optimizer, scheduler, dist)
@@ -290,6 +354,7 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
     scorer.train()
     micro = run.micro_batch_size or batch_size
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
+    window_pairs: dict[str, float] = {}  # DPO: the window's summed rewards and reward accuracy, and its pair count
     # A run stopped between a step and that step's evaluation cycle does the cycle first on resume.
     early_stopped = evaluation_cycle() if state.eval_due else False
     progress("training")
@@ -298,14 +363,18 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         order = epoch_order(n_train, run.seed, epoch)
         batch_examples = [train_set[i] for i in order[index * batch_size : (index + 1) * batch_size]]
         t0 = time.time()
-        # The whole batch's trained tokens (every rank knows the batch): each rank's token-loss sum over it.
-        n_tokens = sum(e.completion_len for e in batch_examples)
+        # What the step's loss is averaged over (every rank knows the batch): its trained tokens, or for
+        # DPO its pairs; each rank adds its share's loss sum.
+        n_units = sum(e.loss_units for e in batch_examples)
         prefix = common_prefix([batch_examples], pad_id)
         step_loss = 0.0
         for chunk, counts in dist.micro_batches(batch_examples, micro):
             stats = scorer(to_device(collate(chunk, pad_id), device), prefix)
-            (stats.loss_sum * (1.0 if counts else 0.0) / n_tokens).backward()
-            step_loss += float(stats.loss_sum.detach()) / n_tokens if counts else 0.0
+            (stats.loss_sum * (1.0 if counts else 0.0) / n_units).backward()
+            step_loss += float(stats.loss_sum.detach()) / n_units if counts else 0.0
+            if cfg.is_dpo and counts:
+                for name, value in {"count": stats.count, **stats.sums()}.items():
+                    window_pairs[name] = window_pairs.get(name, 0.0) + value
         (step_loss,) = dist.all_sum(step_loss)
         torch.nn.utils.clip_grad_norm_(params.values(), MAX_GRAD_NORM)
         optimizer.step()
@@ -315,7 +384,7 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         state.train_seconds += time.time() - t0
         window_loss += step_loss
         window_steps += 1
-        window_tokens += sum(len(e.input_ids) for e in batch_examples)
+        window_tokens += sum(e.n_tokens for e in batch_examples)
 
         if should_log(state.step, cfg.log_model_metrics_interval_in_steps):
             now = time.time()
@@ -330,8 +399,9 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
                     "tokensPerSecond": window_tokens / max(now - window_start, 1e-9),
                     "elapsedSeconds": now - started,
                 }
+                | (reward_metrics(window_pairs, int(window_pairs["count"])) if cfg.is_dpo else {})
             )
-            window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
+            window_loss, window_steps, window_tokens, window_start, window_pairs = 0.0, 0, 0, now, {}
 
         if plan.due(state.step, total_steps):
             state.eval_due = True
@@ -357,7 +427,7 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         state.best_step = state.step
     progress("evaluating", f"final evaluation on all {len(val_set)} validation examples")
     t0 = time.time()
-    final_loss, final_acc = evaluate(scorer, val_set, pad_id, device, dist=dist)
+    final_loss, final_acc = evaluate(scorer, val_set, pad_id, device, dist=dist)  # DPO: loss and reward accuracy
     state.eval_seconds += time.time() - t0
     progress("saving", "saving the adapter")
     dist.main_only(write_adapter, folder, dist.full_tensors(params), run)
