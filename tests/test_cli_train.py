@@ -155,3 +155,15 @@ def test_bf16_on_a_cpu_without_bf16_hardware_is_warned_about(has_bf16, warned, m
     err = capsys.readouterr().err
     assert ("--precision bf16: this CPU has neither AVX512-BF16 nor AMX" in err) is warned
     assert err.count("Warning") == int(warned)
+
+
+def test_a_validation_datasets_problems_are_named_by_its_lines_before_any_weights_load(tmp_path, tiny_llama, parity_dataset):
+    valid = tmp_path / "jobs" / "validation.jsonl"  # as a service job's folder names it
+    valid.parent.mkdir()
+    valid.write_text('{"prompt": "a", "completion": "b"}\nnot json\n')
+    args = ["train", "--base-model", LLAMA, "--dataset", parity_dataset, "--output", tmp_path / "m", "--weights", tiny_llama]
+    proc = tuneforge(*args, "--validation-dataset", valid)
+    assert proc.returncode == 2 and str(valid) in proc.stderr and "line 2: not valid JSON" in proc.stderr
+    assert "at least 32" not in proc.stderr  # one valid example is enough for validation
+    error = RunFolder(tmp_path / "m").read_error()
+    assert error.code == "DatasetInvalid" and error.message.startswith("the validation dataset: 1 problem(s)"), error.message

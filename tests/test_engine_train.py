@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny_models import write_parity_dataset
+from safetensors.torch import load_file
 
 from tuneforge.catalog import get_model
 from tuneforge.engine.train import RunSpec, TrainingStopped, fine_tune
 from tuneforge.engine.weights import resolve_weights
-from tuneforge.errors import WeightsError
+from tuneforge.errors import DatasetError, WeightsError
 from tuneforge.hyperparams import resolve_training_config
+from tuneforge.run_folder import RunFolder
 
 LLAMA, COHERE = "meta.llama-3.3-70b-instruct", "cohere.command-r-08-2024"
 
@@ -160,3 +163,35 @@ def test_unsupported_architecture_is_rejected(tmp_path, parity_dataset):
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(WeightsError, match="architecture 'gpt2' is not supported"):
         fine_tune(make_run(tmp_path / "gpt2", parity_dataset, tmp_path / "out"))
+
+
+def test_train_records_carry_the_token_accuracy_and_the_last_3_cycles_adapters_are_kept(tiny_llama, parity_dataset, tmp_path):
+    """OpenAI's train_mean_token_accuracy and checkpoints: each "train" record has the token accuracy over
+    its window; the adapters of the last 3 evaluation cycles stay in the run folder, the last one the model's."""
+    fine_tune(make_run(tiny_llama, parity_dataset, tmp_path, totalTrainingEpochs=10, learningRate=0.05, earlyStoppingPatience=0))
+    train = records(tmp_path, "train")
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in train)
+    assert train[-1]["accuracy"] > train[0]["accuracy"]  # it learns the task
+    cycles = [r["step"] for r in records(tmp_path, "eval")]
+    folder = RunFolder(tmp_path)
+    assert len(cycles) > 3 and folder.cycle_adapter_steps() == cycles[-3:]
+    assert (folder.cycle_adapter_dir(cycles[-1]) / "adapter_config.json").is_file()
+    last = load_file(folder.cycle_adapter_dir(cycles[-1]) / "adapter_model.safetensors")
+    final = load_file(folder.adapter_dir / "adapter_model.safetensors")  # patience 0: the last step's adapter
+    assert last.keys() == final.keys() and all(torch.equal(last[k], final[k]) for k in last)
+
+
+def test_a_validation_dataset_is_the_validation_split_and_all_of_the_dataset_trains(tiny_llama, parity_dataset, tmp_path):
+    run = make_run(tiny_llama, parity_dataset, tmp_path / "out", totalTrainingEpochs=1, earlyStoppingPatience=0)
+    run.validation_dataset = write_parity_dataset(tmp_path / "valid.jsonl", n=5, seed=1)
+    result = fine_tune(run)
+    assert (result.training_examples, result.validation_examples, result.total_training_steps) == (48, 5, 6)
+    # OCI's split of the same 48 would be 38 + 10. A validation file's problems are named by its own lines.
+    too_long = tmp_path / "long.jsonl"
+    too_long.write_text(json.dumps({"prompt": "Is 3 odd?", "completion": "yes"}) + "\n")
+    too_long.write_text(too_long.read_text() + json.dumps({"prompt": "Is 3 odd?", "completion": " yes" * 600}) + "\n")
+    run = make_run(tiny_llama, parity_dataset, tmp_path / "bad", totalTrainingEpochs=1)
+    run.validation_dataset = too_long
+    with pytest.raises(DatasetError) as err:
+        fine_tune(run)
+    assert "long.jsonl" in str(err.value) and "line 2" in str(err.value) and "line 1" not in str(err.value)

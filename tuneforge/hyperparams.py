@@ -182,12 +182,13 @@ class Plan:
         )
 
 
-def make_plan(n_examples: int, config: TrainingConfig) -> Plan:
+def make_plan(n_examples: int, config: TrainingConfig, validation_examples: int | None = None) -> Plan:
     """The split, the step count and the evaluation schedule (the engine's own) for `n_examples`;
-    InvalidParameter when the run would be longer than MAX_TOTAL_TRAINING_STEPS."""
+    InvalidParameter when the run would be longer than MAX_TOTAL_TRAINING_STEPS. `validation_examples`:
+    those of a separate validation dataset (`train --validation-dataset`); then all `n_examples` train."""
     from tuneforge.data import split_sizes
 
-    n_train, n_val = split_sizes(n_examples)
+    n_train, n_val = split_sizes(n_examples) if validation_examples is None else (n_examples, validation_examples)
     batch, epochs = config.training_batch_size, config.total_training_epochs
     total = total_training_steps(n_train, batch, epochs)
     if total > MAX_TOTAL_TRAINING_STEPS:

@@ -7,6 +7,8 @@
     metrics.jsonl   one metric record per line, appended and flushed as training runs (see below)
     checkpoint/     resume state (its format is the engine's own), present while a run is unfinished
     adapter/        the adapter in PEFT format, once the run finished
+    cycle-adapters/ step-N/: the adapter (PEFT format) as it was at the evaluation cycle of step N, for
+                    the last KEPT_CYCLE_ADAPTERS cycles (the OpenAI API's checkpoints, callable as models)
     model.json      `RunResult`, once the run finished (written atomically, after adapter/)
     report.html     a self-contained report, once the run finished
     error.json      `RunError`, when the run failed: a message for the user, never a traceback
@@ -14,8 +16,9 @@
 and ends with one of the `ExitCode`s. A reader never parses the trainer's stderr.
 
 Metric records (JSON objects, camelCase like the rest of the API):
-    {"kind": "train", "step", "totalTrainingSteps", "epoch", "loss", "learningRate",
-     "tokensPerSecond", "elapsedSeconds"}
+    {"kind": "train", "step", "totalTrainingSteps", "epoch", "loss", "accuracy", "learningRate",
+     "tokensPerSecond", "elapsedSeconds"}  (loss and accuracy: over the trained tokens since the previous
+     record; a preference-tuning run records its reward metrics instead of the token accuracy)
     {"kind": "eval", "step", "totalTrainingSteps", "epoch", "validationLoss", "validationAccuracy",
      "isBest", "patienceCounter", "elapsedSeconds"}
 
@@ -38,6 +41,8 @@ PROGRESS_JSON = "progress.json"
 METRICS_JSONL = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
 ADAPTER_DIR = "adapter"
+CYCLE_ADAPTERS_DIR = "cycle-adapters"
+KEPT_CYCLE_ADAPTERS = 3  # OpenAI keeps a job's last 3 checkpoints
 REPORT_HTML = "report.html"
 ERROR_JSON = "error.json"
 
@@ -129,8 +134,9 @@ class RunError:
         """What the user of a service is told about an exception that ended a run. Dataset problems
         are described without the path of the server's copy of the file; weights problems without
         the operator's paths (the trainer's log has them); internal errors only as such."""
-        if isinstance(err, DatasetError):
-            return cls("DatasetInvalid", err.describe("the training dataset"))
+        if isinstance(err, DatasetError):  # a job folder's validation.jsonl is its validation dataset (jobs/command.py)
+            which = "validation" if Path(err.path).name == "validation.jsonl" else "training"
+            return cls("DatasetInvalid", err.describe(f"the {which} dataset"))
         if isinstance(err, InvalidParameter):
             return cls("InvalidParameter", str(err), field=err.field)
         if isinstance(err, WeightsError):
@@ -222,6 +228,7 @@ class RunFolder:
     metrics_jsonl = property(lambda self: self.path / METRICS_JSONL)
     checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
     adapter_dir = property(lambda self: self.path / ADAPTER_DIR)
+    cycle_adapters_dir = property(lambda self: self.path / CYCLE_ADAPTERS_DIR)
     report_html = property(lambda self: self.path / REPORT_HTML)
     error_json = property(lambda self: self.path / ERROR_JSON)
 
@@ -262,6 +269,19 @@ class RunFolder:
 
     def is_finished(self) -> bool:
         return self.model_json.is_file() and (self.adapter_dir / "adapter_config.json").is_file()
+
+    def cycle_adapter_dir(self, step: int) -> Path:
+        return self.cycle_adapters_dir / f"step-{step}"
+
+    def cycle_adapter_steps(self) -> list[int]:
+        """The steps whose evaluation cycle's adapter is kept (complete ones only), oldest first."""
+        if not self.cycle_adapters_dir.is_dir():
+            return []
+        return sorted(
+            int(d.name[5:])
+            for d in self.cycle_adapters_dir.iterdir()
+            if d.name.startswith("step-") and d.name[5:].isdigit() and (d / "adapter_config.json").is_file()
+        )
 
     def can_resume(self) -> bool:
         """A previous attempt left a checkpoint, or finished before whoever started it saw it exit

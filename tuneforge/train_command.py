@@ -48,6 +48,7 @@ def train_args(
     output: Path,
     training_config: Mapping[str, Any],
     seed: int,
+    validation_dataset: Path | None = None,  # the validation split, instead of OCI's seeded 20 % of `dataset`
     weights: str | None = None,
     base_model_name: str | None = None,
     resume: bool = False,
@@ -65,6 +66,8 @@ def train_args(
     `from_adapter`: a finished run's folder whose adapter training starts from (`--from-adapter`).
     `base_model_id` is a catalog id or a model folder; `base_model_name` what model.json calls a folder."""
     args = ["train", "--base-model", base_model_id, "--dataset", str(dataset), "--output", str(output), "--seed", str(seed)]
+    if validation_dataset:
+        args += ["--validation-dataset", str(validation_dataset)]
     if base_model_name:
         args += ["--base-model-name", base_model_name]
     if device:

@@ -2,7 +2,9 @@
 fine-tuning script moves over by changing base_url and api_key. The journey uploads the dates task,
 fine-tunes the stand-in (one epoch, paused and resumed on the way), follows the events to success,
 lists the checkpoints and chats with the `ft:` model, which answers held-out prompts right where the
-base model does not. Every bad input has its test, with the SDK's own exception and OpenAI's `param`."""
+base model does not, on OpenAI's routes and OCI's (through the `oci` SDK). A second job trains with its
+own seed and validation file. Every bad input has its test, with the SDK's own exception and OpenAI's
+`param`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import json
 import re
 from pathlib import Path
 
+import oci
+import oci.generative_ai_inference.models as inf
 import openai
 import pytest
 from helpers.identities import new_identity
@@ -36,7 +40,15 @@ def _client(svc, who) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with running_service("sqlite", tmp_path_factory.mktemp("openai-ft"), "stand-in") as svc:
-        yield {"me": _client(svc, new_identity("oaift")), "other": _client(svc, new_identity("oaift-other"))}
+        me = new_identity("oaift")
+        svc.register(me)  # the same tenancy through OCI's signed API
+        yield {
+            "me": _client(svc, me),
+            "other": _client(svc, new_identity("oaift-other")),
+            "infer": oci.generative_ai_inference.GenerativeAiInferenceClient(me.config(), service_endpoint=svc.endpoint),
+            "tenancy": me.tenancy,
+            "jobs_dir": svc.data_dir / "jobs",
+        }
 
 
 def _upload(client: openai.OpenAI, body: bytes, name: str = "train.jsonl", purpose: str = "fine-tune"):
@@ -201,22 +213,6 @@ def test_files_a_job_cannot_train_on(server, training_file):
     assert body["param"] == "validation_file"
 
 
-def test_what_tuneforge_does_differently_is_told_in_the_events(server, training_file):
-    """A validation_file is checked but the evaluation is OCI's split of the training file; the seed is the service's."""
-    jobs = server["me"].fine_tuning.jobs
-    validation = _upload(server["me"], _chat_lines(data.read_examples(DATES)[:10]), "valid.jsonl")
-    job = jobs.create(model=BASE, training_file=training_file, validation_file=validation.id, seed=7)
-    try:
-        assert (job.validation_file, job.seed) == (validation.id, data.DEFAULT_SEED)
-        warnings = [e.message for e in jobs.list_events(job.id, limit=100) if e.level == "warn"]
-        assert any(m.startswith("seed 7 was asked for") for m in warnings), warnings
-        assert any(m.startswith(f"validation_file {validation.id} was checked (10 examples)") for m in warnings), warnings
-        resolved = jobs.retrieve(job.id).hyperparameters  # every "auto" resolved from the catalog
-        assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (3, 8, 1.0)
-    finally:
-        assert jobs.cancel(job.id).status == "cancelled"
-
-
 def test_unknown_and_other_tenancys_jobs_do_not_exist(server):
     jobs = server["me"].fine_tuning.jobs
     for call in (
@@ -321,30 +317,91 @@ def test_the_result_file_is_the_step_metrics_csv(server, journey):
     rows = list(csv.DictReader(io.StringIO(server["me"].files.content(result).text)))
     assert list(rows[0]) == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
     assert rows[-1]["step"] == "24" and any(r["valid_loss"] for r in rows)
+    trained = [r for r in rows if r["train_loss"]]
+    assert trained and all(0 <= float(r["train_accuracy"]) <= 1 for r in trained)  # the window's token accuracy
+    metrics = [e.data for e in server["me"].fine_tuning.jobs.list_events(journey["job"].id, limit=1000) if e.type == "metrics"]
+    assert all(m["train_mean_token_accuracy"] is not None for m in metrics if m.get("train_loss") is not None)
 
 
-def test_checkpoints_are_the_evaluation_cycles_and_the_kept_one_answers(server, journey):
+def test_checkpoints_are_the_last_evaluation_cycles_and_each_answers(server, journey):
+    """OpenAI keeps a job's last 3 checkpoints: TuneForge the adapters of the last 3 evaluation cycles,
+    and the best one's (the job's model); each answers by its checkpoint name, on both APIs."""
     me, job = server["me"], journey["job"]
     checkpoints = me.fine_tuning.jobs.checkpoints.list(job.id, limit=100).data
-    assert checkpoints and all(
+    assert 1 <= len(checkpoints) <= 4 and all(
         c.fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{c.step_number}" for c in checkpoints
     )
     assert [c.step_number for c in checkpoints] == sorted((c.step_number for c in checkpoints), reverse=True)
-    kept = [c for c in checkpoints if c.metrics.full_valid_loss is not None]
-    assert len(kept) == 1
+    assert checkpoints[0].step_number == 24  # the last cycle is at the last step
+    assert all(c.metrics.train_loss is not None and c.metrics.train_mean_token_accuracy is not None for c in checkpoints)
+    assert len([c for c in checkpoints if c.metrics.full_valid_loss is not None]) == 1  # the best: the job's model
     prompt = held_out(1)[0].prompt
-    answer = me.chat.completions.create(
-        model=kept[0].fine_tuned_model_checkpoint, messages=[{"role": "user", "content": prompt}], max_tokens=16, temperature=0
-    )
-    assert ISO_DATE.search(answer.choices[0].message.content)
-    others = [c for c in checkpoints if c not in kept]
-    if others:
-        _error(
-            openai.NotFoundError,
-            lambda: me.chat.completions.create(
-                model=others[0].fine_tuned_model_checkpoint, messages=[{"role": "user", "content": prompt}]
-            ),
+    for c in checkpoints:
+        answer = me.chat.completions.create(
+            model=c.fine_tuned_model_checkpoint, messages=[{"role": "user", "content": prompt}], max_tokens=16, temperature=0
         )
+        assert answer.choices[0].message.content, c
+    last = me.chat.completions.create(
+        model=checkpoints[0].fine_tuned_model_checkpoint,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert ISO_DATE.search(last.choices[0].message.content)
+    by_oci = _oci_chat(server, checkpoints[0].fine_tuned_model_checkpoint, prompt)
+    assert by_oci.chat_response.choices[0].message.content[0].text == last.choices[0].message.content
+    # A cycle whose adapter was not kept (step 1 is no cycle at all) is a 404 naming the kept ones.
+    body = _error(
+        openai.NotFoundError,
+        lambda: me.chat.completions.create(
+            model=f"{job.fine_tuned_model}:ckpt-step-1", messages=[{"role": "user", "content": prompt}]
+        ),
+    )
+    assert body["param"] == "model" and checkpoints[0].fine_tuned_model_checkpoint in body["message"], body
+
+
+def _oci_chat(server, model: str, prompt: str):
+    request = inf.GenericChatRequest(
+        messages=[inf.UserMessage(content=[inf.TextContent(text=prompt)])], max_tokens=16, temperature=0.0
+    )
+    details = inf.ChatDetails(
+        compartment_id=server["tenancy"], serving_mode=inf.OnDemandServingMode(model_id=model), chat_request=request
+    )
+    return server["infer"].chat(details).data
+
+
+def test_the_ft_name_answers_on_ocis_inference_routes(server, journey):
+    """OCI's /actions/chat and /actions/generateText take the ft: name as ON_DEMAND's modelId, as the OCID."""
+    job, prompt = journey["job"], held_out(2)[1].prompt
+    by_name = _oci_chat(server, job.fine_tuned_model, prompt).chat_response.choices[0].message.content[0].text
+    by_id = _oci_chat(server, job.tuneforge_model_id, prompt).chat_response.choices[0].message.content[0].text
+    assert by_name == by_id and ISO_DATE.search(by_name)
+    text = (
+        server["infer"]
+        .generate_text(
+            inf.GenerateTextDetails(
+                compartment_id=server["tenancy"],
+                serving_mode=inf.OnDemandServingMode(model_id=job.fine_tuned_model),
+                inference_request=inf.LlamaLlmInferenceRequest(prompt=prompt, max_tokens=16, temperature=0.0),
+            )
+        )
+        .data
+    )
+    assert text.model_id == job.tuneforge_model_id and ISO_DATE.search(text.inference_response.choices[0].text)
+    with pytest.raises(oci.exceptions.ServiceError) as err:
+        _oci_chat(server, f"ft:{BASE}:org-x::nope", prompt)
+    assert (err.value.status, err.value.code) == (404, "NotAuthorizedOrNotFound")
+
+
+def test_models_lists_the_succeeded_ft_models(server, journey):
+    job, second = journey["job"], journey["second"]
+    listed = {m.id: m for m in server["me"].models.list()}
+    assert listed[job.fine_tuned_model].owned_by == job.organization_id
+    assert job.tuneforge_model_id in listed and BASE in listed  # what it listed before stays
+    assert not [m for m in listed if m.startswith("ft:") and second.id[6:18] in m]  # a cancelled job has no model
+    assert server["me"].models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
+    assert job.fine_tuned_model not in [m.id for m in server["other"].models.list()]
+    _error(openai.NotFoundError, lambda: server["other"].models.retrieve(job.fine_tuned_model))
 
 
 def test_the_ft_model_answers_held_out_prompts_where_the_base_model_does_not(server, journey):
@@ -401,3 +458,30 @@ def test_listing_cancel_and_finished_job_rules(server, journey):
     _error(openai.NotFoundError, lambda: other.retrieve(job.id))
     _error(openai.NotFoundError, lambda: other.cancel(job.id))
     assert job.id not in [j.id for j in other.list()]
+
+
+def test_a_job_trains_with_its_own_seed_and_validation_file(server, journey):
+    """`seed` is the run's (its data order; the split's where there is no validation file), and a
+    validation_file is the validation split, the whole training file training; the run folder says so."""
+    me, jobs = server["me"], server["me"].fine_tuning.jobs
+    examples = data.read_examples(DATES)
+    train = _upload(me, _chat_lines(examples[:32]), "train32.jsonl")
+    valid = _upload(me, _chat_lines(examples[32:36]), "valid4.jsonl")
+    job = jobs.create(
+        model=BASE, training_file=train.id, validation_file=valid.id, seed=7, hyperparameters={"n_epochs": 1, "batch_size": 8}
+    )
+    assert (job.seed, job.validation_file) == (7, valid.id)
+    events = jobs.list_events(job.id, limit=100).data
+    assert f"32 training and 4 validation examples (all of {train.id}, and {valid.id}): 4 steps an epoch, 4 steps" in [
+        e.message for e in events
+    ]
+    assert not [e for e in events if e.level == "warn"]
+    job_dir = server["jobs_dir"] / job.tuneforge_model_id
+    assert (job_dir / "validation.jsonl").read_bytes() == me.files.content(valid.id).read()
+    assert _status(jobs, job.id, *FINAL) == "succeeded"
+    ran = json.loads((job_dir / "output" / "model.json").read_text())
+    assert (ran["seed"], ran["trainingExamples"], ran["validationExamples"], ran["stepsRun"]) == (7, 32, 4, 4)
+    assert jobs.retrieve(job.id).trained_tokens > 0  # all 32 examples' tokens, one epoch
+    # The journey's job gave no other seed: 42, as every job OCI's createModel makes.
+    journey_run = json.loads((server["jobs_dir"] / journey["job"].tuneforge_model_id / "output" / "model.json").read_text())
+    assert journey_run["seed"] == data.DEFAULT_SEED

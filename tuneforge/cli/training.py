@@ -63,6 +63,12 @@ def _print_performance(result) -> None:
     "--output", required=True, type=click.Path(path_type=Path), help="Folder for the adapter, model.json, metrics and report."
 )
 @weights_option(required=False)
+@click.option(
+    "--validation-dataset",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSONL file of validation examples (at least 1): the whole --dataset trains. Default: a seeded 20 % of --dataset.",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the split, the data order and the adapter init (default 42).")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
 @click.option(
@@ -146,6 +152,7 @@ def train(
     output: Path,
     weights: str | None,
     seed: int | None,
+    validation_dataset: Path | None,
     resume: bool,
     micro_batch_size: int | None,
     threads: int | None,
@@ -179,6 +186,7 @@ def train(
         hyperparameters=hyperparameter_texts(flags),
         weights=weights,
         seed=seed,
+        validation_dataset=validation_dataset,
         resume=resume,
         micro_batch_size=micro_batch_size,
         threads=threads,

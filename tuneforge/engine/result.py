@@ -5,6 +5,7 @@ writes (`dist.main_only` at the call site)."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import torch
 
@@ -13,20 +14,32 @@ from tuneforge.engine.distributed import Distributed
 from tuneforge.engine.eval_plan import EvalPlan
 from tuneforge.engine.metrics_log import MetricsLog
 from tuneforge.engine.peft_format import peft_config, save_adapter
-from tuneforge.run_folder import RunFolder, RunResult
+from tuneforge.run_folder import KEPT_CYCLE_ADAPTERS, RunFolder, RunResult
 
 
 def write_adapter(folder: RunFolder, adapter: dict[str, torch.Tensor], run) -> None:
     """The adapter in PEFT format, swapped in whole (a reader never sees half of one). `run`: the RunSpec."""
+    _swap_in(adapter, folder.adapter_dir, run)
+
+
+def keep_cycle_adapter(folder: RunFolder, adapter: dict[str, torch.Tensor], run, step: int) -> None:
+    """The adapter of step `step`'s evaluation cycle, in PEFT format (adapter tensors only, small), and
+    only the last KEPT_CYCLE_ADAPTERS cycles' left: the OpenAI API's checkpoints, each callable as a model."""
+    _swap_in(adapter, folder.cycle_adapter_dir(step), run)
+    for old in folder.cycle_adapter_steps()[:-KEPT_CYCLE_ADAPTERS]:
+        shutil.rmtree(folder.cycle_adapter_dir(old), ignore_errors=True)
+
+
+def _swap_in(adapter: dict[str, torch.Tensor], target: Path, run) -> None:
     cfg = run.config
     config = peft_config(
         run.base_model.method, base_model=str(run.weights.path), r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout
     )
-    tmp = folder.adapter_dir.with_name(folder.adapter_dir.name + ".tmp")
+    tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_adapter(adapter, tmp, config)
-    shutil.rmtree(folder.adapter_dir, ignore_errors=True)
-    tmp.rename(folder.adapter_dir)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def run_result(

@@ -35,6 +35,7 @@ class TrainerOptions:
         None  # what model.json calls a folder or Hugging Face base (the service: the imported model's OCID)
     )
     seed: int | None = None  # None: data.DEFAULT_SEED
+    validation_dataset: Path | None = None  # the validation split instead of a seeded 20 % of `dataset`
     resume: bool = False
     micro_batch_size: int | None = None
     threads: int | None = None
@@ -159,6 +160,8 @@ def check_input(options: TrainerOptions, notices: bool = True):
         model, {**parse_hyperparameters(options.hyperparameters, model), "trainingConfigType": method_type}
     )
     data.scan_dataset(options.dataset, method=options.method)  # fail on bad data before loading any weights
+    if options.validation_dataset is not None:  # the validation split: the same checks, at least one example
+        data.scan_dataset(options.validation_dataset, min_examples=1)
     if folder is not None:
         resolved = Weights(str(folder), folder, False, options.base_model_name or options.base_model)
     else:
@@ -233,6 +236,7 @@ def _train(options: TrainerOptions, main_rank: bool):
         base_model=model,
         config=config,
         dataset=options.dataset,
+        validation_dataset=options.validation_dataset,
         weights=resolved,
         output=options.output,
         seed=seed,

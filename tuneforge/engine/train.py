@@ -2,7 +2,8 @@
 
 What it does, in order:
   1. resolve and load the weights (bf16 matmuls where the hardware runs them fast), read + split the dataset
-     (seeded 80:20), encode it with the base model's chat template, check token lengths;
+     (seeded 80:20; or, with `validation_dataset`, all of it trains and that file is the validation split),
+     encode it with the base model's chat template, check token lengths;
   2. attach the method's adapter (LoRA or T-Few/(IA)^3) to the frozen base (starting from a finished run's
      adapter with `from_adapter`);
   3. AdamW (weight decay 0, gradient clipping at 1.0) with a linear warmup over the first 6 % of
@@ -18,7 +19,8 @@ What it does, in order:
      (loss.PreferenceLoss: the reference is the same model with its adapter off, scored without gradients);
   5. evaluation cycles (see `EvalPlan`) feed early stopping and keep the best adapter (DPO: on the
      validation DPO loss; the accuracy is the reward accuracy);
-  6. checkpoints at every evaluation cycle and when stopped (SIGTERM / Ctrl-C);
+  6. checkpoints at every evaluation cycle and when stopped (SIGTERM / Ctrl-C); each cycle's adapter is
+     kept too, for the last 3 cycles (run_folder: cycle-adapters/, the OpenAI API's checkpoints);
   7. at the end, the best adapter (the last one when early stopping is disabled) is evaluated on
      the whole validation split: that gives finalAccuracy / finalLoss, and it is saved in PEFT format.
 
@@ -50,7 +52,7 @@ from tuneforge.engine.eval_plan import EvalPlan
 from tuneforge.engine.loss import CompletionLoss, PreferenceLoss, reward_metrics, shared_prefix_len
 from tuneforge.engine.metrics_log import MetricsLog, should_log
 from tuneforge.engine.precision import pick_device, pick_dtype
-from tuneforge.engine.result import finish_folder, run_result, write_adapter
+from tuneforge.engine.result import finish_folder, keep_cycle_adapter, run_result, write_adapter
 from tuneforge.engine.weights import Weights, load_for_training
 from tuneforge.hyperparams import TrainingConfig, steps_per_epoch, total_training_steps
 from tuneforge.run_folder import Progress, RunFolder, RunResult
@@ -67,6 +69,7 @@ class RunSpec:
     weights: Weights
     output: Path
     seed: int = data.DEFAULT_SEED
+    validation_dataset: Path | None = None  # the validation split; None: a seeded 20 % of `dataset`
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
     micro_batch_size: int | None = None  # split each step's batch (each rank's share of it) to bound memory; same result
@@ -237,28 +240,36 @@ def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dt
     context = min(run.base_model.context_tokens, model.config.max_position_embeddings)
     context_source = run.weights.context_note(model.config.max_position_embeddings, run.base_model.context_tokens)
 
-    data.check_token_lengths(
-        examples,
-        lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
-        max_prompt_tokens=run.base_model.max_prompt_tokens,
-        max_completion_tokens=run.base_model.max_completion_tokens,
-        context_tokens=context,
-        path=run.dataset,
-        context_source=context_source,
-    )
-    # Conversations are rendered by the chat template here: each one it cannot render or mark, or
-    # whose rendering exceeds the context, is named by its line, all at once.
-    encoded = encode_all(
-        tokenizer,
-        examples,
-        path=str(run.dataset),
-        context_tokens=context,
-        context_source=context_source,
-        model=run.weights.description if run.weights.stand_in else run.base_model.id,  # never a server path
-    )
+
+    def encoded(items, path: Path) -> list:
+        """Length-checked and encoded, every problem named by its line of `path`, all at once."""
+        data.check_token_lengths(
+            items,
+            lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
+            max_prompt_tokens=run.base_model.max_prompt_tokens,
+            max_completion_tokens=run.base_model.max_completion_tokens,
+            context_tokens=context,
+            path=path,
+            context_source=context_source,
+        )
+        # Conversations are rendered by the chat template here: each one it cannot render or mark, or
+        # whose rendering exceeds the context, is named by its line, all at once.
+        return encode_all(
+            tokenizer,
+            items,
+            path=str(path),
+            context_tokens=context,
+            context_source=context_source,
+            model=run.weights.description if run.weights.stand_in else run.base_model.id,  # never a server path
+        )
+
+    if run.validation_dataset is not None:  # the whole dataset trains; the validation dataset is the split
+        validation = data.read_examples(run.validation_dataset, min_examples=1)
+        return scorer, encoded(examples, run.dataset), encoded(validation, run.validation_dataset), tokenizer.pad_token_id
+    all_encoded = encoded(examples, run.dataset)
     train_indices, val_indices = data.split_indices(len(examples), run.seed)  # the seeded 80:20 split (data.split_examples)
-    train_set = [encoded[i] for i in train_indices]
-    val_set = [encoded[i] for i in val_indices]
+    train_set = [all_encoded[i] for i in train_indices]
+    val_set = [all_encoded[i] for i in val_indices]
     return scorer, train_set, val_set, tokenizer.pad_token_id
 
 
@@ -348,12 +359,15 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         )
         state.eval_due = False
         save_checkpoint(folder, state, model, optimizer, scheduler, dist)
+        cycle_adapter = dist.full_tensors(params)  # collective: every rank takes part
+        dist.main_only(keep_cycle_adapter, folder, cycle_adapter, run, state.step)
         return state.early_stopping.should_stop
 
     # 4. the loop
     scorer.train()
     micro = run.micro_batch_size or batch_size
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
+    window_correct, window_trained = 0.0, 0.0  # the trained tokens' right argmax predictions, and their count
     window_pairs: dict[str, float] = {}  # DPO: the window's summed rewards and reward accuracy, and its pair count
     # A run stopped between a step and that step's evaluation cycle does the cycle first on resume.
     early_stopped = evaluation_cycle() if state.eval_due else False
@@ -367,15 +381,17 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         # DPO its pairs; each rank adds its share's loss sum.
         n_units = sum(e.loss_units for e in batch_examples)
         prefix = common_prefix([batch_examples], pad_id)
-        step_loss = 0.0
+        step_loss, step_correct, step_trained = 0.0, 0, 0
         for chunk, counts in dist.micro_batches(batch_examples, micro):
             stats = scorer(to_device(collate(chunk, pad_id), device), prefix)
+            if counts and hasattr(stats, "tokens"):  # token accuracy (a preference step's PairStats count pairs)
+                step_correct, step_trained = step_correct + stats.correct, step_trained + stats.tokens
             (stats.loss_sum * (1.0 if counts else 0.0) / n_units).backward()
             step_loss += float(stats.loss_sum.detach()) / n_units if counts else 0.0
             if cfg.is_dpo and counts:
                 for name, value in {"count": stats.count, **stats.sums()}.items():
                     window_pairs[name] = window_pairs.get(name, 0.0) + value
-        (step_loss,) = dist.all_sum(step_loss)
+        step_loss, step_correct, step_trained = dist.all_sum(step_loss, step_correct, step_trained)
         torch.nn.utils.clip_grad_norm_(params.values(), MAX_GRAD_NORM)
         optimizer.step()
         scheduler.step()
@@ -384,6 +400,7 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         state.train_seconds += time.time() - t0
         window_loss += step_loss
         window_steps += 1
+        window_correct, window_trained = window_correct + step_correct, window_trained + step_trained
         window_tokens += sum(e.n_tokens for e in batch_examples)
 
         if should_log(state.step, cfg.log_model_metrics_interval_in_steps):
@@ -395,6 +412,7 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
                     "totalTrainingSteps": total_steps,
                     "epoch": round(state.step / per_epoch, 4),
                     "loss": window_loss / window_steps,
+                    **({"accuracy": window_correct / window_trained} if window_trained else {}),
                     "learningRate": lr_at(state.step - 1, total_steps, cfg.learning_rate),
                     "tokensPerSecond": window_tokens / max(now - window_start, 1e-9),
                     "elapsedSeconds": now - started,
@@ -402,6 +420,7 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
                 | (reward_metrics(window_pairs, int(window_pairs["count"])) if cfg.is_dpo else {})
             )
             window_loss, window_steps, window_tokens, window_start, window_pairs = 0.0, 0, 0, now, {}
+            window_correct, window_trained = 0.0, 0.0
 
         if plan.due(state.step, total_steps):
             state.eval_due = True

@@ -1,6 +1,7 @@
 """A job's folder.
 
-A job folder holds the dataset snapshot (`dataset.jsonl`), the trainer's logs per attempt and the run
+A job folder holds the dataset snapshot (`dataset.jsonl`; and `validation.jsonl` where the job has its own
+validation dataset, as an OpenAI job's validation_file), the trainer's logs per attempt and the run
 folder (`output/`, read through `tuneforge.run_folder`). The trainer's command line plus the run folder
 are the whole contract between the service and the engine, whichever executor starts the trainer
 (tuneforge/train_command.py builds the command line)."""
@@ -12,6 +13,9 @@ from typing import Any
 
 from tuneforge.run_folder import RunFolder
 from tuneforge.train_command import train_args
+
+DATASET_JSONL = "dataset.jsonl"
+VALIDATION_JSONL = "validation.jsonl"  # with it, the whole dataset trains and this is the validation split
 
 
 def job_train_args(
@@ -30,7 +34,8 @@ def job_train_args(
     return train_args(
         base_model_id=str(base_weights) if base_weights is not None else base_model_id,
         base_model_name=base_model_id if base_weights is not None else None,
-        dataset=job_dir / "dataset.jsonl",
+        dataset=job_dir / DATASET_JSONL,
+        validation_dataset=job_dir / VALIDATION_JSONL if (job_dir / VALIDATION_JSONL).is_file() else None,
         output=run_folder(job_dir).path,
         training_config=training_config,
         seed=seed,

@@ -118,7 +118,7 @@ def _start(sessions, job_id: str, settings: RunSettings, executor: Executor) -> 
             training_config=model.fine_tune_details["trainingConfig"],
             job_dir=job_dir,
             weights=settings.weights,
-            seed=settings.seed,
+            seed=settings.seed if job.seed is None else job.seed,  # a job's own seed (OpenAI's `seed`), else the server's
             resume=resume,
             base_weights=Path(base.weights_dir) if base is not None else None,  # a job trains its own base's weights
         )

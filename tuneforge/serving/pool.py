@@ -47,9 +47,12 @@ class EnginePool:
                 self._loading.pop(key, None)
             return engine
 
-    def for_run(self, run_dir: str | os.PathLike, adapter_id: str | None = None) -> tuple[Engine, AdapterRef]:
+    def for_run(
+        self, run_dir: str | os.PathLike, adapter_id: str | None = None, adapter_dir: Path | None = None
+    ) -> tuple[Engine, AdapterRef]:
         """The engine of a finished `tuneforge train` run's base model, and the run's adapter
-        (its id defaults to the folder's name)."""
+        (its id defaults to the folder's name), or `adapter_dir`, another adapter of the same run (an
+        evaluation cycle's: RunFolder.cycle_adapter_dir)."""
         run = RunFolder(run_dir)
         result = run.read_result()
         name = adapter_id or run.path.name
@@ -59,7 +62,7 @@ class EnginePool:
         weights = Weights(w["source"], Path(w["path"]), result.stand_in, w["description"])
         if not (weights.path / "config.json").is_file():
             raise AdapterUnavailable(f"adapter {name}: the base weights it was trained on are no longer on this server")
-        return self.get(weights), AdapterRef(name, run.adapter_dir)
+        return self.get(weights), AdapterRef(name, adapter_dir or run.adapter_dir)
 
     def engines(self) -> list[Engine]:
         with self._lock:

@@ -203,6 +203,7 @@ class JobRow(Base):
     # worker claims until a resume queues it again.
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_error: Mapped[str | None] = mapped_column(Text)  # why the previous attempt ended, if it crashed
+    seed: Mapped[int | None]  # the run's seed (its split and data order); None: the server's (data.DEFAULT_SEED)
     metrics_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of metrics.jsonl stored
     metrics_lines: Mapped[int] = mapped_column(default=0)
     progress: Mapped[dict[str, Any] | None]  # last progress.json

@@ -45,6 +45,7 @@ from tuneforge.services.schemas.inference import (
     LlamaLlmInferenceRequest,
     content_text,
 )
+from tuneforge.services.schemas.openai_fine_tuning import OpenAIError
 from tuneforge.store.tables import utcnow
 
 DEFAULT_MAX_TOKENS = 1024
@@ -76,6 +77,8 @@ def pool(svc: Services):
 def _engine(svc: Services, target: Target):
     """(engine, adapter or None) for a target; loads the base on first use."""
     if target.run_dir is not None:  # model.json names the weights it trained: a catalog base's or an imported model's
+        if target.adapter is not None:  # a checkpoint: one id per adapter in the engine
+            return pool(svc).for_run(target.run_dir, f"{target.model_id}:{target.adapter.name}", target.adapter)
         return pool(svc).for_run(target.run_dir, adapter_id=target.model_id)
     from tuneforge.engine.weights import Weights, resolve_weights
 
@@ -118,18 +121,26 @@ def warm_endpoint(svc: Services, endpoint_id: str) -> None:
 
 
 def resolve(svc: Services, caller: Caller, serving_mode) -> Target:
+    """OCI's servingMode: DEDICATED's endpoint, or ON_DEMAND's modelId, which may also be an OpenAI
+    fine-tuning job's `ft:` name or one of its checkpoints' (a 404 in OCI's shape when there is none)."""
     if isinstance(serving_mode, DedicatedServingMode):
         return endpoints.endpoint_target(svc, caller, serving_mode.endpoint_id)
+    if serving_mode.model_id.startswith("ft:"):
+        try:
+            return openai_jobs.ft_target(svc, caller, serving_mode.model_id)
+        except OpenAIError as err:
+            raise ServiceError(err.status, "NotAuthorizedOrNotFound", err.message) from None
     return endpoints.model_target(svc, caller, serving_mode.model_id)
 
 
 def resolve_openai_model(svc: Services, caller: Caller, model: str) -> Target:
     """OpenAI's `model`: an endpoint id, a custom model id, a base model's name or id, or a fine-tuning
-    job's `ft:` name (or its kept checkpoint's), which answers as the custom model the job trained."""
+    job's `ft:` name, which answers as the custom model the job trained, or one of its kept checkpoints'
+    names (that evaluation cycle's adapter of the same run)."""
     if ".generativeaiendpoint." in model:
         return endpoints.endpoint_target(svc, caller, model)
     if model.startswith("ft:"):  # the same adapter (one id in the engine) whichever name calls it
-        return endpoints.model_target(svc, caller, openai_jobs.model_of(svc, caller, model))
+        return openai_jobs.ft_target(svc, caller, model)
     return endpoints.model_target(svc, caller, model)
 
 
@@ -474,8 +485,8 @@ def openai_completion_result(model: str, generation: Generation, completions, ec
 
 
 def openai_models(svc: Services, caller: Caller) -> dict[str, Any]:
-    """What `model` can be: the tenancy's ACTIVE custom models, imported models and endpoints, and the
-    catalog's base models."""
+    """What `model` can be: the tenancy's ACTIVE custom models, imported models and endpoints, its
+    succeeded fine-tuning jobs' `ft:` models, and the catalog's base models."""
     from tuneforge.services.resources import base_models, imported_models, models
 
     found = []
@@ -494,6 +505,7 @@ def openai_models(svc: Services, caller: Caller) -> dict[str, Any]:
         found.append(
             {"id": endpoint.id, "object": "model", "created": _epoch(endpoint.time_created), "owned_by": caller.tenancy_id}
         )
+    found += openai_jobs.listed_models(svc, caller)  # succeeded fine-tuning jobs' models by their ft: names
     for spec in base_models.catalog.list_models():
         found.append({"id": spec.id, "object": "model", "created": _epoch(base_models.CATALOG_TIME), "owned_by": spec.vendor})
     return {"object": "list", "data": found}

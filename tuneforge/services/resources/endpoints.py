@@ -345,6 +345,7 @@ class Target:
     run_dir: Path | None  # the custom model's finished run folder (adapter/, model.json); None: the base itself
     endpoint_id: str | None = None
     weights: Path | None = None  # the base itself when it is an imported model: its own folder
+    adapter: Path | None = None  # another adapter of run_dir than its final one: an evaluation cycle's (a checkpoint)
 
 
 def endpoint_target(svc: Services, caller: Caller, endpoint_id: str) -> Target:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from tuneforge.errors import DatasetError, InvalidParameter
 from tuneforge.hyperparams import TrainingConfig, make_plan, resolve_training_config
 from tuneforge.jobs import lifecycle
-from tuneforge.jobs.command import run_folder
+from tuneforge.jobs.command import DATASET_JSONL, VALIDATION_JSONL, run_folder
 from tuneforge.services import idempotency, tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import incorrect_state, invalid, not_found, too_many_requests
@@ -152,11 +152,11 @@ def _check_capacity(svc: Services, session, caller: Caller) -> None:
         raise too_many_requests(f"your tenancy already has {pending} training jobs queued or running; retry later")
 
 
-def _link_dataset(source: Path, job_dir: Path) -> None:
+def _link_dataset(source: Path, job_dir: Path, name: str = DATASET_JSONL) -> None:
     """Snapshot the dataset for the job: a later put_object of the same name must not change a queued run.
     Uploads replace files by rename, so a hard link is a true snapshot (copy where links fail)."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    target = job_dir / "dataset.jsonl"
+    target = job_dir / name
     try:
         os.link(source, target)
     except OSError:
@@ -170,10 +170,14 @@ def create_model(
     retry_token: str | None = None,
     *,
     new_cluster: CreateDedicatedAiClusterDetails | None = None,
+    seed: int | None = None,
+    validation: tuple[Path, int] | None = None,
 ) -> Answer[Model]:
     """Validate everything, then queue the training job; the Model starts CREATING. With
     `new_cluster` (the console's "a new fine-tuning cluster") the cluster is created in the same
-    transaction, only once everything else passed, so a refused create leaves nothing behind."""
+    transaction, only once everything else passed, so a refused create leaves nothing behind.
+    The OpenAI API's jobs (openai_jobs) also give the run's `seed` (None: the server's, 42) and a checked
+    `validation` dataset (its file and number of examples), which replaces OCI's 80:20 split."""
     digest = idempotency.body_hash(details)
     with svc.session() as session:
         earlier = idempotency.lookup(session, caller.tenancy_id, retry_token, "CreateModel", digest)
@@ -192,7 +196,7 @@ def create_model(
             )
         dataset, n_examples = _dataset(svc, session, caller, details, base)
         try:
-            plan = make_plan(n_examples, training_config)
+            plan = make_plan(n_examples, training_config, validation[1] if validation else None)
         except InvalidParameter as err:
             raise invalid(f"fineTuneDetails.trainingConfig.{err}") from None
         _check_capacity(svc, session, caller)
@@ -241,10 +245,12 @@ def create_model(
         )
         session.flush()
         job_dir = svc.config.jobs_dir / model_id
-        session.add(JobRow(id=wr.id, model_id=model_id, cluster_id=cluster_id, state="QUEUED", job_dir=str(job_dir)))
+        session.add(JobRow(id=wr.id, model_id=model_id, cluster_id=cluster_id, state="QUEUED", job_dir=str(job_dir), seed=seed))
         workrequests.log(session, wr.id, f"Accepted: fine-tune {spec.id} on {plan.describe()}; waiting for a worker.")
         idempotency.record(session, caller.tenancy_id, retry_token, "CreateModel", digest, model_id, wr.id)
         _link_dataset(dataset, job_dir)
+        if validation is not None:
+            _link_dataset(validation[0], job_dir, VALIDATION_JSONL)
         earlier = idempotency.commit_or_earlier(
             session,
             caller.tenancy_id,

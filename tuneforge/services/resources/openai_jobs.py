@@ -16,12 +16,13 @@ Decisions where OpenAI and OCI differ (docs/openai.md says each):
   ranges. The job's first events say what each one became and the steps that makes.
 - Status: validating_files never shows (see above); `paused` between a pause and a resume (OpenAI's
   own word); a model deleted through the OCI API while it trained shows `cancelled`.
-- The validation split is OCI's: 20 % of training_file, seeded. A validation_file is checked and
-  recorded, and an event says it does not replace that split (the engine takes one dataset).
-- Checkpoints are the run's evaluation cycles; the adapter kept is the best one's, which answers as
-  the job's model and as its own checkpoint name; the other cycles' adapters are not kept.
-- The seed: the service trains with data.DEFAULT_SEED (its split and data order); a job asking for
-  another seed is told so in its events and reports the seed it used.
+- The validation split: a validation_file is it (the whole training_file trains); without one, OCI's
+  seeded 20 % of training_file.
+- Checkpoints are the run's evaluation cycles whose adapter the run folder keeps: the last
+  KEPT_CYCLE_ADAPTERS cycles' (run_folder: cycle-adapters/), and the best one's, which is the job's
+  model; each answers by its checkpoint name once the job has succeeded.
+- The seed (the split and the data order) is the job's `seed`, data.DEFAULT_SEED when it gives none
+  (what OCI's createModel always uses); the job row of the queue carries it to the trainer.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import hashlib
 import io
 import re
 import secrets
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,11 @@ from tuneforge import data
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.errors import DatasetError, InvalidParameter
 from tuneforge.hyperparams import check_value, make_plan, resolve_training_config
-from tuneforge.jobs.command import run_folder
+from tuneforge.jobs.command import DATASET_JSONL, VALIDATION_JSONL, run_folder
+from tuneforge.run_folder import KEPT_CYCLE_ADAPTERS, RunFolder
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError
-from tuneforge.services.resources import base_models, clusters, datasets, models, openai_files
+from tuneforge.services.resources import base_models, clusters, datasets, endpoints, models, openai_files
 from tuneforge.services.schemas.openai_fine_tuning import (
     JobRequest,
     OpenAIError,
@@ -134,10 +137,13 @@ def _check_dataset(svc: Services, caller: Caller, row: OpenAIFileRow, spec: Base
         raise bad_request(f"{param} {row.id}: {openai_files.problems_text(err)}", param, f"invalid_{param}") from None
 
 
-def _resolve(spec: BaseModelSpec, hyper: dict[str, Any], param: str, n_examples: int) -> tuple[dict, dict, list[str]]:
+def _resolve(
+    spec: BaseModelSpec, hyper: dict[str, Any], param: str, n_examples: int, n_validation: int | None
+) -> tuple[dict, dict, list[str]]:
     """OpenAI's hyperparameters -> (the resolved OpenAI values, OCI's trainingConfig overrides, how
-    each "auto" was decided, in words). Every value inside the catalog's ranges."""
-    n_train, _ = data.split_sizes(n_examples)
+    each "auto" was decided, in words). Every value inside the catalog's ranges. With a validation file
+    (`n_validation` examples) the whole training file trains; without, OCI's 80 %."""
+    n_train = n_examples if n_validation is not None else data.split_sizes(n_examples)[0]
     epochs_spec, batch_spec, lr_spec = (spec.params[n] for n in ("totalTrainingEpochs", "trainingBatchSize", "learningRate"))
     how: list[str] = []
 
@@ -223,9 +229,8 @@ def create_job(svc: Services, caller: Caller, body: Any) -> dict[str, Any]:
     training = _dataset_file(svc, caller, req.training_file, "training_file")
     validation = _dataset_file(svc, caller, req.validation_file, "validation_file") if req.validation_file else None
     n_examples = _check_dataset(svc, caller, training, spec, "training_file")
-    if validation is not None:
-        _check_dataset(svc, caller, validation, spec, "validation_file")
-    hyper, overrides, how = _resolve(spec, req.hyperparameters, req.hyperparameters_param, n_examples)
+    n_validation = _check_dataset(svc, caller, validation, spec, "validation_file") if validation is not None else None
+    hyper, overrides, how = _resolve(spec, req.hyperparameters, req.hyperparameters_param, n_examples, n_validation)
     job_id = "ftjob-" + secrets.token_hex(12)
     org = organization_id(caller.tenancy_id)
     name = f"ft:{spec.id}:{org}:{req.suffix or ''}:{job_id[6:18]}"
@@ -248,9 +253,16 @@ def create_job(svc: Services, caller: Caller, body: Any) -> dict[str, Any]:
             },
         }
     )
+    seed = data.DEFAULT_SEED if req.seed is None else req.seed
     try:
-        plan = make_plan(n_examples, resolve_training_config(spec, overrides))
-        created = models.create_model(svc, caller, details)
+        plan = make_plan(n_examples, resolve_training_config(spec, overrides), n_validation)
+        created = models.create_model(
+            svc,
+            caller,
+            details,
+            seed=seed,
+            validation=(openai_files.blob_path(svc, caller, validation.id), n_validation) if validation else None,
+        )
     except InvalidParameter as err:
         raise bad_request(f"Invalid hyperparameters: {err}", req.hyperparameters_param) from None
     except OpenAIError:
@@ -259,18 +271,15 @@ def create_job(svc: Services, caller: Caller, body: Any) -> dict[str, Any]:
         if err.status == 429:
             raise OpenAIError(429, err.message, None, "rate_limit_exceeded") from None
         raise OpenAIError(err.status, err.message, None, "invalid_request_error") from None
-    how.append(
-        f"{plan.training_examples} training and {plan.validation_examples} validation examples (OCI's 80:20 split of "
-        f"{training.id}): {plan.steps_per_epoch} steps an epoch, {plan.total_training_steps} steps"
+    split = (
+        f"all of {training.id}, and {validation.id}"
+        if validation is not None
+        else f"OCI's 80:20 split of {training.id} with seed {seed}"
     )
-    seed = data.DEFAULT_SEED
-    if req.seed is not None and req.seed != seed:
-        how.append(f"warn:seed {req.seed} was asked for; this service trains with seed {seed} (its split and data order)")
-    if validation is not None:
-        how.append(
-            f"warn:validation_file {validation.id} was checked ({validation.examples} examples); TuneForge evaluates on "
-            f"the seeded 20 % of {training.id}, as OCI does, not on the validation file"
-        )
+    how.append(
+        f"{plan.training_examples} training and {plan.validation_examples} validation examples ({split}): "
+        f"{plan.steps_per_epoch} steps an epoch, {plan.total_training_steps} steps"
+    )
     with svc.session() as session:
         row = OpenAIJobRow(
             id=job_id,
@@ -485,9 +494,9 @@ def _records(session, model_id: str) -> list[dict[str, Any]]:
 
 
 def _steps(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Step -> OpenAI's metrics of that step: train_loss (the engine's mean since its previous record),
-    valid_loss and valid_mean_token_accuracy where an evaluation cycle ran. The engine does not measure
-    the training batches' token accuracy, so train_mean_token_accuracy stays null."""
+    """Step -> OpenAI's metrics of that step: train_loss and train_mean_token_accuracy (the engine's,
+    over the trained tokens since its previous record), valid_loss and valid_mean_token_accuracy where
+    an evaluation cycle ran."""
     steps: dict[int, dict[str, Any]] = {}
     for r in records:
         step = int(r.get("step") or 0)
@@ -495,7 +504,7 @@ def _steps(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         entry["elapsed"] = max(entry.get("elapsed", 0.0), float(r.get("elapsedSeconds") or 0.0))
         if r.get("kind") == "train":
             entry["train_loss"] = r.get("loss")
-            entry["train_mean_token_accuracy"] = None
+            entry["train_mean_token_accuracy"] = r.get("accuracy")
         elif r.get("kind") == "eval":
             entry["valid_loss"] = r.get("validationLoss")
             entry["valid_mean_token_accuracy"] = r.get("validationAccuracy")
@@ -542,6 +551,8 @@ def _events(svc: Services, caller: Caller, session, row: OpenAIJobRow) -> list[d
         parts = [f"Step {step}/{total}" if total else f"Step {step}"]
         if m.get("train_loss") is not None:
             parts.append(f"training loss={m['train_loss']:.4f}")
+        if m.get("train_mean_token_accuracy") is not None:
+            parts.append(f"training accuracy={m['train_mean_token_accuracy']:.4f}")
         if m.get("valid_loss") is not None:
             parts.append(f"validation loss={m['valid_loss']:.4f}")
         events.append((when, 2, step, _event(f"ftevent-{key}-step{step}", when, ", ".join(parts), data_=m)))
@@ -579,7 +590,8 @@ def list_events(svc: Services, caller: Caller, job_id: str, after: str | None, l
 
 
 def _checkpoints(svc: Services, caller: Caller, session, row: OpenAIJobRow) -> list[dict[str, Any]]:
-    """One checkpoint per evaluation cycle, oldest first."""
+    """The evaluation cycles whose adapter is kept (the last KEPT_CYCLE_ADAPTERS, and the best one, which
+    is the model's own), oldest first: each answers as a model once the job has succeeded."""
     model = session.get(ModelRow, row.model_id)
     job = _latest_job(session, row.model_id)
     wr = session.get(WorkRequestRow, job.id) if job is not None else None
@@ -587,13 +599,15 @@ def _checkpoints(svc: Services, caller: Caller, session, row: OpenAIJobRow) -> l
     succeeded = _status(row, model, job) == "succeeded"
     result = (models.run_result(svc, caller, row.model_id) or {}) if succeeded else {}
     best = result.get("bestStep")
+    adapters = set(run_folder(Path(job.job_dir)).cycle_adapter_steps()) if job is not None else set()
     metrics = model.model_metrics or {}
-    out, last_train = [], None
+    out, last_train, last_accuracy = [], None, None
     for step, m in _steps(_records(session, row.model_id)).items():
         last_train = m.get("train_loss", last_train)
-        if "valid_loss" not in m:
-            continue
+        last_accuracy = m.get("train_mean_token_accuracy", last_accuracy)
         kept = succeeded and step == best
+        if "valid_loss" not in m or not (kept or step in adapters):
+            continue
         out.append(
             {
                 "id": f"ftckpt-{row.id[6:]}-{step}",
@@ -605,7 +619,7 @@ def _checkpoints(svc: Services, caller: Caller, session, row: OpenAIJobRow) -> l
                 "metrics": {
                     "step": float(step),
                     "train_loss": last_train,
-                    "train_mean_token_accuracy": None,
+                    "train_mean_token_accuracy": last_accuracy,
                     "valid_loss": m.get("valid_loss"),
                     "valid_mean_token_accuracy": m.get("valid_mean_token_accuracy"),
                     "full_valid_loss": metrics.get("finalLoss") if kept else None,
@@ -634,7 +648,13 @@ def _results_csv(records: list[dict[str, Any]]) -> bytes:
 
     for step, m in _steps(records).items():
         writer.writerow(
-            [step, cell(m.get("train_loss")), "", cell(m.get("valid_loss")), cell(m.get("valid_mean_token_accuracy"))]
+            [
+                step,
+                cell(m.get("train_loss")),
+                cell(m.get("train_mean_token_accuracy")),
+                cell(m.get("valid_loss")),
+                cell(m.get("valid_mean_token_accuracy")),
+            ]
         )
     return out.getvalue().encode()
 
@@ -650,8 +670,9 @@ def _trained_tokens(svc: Services, row: OpenAIJobRow, session) -> int | None:
     if limits is None:
         return None
     try:
-        examples = data.read_examples(Path(job.job_dir) / "dataset.jsonl")
-        train, _ = data.split_examples(examples, result.seed)
+        examples = data.read_examples(Path(job.job_dir) / DATASET_JSONL)
+        with_validation = (Path(job.job_dir) / VALIDATION_JSONL).is_file()  # then all of it trains
+        train = examples if with_validation else data.split_examples(examples, result.seed)[0]
         per_epoch = sum(sum(e.token_counts(limits.count)) for e in train)
     except (DatasetError, OSError):
         return None
@@ -678,9 +699,11 @@ def _record_results(svc: Services, caller: Caller, session, row: OpenAIJobRow) -
 # ---- ft: names --------------------------------------------------------------------------------
 
 
-def model_of(svc: Services, caller: Caller, name: str) -> str:
-    """The custom model an `ft:` name (or one of its checkpoints' names) answers with; 404 in OpenAI's
-    words when the tenancy has no such model."""
+def ft_target(svc: Services, caller: Caller, name: str) -> endpoints.Target:
+    """What an `ft:` name answers with: the custom model the job trained, or for one of its checkpoints'
+    names that evaluation cycle's adapter of the same run (the last KEPT_CYCLE_ADAPTERS cycles' are
+    kept, and the best one's is the model's own). 404 in OpenAI's words when the tenancy has no such
+    model or checkpoint."""
     match = CHECKPOINT.match(name)
     with svc.session() as session:
         base = match.group("model") if match else name
@@ -689,9 +712,43 @@ def model_of(svc: Services, caller: Caller, name: str) -> str:
         ).first()
     if row is None:
         raise not_found(f"The model {shown(name)} does not exist or you do not have access to it.", "model")
-    if match:
-        best = (models.run_result(svc, caller, row.model_id) or {}).get("bestStep")
-        if best is None or int(match.group("step")) != best:
-            kept = f"; only the best evaluation's adapter is kept: {base}:ckpt-step-{best}" if best is not None else ""
-            raise not_found(f"The checkpoint {shown(name)} has no adapter on this server{kept}.", "model")
-    return row.model_id
+    target = endpoints.model_target(svc, caller, row.model_id)
+    if not match:
+        return target
+    step, folder = int(match.group("step")), RunFolder(target.run_dir)
+    kept = folder.cycle_adapter_steps()
+    if step in kept:
+        return replace(target, adapter=folder.cycle_adapter_dir(step))
+    result = folder.read_result()
+    if result is not None and step == result.best_step:  # a run from before cycle adapters were kept
+        return target
+    names = ", ".join(f"{base}:ckpt-step-{s}" for s in sorted(set(kept) | ({result.best_step} if result else set())))
+    raise not_found(
+        f"The checkpoint {shown(name)} has no adapter on this server; the last {KEPT_CYCLE_ADAPTERS} evaluation "
+        f"cycles' are kept: {names or 'none'}.",
+        "model",
+    )
+
+
+def listed_models(svc: Services, caller: Caller) -> list[dict[str, Any]]:
+    """GET /models' entries of the tenancy's succeeded jobs, by their ft: names (OpenAI lists them so)."""
+    with svc.session() as session:
+        rows = session.execute(
+            select(OpenAIJobRow, ModelRow)
+            .join(ModelRow, ModelRow.id == OpenAIJobRow.model_id)
+            .where(
+                OpenAIJobRow.tenancy_id == caller.tenancy_id,
+                OpenAIJobRow.cancelled.is_(False),
+                ModelRow.lifecycle_state == "ACTIVE",
+            )
+            .order_by(OpenAIJobRow.created_at)
+        ).all()
+        return [
+            {
+                "id": row.fine_tuned_model,
+                "object": "model",
+                "created": _unix(model.time_updated or model.time_created),
+                "owned_by": organization_id(caller.tenancy_id),
+            }
+            for row, model in rows
+        ]
