@@ -161,7 +161,7 @@ def check_input(options: TrainerOptions, notices: bool = True):
     )
     data.scan_dataset(options.dataset, method=options.method)  # fail on bad data before loading any weights
     if options.validation_dataset is not None:  # the validation split: the same checks, at least one example
-        data.scan_dataset(options.validation_dataset, min_examples=1)
+        data.scan_dataset(options.validation_dataset, min_examples=1, method=options.method)
     if folder is not None:
         resolved = Weights(str(folder), folder, False, options.base_model_name or options.base_model)
     else:

@@ -240,7 +240,6 @@ def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dt
     context = min(run.base_model.context_tokens, model.config.max_position_embeddings)
     context_source = run.weights.context_note(model.config.max_position_embeddings, run.base_model.context_tokens)
 
-
     def encoded(items, path: Path) -> list:
         """Length-checked and encoded, every problem named by its line of `path`, all at once."""
         data.check_token_lengths(
@@ -264,7 +263,9 @@ def load_model_and_data(run: RunSpec, dist: Distributed, writer, dtype: torch.dt
         )
 
     if run.validation_dataset is not None:  # the whole dataset trains; the validation dataset is the split
-        validation = data.read_examples(run.validation_dataset, min_examples=1)
+        validation = data.read_examples(
+            run.validation_dataset, min_examples=1, method=data.DPO if cfg.is_dpo else data.SUPERVISED
+        )
         return scorer, encoded(examples, run.dataset), encoded(validation, run.validation_dataset), tokenizer.pad_token_id
     all_encoded = encoded(examples, run.dataset)
     train_indices, val_indices = data.split_indices(len(examples), run.seed)  # the seeded 80:20 split (data.split_examples)
