@@ -3,7 +3,7 @@ named, and, when the base weights' tokenizer is already on disk, every example t
 model named too, so a bad dataset is refused at once instead of failing a minute into the job.
 
 Either format is taken (data.py: prompt/completion, or chat lines as a TuneForge extension of OCI's
-API, docs/datasets.md), by every door that calls `check`: OCI's CreateModel, the console, sweeps and
+API, docs/datasets.md; preference pairs for a DPO fine-tune, docs/dpo.md), by every door that calls `check`: OCI's CreateModel, the console, sweeps and
 OpenAI's fine-tuning jobs. A conversation's length here is its messages' own tokens (a lower bound:
 rendering needs the chat template, which the job has; it checks the rendered length).
 
@@ -62,14 +62,15 @@ def token_limits(weights: str | None, spec: BaseModelSpec) -> TokenLimits | None
     )
 
 
-def check(path: Path, name: str, spec: BaseModelSpec, weights: str | None) -> int:
+def check(path: Path, name: str, spec: BaseModelSpec, weights: str | None, method: str = data.SUPERVISED) -> int:
     """The number of examples in the stored file `path`; DatasetError (described as `name`, never
-    by the server's path) naming every problem."""
+    by the server's path) naming every problem. `method` (data.SUPERVISED or data.DPO) refuses a file
+    of the other family, as the job would."""
     limits = token_limits(weights, spec) if path.stat().st_size <= MAX_CHECKED_BYTES else None
     try:
         if limits is None:
-            return data.scan_dataset(path)
-        examples = data.read_examples(path)
+            return data.scan_dataset(path, method=method)
+        examples = data.read_examples(path, method=method)
         data.check_token_lengths(
             examples,
             limits.count,

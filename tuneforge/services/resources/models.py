@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from tuneforge import data
 from tuneforge.errors import DatasetError, InvalidParameter
-from tuneforge.hyperparams import TrainingConfig, make_plan, resolve_training_config
+from tuneforge.hyperparams import DPO_TRAINING_CONFIG, TrainingConfig, make_plan, resolve_training_config
 from tuneforge.jobs import lifecycle
 from tuneforge.jobs.command import DATASET_JSONL, VALIDATION_JSONL, run_folder
 from tuneforge.services import idempotency, tenancy
@@ -120,8 +121,31 @@ def _hold_imported(session, model_id: str) -> None:
         raise invalid(f"baseModelId: imported model {model_id!r} was deleted while the model was being created") from None
 
 
-def _dataset(svc: Services, session, caller: Caller, details: CreateModelDetails, base: base_models.Base) -> tuple[Path, int]:
-    """The stored dataset object and its number of examples; 400 naming every bad line."""
+def method_hint(path: Path, method: str) -> str:
+    """When `path` is a valid file of the other method's family: what to set instead (the OCI API's
+    field), ending in a space; else "". Only asked once the check has failed, so it costs nothing otherwise."""
+    try:
+        fmt = data.dataset_format(path, min_examples=1, method=None)
+    except DatasetError:
+        return ""
+    if fmt in data.METHOD_FORMATS[method]:
+        return ""
+    if method == data.SUPERVISED:
+        return (
+            f"a preference file trains with fineTuneDetails.trainingConfig.trainingConfigType {DPO_TRAINING_CONFIG} "
+            "(preference tuning, docs/dpo.md). "
+        )
+    return (
+        f"fineTuneDetails.trainingConfig.trainingConfigType {DPO_TRAINING_CONFIG} trains on preference pairs; "
+        "for supervised fine-tuning use the base model's own training config type. "
+    )
+
+
+def _dataset(
+    svc: Services, session, caller: Caller, details: CreateModelDetails, base: base_models.Base, method: str
+) -> tuple[Path, int]:
+    """The stored dataset object and its number of examples; 400 naming every bad line. `method`
+    (data.SUPERVISED or data.DPO, the training config's) refuses a file of the other family."""
     ds = details.fine_tune_details.training_dataset
     where = f"{ds.namespace_name}/{ds.bucket_name}/{ds.object_name}"
     found = None
@@ -136,9 +160,9 @@ def _dataset(svc: Services, session, caller: Caller, details: CreateModelDetails
         # Token lengths are counted with the tokenizer of the weights the job will train: an imported
         # model's own, a catalog model's from the server's weights.
         weights = str(base.weights) if base.weights is not None else svc.config.weights
-        return path, datasets.check(path, where, base.spec, weights)
+        return path, datasets.check(path, where, base.spec, weights, method)
     except DatasetError as err:
-        raise invalid(f"fineTuneDetails.trainingDataset: {err}") from None
+        raise invalid(f"fineTuneDetails.trainingDataset: {method_hint(path, method)}{err}") from None
 
 
 def _check_capacity(svc: Services, session, caller: Caller) -> None:
@@ -194,7 +218,8 @@ def create_model(
                 "FINE_TUNING",
                 "fine-tuning needs a FINE_TUNING cluster",
             )
-        dataset, n_examples = _dataset(svc, session, caller, details, base)
+        method = data.DPO if training_config.is_dpo else data.SUPERVISED
+        dataset, n_examples = _dataset(svc, session, caller, details, base, method)
         try:
             plan = make_plan(n_examples, training_config, validation[1] if validation else None)
         except InvalidParameter as err:

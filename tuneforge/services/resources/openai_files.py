@@ -94,9 +94,10 @@ def problems_text(err: DatasetError) -> str:
 
 def check_fine_tune_file(path: Path) -> tuple[str, str | None, int | None]:
     """(status, status_details, examples) of a fine-tune file: its lines as training reads them (at
-    least one example; the minimum for training data is the job's check)."""
+    least one example; the minimum for training data is the job's check). Supervised and preference
+    files alike: which family a job takes is its method's check (openai_jobs)."""
     try:
-        return "processed", None, data.scan_dataset(path, min_examples=1)
+        return "processed", None, data.scan_dataset(path, min_examples=1, method=None)
     except DatasetError as err:
         return "error", problems_text(err), None
 

@@ -23,6 +23,9 @@ Decisions where OpenAI and OCI differ (docs/openai.md says each):
   model; each answers by its checkpoint name once the job has succeeded.
 - The seed (the split and the data order) is the job's `seed`, data.DEFAULT_SEED when it gives none
   (what OCI's createModel always uses); the job row of the queue carries it to the trainer.
+- `method: {type: "dpo"}` is OCI's DPO_TRAINING_CONFIG (docs/dpo.md): its files must be preference
+  pairs (a supervised job's must not be), beta "auto" is the catalog's default, and the step events
+  carry the DPO metrics (loss, reward accuracy, margin) alongside OpenAI's names.
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from tuneforge import data
+from tuneforge import catalog, data
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.errors import DatasetError, InvalidParameter
-from tuneforge.hyperparams import check_value, make_plan, resolve_training_config
+from tuneforge.hyperparams import DPO_TRAINING_CONFIG, check_value, make_plan, resolve_training_config
 from tuneforge.jobs.command import DATASET_JSONL, VALIDATION_JSONL, run_folder
 from tuneforge.run_folder import KEPT_CYCLE_ADAPTERS, RunFolder
 from tuneforge.services.context import Caller, Services
@@ -126,13 +129,16 @@ def _dataset_file(svc: Services, caller: Caller, file_id: str, param: str) -> Op
     return row
 
 
-def _check_dataset(svc: Services, caller: Caller, row: OpenAIFileRow, spec: BaseModelSpec, param: str) -> int:
-    """The base model's own checks (OCI's 32-example minimum for training data, token lengths): OpenAI's validating_files."""
+def _check_dataset(
+    svc: Services, caller: Caller, row: OpenAIFileRow, spec: BaseModelSpec, param: str, method: str = data.SUPERVISED
+) -> int:
+    """The base model's own checks (OCI's 32-example minimum for training data, token lengths): OpenAI's
+    validating_files. `method` (data.SUPERVISED or data.DPO) refuses a file of the other family."""
     path = openai_files.blob_path(svc, caller, row.id)
     try:
         if param == "training_file":
-            return datasets.check(path, row.id, spec, svc.config.weights)
-        return data.scan_dataset(path, min_examples=1)
+            return datasets.check(path, row.id, spec, svc.config.weights, method)
+        return data.scan_dataset(path, min_examples=1, method=method)
     except DatasetError as err:
         raise bad_request(f"{param} {row.id}: {openai_files.problems_text(err)}", param, f"invalid_{param}") from None
 
@@ -194,6 +200,15 @@ def _resolve(
     learning_rate = float(lr_spec.default * multiplier)
     openai = {"n_epochs": int(epochs), "batch_size": int(batch), "learning_rate_multiplier": float(multiplier)}
     overrides = {"totalTrainingEpochs": int(epochs), "trainingBatchSize": int(batch), "learningRate": learning_rate}
+    if "beta" in hyper:  # a DPO job (parse_job_request admits beta for method dpo only)
+        beta_spec = catalog.dpo_params()["beta"]
+        beta = hyper["beta"]
+        if beta == "auto":
+            beta = beta_spec.default
+            how.append(f"beta=auto -> {beta:g}: the catalog's default beta for DPO (models.toml [dpo])")
+        else:
+            beta = checked("beta", beta_spec, beta)
+        openai["beta"] = overrides["beta"] = float(beta)
     return openai, overrides, how
 
 
@@ -228,9 +243,14 @@ def create_job(svc: Services, caller: Caller, body: Any) -> dict[str, Any]:
     spec = _base_model(svc, req.model)
     training = _dataset_file(svc, caller, req.training_file, "training_file")
     validation = _dataset_file(svc, caller, req.validation_file, "validation_file") if req.validation_file else None
-    n_examples = _check_dataset(svc, caller, training, spec, "training_file")
-    n_validation = _check_dataset(svc, caller, validation, spec, "validation_file") if validation is not None else None
-    hyper, overrides, how = _resolve(spec, req.hyperparameters, req.hyperparameters_param, n_examples, n_validation)
+    dpo = req.method == "dpo"
+    method = data.DPO if dpo else data.SUPERVISED
+    n_examples = _check_dataset(svc, caller, training, spec, "training_file", method)
+    n_validation = _check_dataset(svc, caller, validation, spec, "validation_file", method) if validation is not None else None
+    # A DPO job's beta is always resolved (and shown), "auto" when not given.
+    asked = {"beta": "auto", **req.hyperparameters} if dpo else req.hyperparameters
+    hyper, overrides, how = _resolve(spec, asked, req.hyperparameters_param, n_examples, n_validation)
+    overrides = {"trainingConfigType": DPO_TRAINING_CONFIG if dpo else spec.training_config_type, **overrides}
     job_id = "ftjob-" + secrets.token_hex(12)
     org = organization_id(caller.tenancy_id)
     name = f"ft:{spec.id}:{org}:{req.suffix or ''}:{job_id[6:18]}"
@@ -249,7 +269,7 @@ def create_job(svc: Services, caller: Caller, body: Any) -> dict[str, Any]:
                     "objectName": training.id,
                 },
                 "dedicatedAiClusterId": _cluster(svc, caller),
-                "trainingConfig": {"trainingConfigType": spec.training_config_type, **overrides},
+                "trainingConfig": overrides,
             },
         }
     )
@@ -292,7 +312,7 @@ def create_job(svc: Services, caller: Caller, body: Any) -> dict[str, Any]:
             suffix=req.suffix,
             seed=seed,
             job_metadata=req.metadata,
-            method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+            method={"type": req.method, req.method: {"hyperparameters": hyper}},
             resolution=how,
             created_at=datetime.now(UTC),
         )
@@ -360,7 +380,7 @@ def job_object(svc: Services, caller: Caller, session, row: OpenAIJobRow) -> dic
         "error": _error(session, model, job) if status == "failed" else None,
         "fine_tuned_model": row.fine_tuned_model if status == "succeeded" else None,
         "finished_at": _unix(finished),
-        "hyperparameters": row.method["supervised"]["hyperparameters"],
+        "hyperparameters": row.method[row.method["type"]]["hyperparameters"],
         "method": row.method,
         "model": row.base_model,
         "organization_id": organization_id(row.tenancy_id),
@@ -493,6 +513,19 @@ def _records(session, model_id: str) -> list[dict[str, Any]]:
     ]
 
 
+# A DPO run's metrics.jsonl fields (docs/dpo.md) -> their names in a step's event data.
+DPO_METRICS = {
+    "rewardAccuracy": "train_reward_accuracy",
+    "rewardMargin": "train_reward_margin",
+    "rewardsChosen": "train_rewards_chosen",
+    "rewardsRejected": "train_rewards_rejected",
+    "validationRewardAccuracy": "valid_reward_accuracy",
+    "validationRewardMargin": "valid_reward_margin",
+    "validationRewardsChosen": "valid_rewards_chosen",
+    "validationRewardsRejected": "valid_rewards_rejected",
+}
+
+
 def _steps(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Step -> OpenAI's metrics of that step: train_loss and train_mean_token_accuracy (the engine's,
     over the trained tokens since its previous record), valid_loss and valid_mean_token_accuracy where
@@ -508,6 +541,9 @@ def _steps(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         elif r.get("kind") == "eval":
             entry["valid_loss"] = r.get("validationLoss")
             entry["valid_mean_token_accuracy"] = r.get("validationAccuracy")
+        for record_name, name in DPO_METRICS.items():  # a DPO run's (its loss is the DPO loss above)
+            if r.get(record_name) is not None:
+                entry[name] = r[record_name]
     return dict(sorted(steps.items()))
 
 
@@ -555,6 +591,12 @@ def _events(svc: Services, caller: Caller, session, row: OpenAIJobRow) -> list[d
             parts.append(f"training accuracy={m['train_mean_token_accuracy']:.4f}")
         if m.get("valid_loss") is not None:
             parts.append(f"validation loss={m['valid_loss']:.4f}")
+        for name, words in (
+            ("train_reward_accuracy", "reward accuracy"),
+            ("valid_reward_accuracy", "validation reward accuracy"),
+        ):
+            if m.get(name) is not None:
+                parts.append(f"{words}={m[name]:.4f}")
         events.append((when, 2, step, _event(f"ftevent-{key}-step{step}", when, ", ".join(parts), data_=m)))
     events.sort(key=lambda e: (e[0].timestamp(), e[1], e[2]))
     ordered = [e[3] for e in events]

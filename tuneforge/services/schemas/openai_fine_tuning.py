@@ -53,6 +53,8 @@ def shown(value: Any) -> str:
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+# OpenAI's method types TuneForge trains, and the hyperparameters each takes (DPO adds beta: docs/dpo.md).
+METHODS = {"supervised": HYPERPARAMETERS, "dpo": (*HYPERPARAMETERS, "beta")}
 CREATE_FIELDS = (
     "model",
     "training_file",
@@ -71,11 +73,12 @@ class JobRequest:
     model: str
     training_file: str
     validation_file: str | None
-    hyperparameters: dict[str, Any]  # each of HYPERPARAMETERS: "auto" or a number, as sent
-    hyperparameters_param: str  # where they were sent: "hyperparameters" or "method.supervised.hyperparameters"
+    hyperparameters: dict[str, Any]  # each of METHODS[method]: "auto" or a number, as sent
+    hyperparameters_param: str  # where they were sent: "hyperparameters" or "method.<type>.hyperparameters"
     suffix: str | None
     seed: int | None
     metadata: dict[str, str] | None
+    method: str = "supervised"  # a key of METHODS
 
 
 def _string(body: dict, name: str, required: bool) -> str | None:
@@ -91,14 +94,14 @@ def _string(body: dict, name: str, required: bool) -> str | None:
     return value
 
 
-def _hyperparameters(value: Any, param: str) -> dict[str, Any]:
+def _hyperparameters(value: Any, param: str, names: tuple[str, ...] = HYPERPARAMETERS) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise bad_request(f"Invalid type for '{param}': expected an object, got {shown(value)}.", param, "invalid_type")
     for name in value:
-        if name not in HYPERPARAMETERS:
-            allowed = ", ".join(HYPERPARAMETERS)
+        if name not in names:
+            allowed = ", ".join(names)
             raise bad_request(f"Unrecognized hyperparameter '{name}'; allowed: {allowed}.", f"{param}.{name}")
     for name, given in value.items():
         ok = given == "auto" or (isinstance(given, (int, float)) and not isinstance(given, bool))
@@ -111,25 +114,29 @@ def _hyperparameters(value: Any, param: str) -> dict[str, Any]:
     return {k: v for k, v in value.items() if v is not None}
 
 
-def _method(value: Any) -> dict[str, Any] | None:
+def _method(value: Any) -> tuple[str, dict[str, Any]] | None:
+    """(the method's type, its object: `method.supervised` or `method.dpo`)."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise bad_request(f"Invalid type for 'method': expected an object, got {shown(value)}.", "method", "invalid_type")
     kind = value.get("type")
-    if kind != "supervised":
-        why = "TuneForge trains supervised fine-tunes only (LoRA or T-Few, as the base model's catalog entry says)"
+    if kind not in METHODS:
+        why = (
+            "TuneForge trains 'supervised' fine-tunes and 'dpo' preference tuning (of the base model's LoRA or "
+            "T-Few adapter); 'reinforcement' is not supported"
+        )
         raise bad_request(f"Invalid value for 'method.type': {shown(kind)}; {why}.", "method.type")
     for name in value:
-        if name not in ("type", "supervised"):
-            raise bad_request(f"Unrecognized argument 'method.{name}' for a supervised method.", f"method.{name}")
-    supervised = value.get("supervised") or {}
-    if not isinstance(supervised, dict):
-        raise bad_request("Invalid type for 'method.supervised': expected an object.", "method.supervised", "invalid_type")
-    for name in supervised:
+        if name not in ("type", kind):
+            raise bad_request(f"Unrecognized argument 'method.{name}' for a {kind} method.", f"method.{name}")
+    settings = value.get(kind) or {}
+    if not isinstance(settings, dict):
+        raise bad_request(f"Invalid type for 'method.{kind}': expected an object.", f"method.{kind}", "invalid_type")
+    for name in settings:
         if name != "hyperparameters":
-            raise bad_request(f"Unrecognized argument 'method.supervised.{name}'.", f"method.supervised.{name}")
-    return supervised
+            raise bad_request(f"Unrecognized argument 'method.{kind}.{name}'.", f"method.{kind}.{name}")
+    return kind, settings
 
 
 def parse_job_request(body: Any) -> JobRequest:
@@ -139,15 +146,16 @@ def parse_job_request(body: Any) -> JobRequest:
     for name in body:
         if name not in CREATE_FIELDS:
             raise bad_request(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
-    supervised = _method(body.get("method"))
-    if supervised is not None and body.get("hyperparameters") is not None:
+    method = _method(body.get("method"))
+    kind = method[0] if method is not None else "supervised"
+    if method is not None and body.get("hyperparameters") is not None:
         raise bad_request(
-            "Give the hyperparameters in 'method.supervised.hyperparameters' or in the older 'hyperparameters', not both.",
+            f"Give the hyperparameters in 'method.{kind}.hyperparameters' or in the older 'hyperparameters', not both.",
             "hyperparameters",
         )
-    if supervised is not None:
-        param = "method.supervised.hyperparameters"
-        hyper = _hyperparameters(supervised.get("hyperparameters"), param)
+    if method is not None:
+        param = f"method.{kind}.hyperparameters"
+        hyper = _hyperparameters(method[1].get("hyperparameters"), param, METHODS[kind])
     else:
         param = "hyperparameters"
         hyper = _hyperparameters(body.get("hyperparameters"), param)
@@ -170,6 +178,7 @@ def parse_job_request(body: Any) -> JobRequest:
         suffix=suffix,
         seed=seed,
         metadata=check_metadata(body.get("metadata")),
+        method=kind,
     )
 
 

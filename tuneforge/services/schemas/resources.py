@@ -110,7 +110,10 @@ class _TrainingConfigBase(OciModel):
     3.5 is not an epoch count (pydantic's lax mode would turn them into 1.0 and 3)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
-    training_config_type: Literal["TFEW_TRAINING_CONFIG", "VANILLA_TRAINING_CONFIG", "LORA_TRAINING_CONFIG"]
+    # DPO_TRAINING_CONFIG: preference tuning, a TuneForge extension (OCI has no DPO; docs/dpo.md).
+    training_config_type: Literal[
+        "TFEW_TRAINING_CONFIG", "VANILLA_TRAINING_CONFIG", "LORA_TRAINING_CONFIG", "DPO_TRAINING_CONFIG"
+    ]
 
 
 # One optional field per hyperparameter of the catalog (models.toml names them; nothing here does).
