@@ -20,10 +20,17 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from tuneforge import catalog
+from tuneforge import catalog, data
 from tuneforge.catalog import BaseModelSpec
 from tuneforge.errors import DatasetError, InvalidParameter, TuneForgeError
-from tuneforge.hyperparams import FIELD_TYPES, check_value, make_plan, parse_text, resolve_training_config
+from tuneforge.hyperparams import (
+    DPO_TRAINING_CONFIG,
+    FIELD_TYPES,
+    check_value,
+    make_plan,
+    parse_text,
+    resolve_training_config,
+)
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import validation_message
 from tuneforge.services.resources import objects
@@ -35,6 +42,10 @@ from tuneforge.sweeps.space import parse_param, space_to_json
 
 UPLOAD_BUCKET = "datasets"
 NEW_CLUSTER = "new"
+# The create form's training methods (data.SUPERVISED, data.DPO) as it offers them; DPO's own fields
+# (beta) sit in a fieldset of their own, keyed DPO_GROUP, next to the base model's table.
+METHODS = {data.SUPERVISED: "Supervised fine-tuning", data.DPO: "Preference tuning (DPO)"}
+DPO_GROUP = "dpo"
 
 
 def group_of(spec: BaseModelSpec) -> str:
@@ -84,11 +95,34 @@ def training_values(spec: BaseModelSpec, raw: dict[str, str]) -> tuple[dict[str,
     return values, errors
 
 
-def plan(spec: BaseModelSpec, values: dict[str, Any], n_examples: int) -> tuple[dict[str, Any] | None, dict[str, str]]:
+def dpo_values(raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """DPO's own fields (catalog.dpo_params: beta) from form text, as training_values reads the model's."""
+    values, errors = {}, {}
+    for name, param in catalog.dpo_params().items():
+        text = (raw.get(name) or "").strip()[:64]
+        if not text:
+            continue
+        value, message = parse_field(name, text, param)
+        if message:
+            errors[name] = message
+        else:
+            values[name] = value
+    return values, errors
+
+
+def method_of(text: str) -> str:
+    """A submitted method (data.SUPERVISED or data.DPO); anything else is the default, supervised."""
+    return text if text in METHODS else data.SUPERVISED
+
+
+def plan(
+    spec: BaseModelSpec, values: dict[str, Any], n_examples: int, method: str = data.SUPERVISED
+) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """Split and totalTrainingSteps for `n_examples`, by the same function the service and `tuneforge
     plan` use: (the figures, or None; the field -> message of a plan that is refused)."""
+    config = {"trainingConfigType": DPO_TRAINING_CONFIG, **values} if method == data.DPO else values
     try:
-        summary = make_plan(n_examples, resolve_training_config(spec, values))
+        summary = make_plan(n_examples, resolve_training_config(spec, config))
     except InvalidParameter as err:
         return None, {err.field: str(err)}
     return {
@@ -184,6 +218,18 @@ class ModelForm(DatasetSummary):
     retry_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     # The base models offered: the catalog's, then the tenancy's ACTIVE imported models (base_models.choices).
     bases: list[BaseModelSpec] = field(default_factory=catalog.list_models)
+    method: str = data.SUPERVISED  # a key of METHODS
+    dpo_fields: dict[str, str] = field(default_factory=dict)  # DPO's own fields (beta) as typed
+
+    @property
+    def is_dpo(self) -> bool:
+        return self.method == data.DPO
+
+    def dpo_value(self, name: str) -> str:
+        """What a DPO field's input shows: the user's text, else the catalog's default."""
+        if name in self.dpo_fields:
+            return self.dpo_fields[name]
+        return catalog.format_number(catalog.dpo_params()[name].default)
 
     @property
     def kept_file_name(self) -> str:
@@ -197,6 +243,7 @@ class ModelForm(DatasetSummary):
         if self.spec is not None:
             group = group_of(self.spec)
             targets.update({name: f"{group}.{name}" for name in self.spec.params})
+        targets.update({name: f"{DPO_GROUP}.{name}" for name in catalog.dpo_params()})
         return targets
 
     def use_kept_upload(self) -> None:
@@ -228,12 +275,14 @@ class ModelForm(DatasetSummary):
             object_name=text("objectName"),
             retry_token=text("retryToken") or secrets.token_urlsafe(18),
             kept_upload=text("keptUpload"),
+            method=method_of(text("method")),
         )
         if made.spec is not None:
             prefix = group_of(made.spec) + "."
             made.hyperparams = {
                 k.removeprefix(prefix): str(v) for k, v in form.multi_items() if k.startswith(prefix) and isinstance(v, str)
             }
+        made.dpo_fields = {name: text(f"{DPO_GROUP}.{name}") for name in catalog.dpo_params() if f"{DPO_GROUP}.{name}" in form}
         return made
 
     def check(self) -> dict[str, Any]:
@@ -247,6 +296,10 @@ class ModelForm(DatasetSummary):
             self.errors["dataset"] = "Name the dataset object (or upload a file)."
         values, errors = training_values(self.spec, self.hyperparams)
         self.errors.update(errors)
+        if self.is_dpo:
+            dpo, errors = dpo_values(self.dpo_fields)
+            values.update(dpo)
+            self.errors.update(errors)
         return values
 
     def api_body(self, namespace: str, cluster_id: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +315,10 @@ class ModelForm(DatasetSummary):
                     "objectName": self.object_name,
                 },
                 "dedicatedAiClusterId": cluster_id,
-                "trainingConfig": {"trainingConfigType": self.spec.training_config_type, **values},
+                "trainingConfig": {
+                    "trainingConfigType": DPO_TRAINING_CONFIG if self.is_dpo else self.spec.training_config_type,
+                    **values,
+                },
             },
         }
         if self.display_name:

@@ -28,9 +28,9 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from tuneforge import catalog
+from tuneforge import catalog, data
 from tuneforge.errors import DatasetError
-from tuneforge.hyperparams import API_FIELDS
+from tuneforge.hyperparams import API_FIELDS, DPO_TRAINING_CONFIG
 from tuneforge.services import tenancy
 from tuneforge.services.context import Caller, Services
 from tuneforge.services.errors import ServiceError, validation_message
@@ -149,7 +149,19 @@ def training_form_page(
 
 
 def _form_page(request: Request, svc: Services, caller: Caller, form: forms.ModelForm, status: int = 200) -> Response:
-    return training_form_page(request, svc, caller, "create.html", form, status, form.bases, max_check_bytes=MAX_CHECK_BYTES)
+    return training_form_page(
+        request,
+        svc,
+        caller,
+        "create.html",
+        form,
+        status,
+        form.bases,
+        max_check_bytes=MAX_CHECK_BYTES,
+        methods=forms.METHODS,
+        dpo_group=forms.DPO_GROUP,
+        dpo_params=catalog.dpo_params(),
+    )
 
 
 def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | None) -> forms.ModelForm:
@@ -165,7 +177,10 @@ def _form_like(svc: Services, caller: Caller, model_id: str | None, base: str | 
         return forms.ModelForm(base_model_id=default, compartment_id=caller.tenancy_id, bases=bases)
     ft = model.fine_tune_details
     config = {k: catalog.format_number(v) for k, v in ft["trainingConfig"].items() if k in API_FIELDS}
+    dpo = ft["trainingConfig"].get("trainingConfigType") == DPO_TRAINING_CONFIG
     return forms.ModelForm(
+        method=data.DPO if dpo else data.SUPERVISED,
+        dpo_fields={name: config.pop(name) for name in catalog.dpo_params() if name in config},
         bases=bases,
         base_model_id=queries.model_view(model, svc.region)["baseModelName"],
         compartment_id=model.compartment_id,
@@ -244,7 +259,7 @@ def _show_error(svc: Services, caller: Caller, form: forms.ModelForm, message: s
     field, shown = form.field_of_error(message)
     if field == "dataset" and form.spec is not None:
         # The service's message is one string; the form lists the problems one per line.
-        report = _check_object(svc, caller, form.spec, form.bucket_name, form.object_name)
+        report = _check_object(svc, caller, form.spec, form.bucket_name, form.object_name, form.method)
         if report is not None:
             shown, form.dataset_problems = report
     form.errors[field] = shown
@@ -255,14 +270,17 @@ def _dataset_name(bucket: str, name: str) -> str:
     return name.rsplit("/", 1)[-1] if bucket == forms.UPLOAD_BUCKET and name.startswith("console/") else f"{bucket}/{name}"
 
 
-def _check_object(svc: Services, caller: Caller, spec, bucket: str, name: str) -> tuple[str, list[str]] | None:
-    """(summary, problems) of a stored dataset object that fails the service's check, else None."""
+def _check_object(
+    svc: Services, caller: Caller, spec, bucket: str, name: str, method: str = data.SUPERVISED
+) -> tuple[str, list[str]] | None:
+    """(summary, problems) of a stored dataset object that fails the service's check (for the form's
+    training `method`), else None."""
     path = objects.object_path(svc, caller, objects.namespace_of(caller), bucket, name)
     if path is None:
         return None
     try:
         weights = base_models.training_weights(svc, caller, spec.id)  # an imported model's own tokenizer counts
-        datasets.check(path, _dataset_name(bucket, name), spec, weights)
+        datasets.check(path, _dataset_name(bucket, name), spec, weights, method)
     except DatasetError as err:
         return forms.dataset_report(err, _dataset_name(bucket, name))
     return None
@@ -277,21 +295,27 @@ def plan_api(
     n: Annotated[int | None, Query(ge=0, le=10**9)] = None,
     bucketName: Annotated[str | None, Query(max_length=256)] = None,
     objectName: Annotated[str | None, Query(max_length=1024)] = None,
+    method: Annotated[str, Query(max_length=32)] = data.SUPERVISED,
 ) -> Response:
     """Split and totalTrainingSteps for the form as it stands, with the server's message per field.
-    `n` is the example count the dataset check found in a chosen file; an object reference is read here."""
+    `n` is the example count the dataset check found in a chosen file; an object reference is read here.
+    `method` (forms.METHODS) is the form's training method: DPO's fields (beta) are read and checked too."""
     spec = _base_spec(svc, caller, baseModelId)
     if spec is None:
         return JSONResponse({"errors": {"baseModelId": "Choose a base model."}})
+    method = forms.method_of(method)
     values, errors = forms.training_values(spec, dict(request.query_params))
+    if method == data.DPO:
+        dpo, dpo_errors = forms.dpo_values(dict(request.query_params))
+        values, errors = {**values, **dpo}, {**errors, **dpo_errors}
     body: dict[str, Any] = {"errors": errors}
     if n is None and bucketName and objectName:
-        n, problems = _count_object(svc, caller, spec, bucketName, objectName)
+        n, problems = _count_object(svc, caller, spec, bucketName, objectName, method)
         if problems:
             body["errors"] = {**errors, "dataset": problems[0]}
             body["datasetProblems"] = problems[1]
     if n is not None and not body["errors"]:
-        plan, error = forms.plan(spec, values, n)
+        plan, error = forms.plan(spec, values, n, method)
         body.update(plan or {})
         if error:
             body["errors"] = {**errors, **error}
@@ -305,13 +329,15 @@ def _base_spec(svc: Services, caller: Caller, base_model_id: str):
     return next((m for m in base_models.choices(svc, caller) if m.id == base_model_id), None)
 
 
-def _count_object(svc: Services, caller: Caller, spec, bucket: str, name: str) -> tuple[int | None, tuple[str, list[str]] | None]:
+def _count_object(
+    svc: Services, caller: Caller, spec, bucket: str, name: str, method: str = data.SUPERVISED
+) -> tuple[int | None, tuple[str, list[str]] | None]:
     path = objects.object_path(svc, caller, objects.namespace_of(caller), bucket, name)
     if path is None:
         return None, (f"No object {bucket}/{name} in your namespace.", [])
     try:
         weights = base_models.training_weights(svc, caller, spec.id)
-        return datasets.check(path, _dataset_name(bucket, name), spec, weights), None
+        return datasets.check(path, _dataset_name(bucket, name), spec, weights, method), None
     except DatasetError as err:
         return None, forms.dataset_report(err, _dataset_name(bucket, name))
 
@@ -323,9 +349,11 @@ async def dataset_check_api(
     svc: ServicesDep,
     baseModelId: Annotated[str, Query(max_length=255)],
     name: Annotated[str, Query(max_length=255)] = "dataset.jsonl",
+    method: Annotated[str, Query(max_length=32)] = data.SUPERVISED,
 ) -> Response:
     """The chosen file checked by the service's own validator before anything is submitted: the
-    number of examples, or every problem with its line (and column) as a create would report them.
+    number of examples, or every problem with its line (and column) as a create would report them;
+    for the form's training `method` (a preference file for DPO, another file otherwise).
     The body is the file (at most MAX_CHECK_BYTES); it is spooled to a private temporary file that
     is removed before the answer is sent: nothing is kept."""
     if not csrf_header_ok(request):
@@ -345,7 +373,7 @@ async def dataset_check_api(
         spooled = await objects.spool(svc, request.stream(), expected_size=int(declared), content_md5=None)
         try:
             weights = await run_in_threadpool(base_models.training_weights, svc, caller, spec.id)
-            n = await run_in_threadpool(datasets.check, spooled.path, name, spec, weights)
+            n = await run_in_threadpool(datasets.check, spooled.path, name, spec, weights, forms.method_of(method))
         finally:
             spooled.discard()
     except ServiceError as err:

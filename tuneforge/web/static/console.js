@@ -111,6 +111,9 @@ function createPage(form) {
   const activeGroup = () => form.querySelector(`fieldset.hyperparameters[data-group="${base.selectedOptions[0].dataset.group}"]`);
   const source = () => form.querySelector('input[name="datasetSource"]:checked').value;
   const datasetInput = () => (source() === "upload" ? fileInput : form.elements.objectName);
+  // The training method: DPO's own fields (beta) are shown, checked and sent only for preference tuning.
+  const method = () => form.querySelector('input[name="method"]:checked').value;
+  const dpoFields = form.querySelector('fieldset.method-fields[data-method="dpo"]');
 
   function showDataset(summary, problems) {
     datasetError.textContent = summary || "";
@@ -125,10 +128,17 @@ function createPage(form) {
       fs.hidden = !on; fs.disabled = !on;
     }
   }
+  function showMethod() {
+    const on = method() === "dpo";
+    dpoFields.hidden = !on; dpoFields.disabled = !on;
+  }
   function showSource() {
     for (const div of form.querySelectorAll("[data-source]")) div.hidden = div.dataset.source !== source();
   }
-  function hyperInputs() { return [...activeGroup().querySelectorAll("input[data-field]")]; }
+  function hyperInputs() {
+    const own = [...activeGroup().querySelectorAll("input[data-field]")];
+    return method() === "dpo" ? [...own, ...dpoFields.querySelectorAll("input[data-field]")] : own;
+  }
   function errorBox(input) { return document.getElementById(`err-${input.id}`); }
   function checkAll() {
     const problems = [];
@@ -147,7 +157,7 @@ function createPage(form) {
     if (file.size > maxCheck) { checkText.textContent = `${file.name}: ${bytes(file.size)}, too large to check here; the server checks it when you create the model.`; schedulePlan(); return; }
     checkText.textContent = `checking ${file.name}…`;
     try {
-      const params = new URLSearchParams({ baseModelId: base.value, name: file.name });
+      const params = new URLSearchParams({ baseModelId: base.value, name: file.name, method: method() });
       const r = await fetch(`/console/api/dataset-check?${params}`, { method: "POST", body: file, credentials: "same-origin",
         headers: { "content-type": "application/octet-stream", "x-csrf-token": csrf } });
       const answer = await r.json();
@@ -161,7 +171,7 @@ function createPage(form) {
     schedulePlan();
   }
   async function refreshPlan() {
-    const params = new URLSearchParams({ baseModelId: base.value });
+    const params = new URLSearchParams({ baseModelId: base.value, method: method() });
     for (const input of hyperInputs()) params.set(input.dataset.field, input.value);
     const chosen = fileInput.files[0];
     if (source() === "upload" && chosen) {
@@ -187,6 +197,9 @@ function createPage(form) {
   const schedulePlan = () => { clearTimeout(planTimer); planTimer = setTimeout(refreshPlan, 250); };
 
   base.addEventListener("change", () => { showGroup(); checkAll(); if (fileInput.files[0]) checkFile(fileInput.files[0]); else schedulePlan(); });
+  for (const radio of form.querySelectorAll('input[name="method"]')) {
+    radio.addEventListener("change", () => { showMethod(); checkAll(); if (fileInput.files[0]) checkFile(fileInput.files[0]); else schedulePlan(); });
+  }
   for (const radio of form.querySelectorAll('input[name="datasetSource"]')) radio.addEventListener("change", () => { showSource(); showDataset("", []); schedulePlan(); });
   for (const name of ["bucketName", "objectName"]) form.elements[name].addEventListener("input", schedulePlan);
   for (const input of form.querySelectorAll("input[data-field]")) input.addEventListener("input", () => { checkAll(); schedulePlan(); });
@@ -208,7 +221,7 @@ function createPage(form) {
     showSummary(form, problems);
     focusFirstInvalid(form);
   });
-  showGroup(); showSource(); checkAll(); schedulePlan();
+  showGroup(); showMethod(); showSource(); checkAll(); schedulePlan();
 }
 
 // ---- the models list refreshes itself while a model trains (the server renders the rows) ----------
