@@ -238,3 +238,73 @@ def test_openai_dpo_bad_inputs_name_their_param(server):
         )
     )
     assert body["param"] == "validation_file"
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+
+
+def _native(ai, method: str, path: str, body: dict | None = None):
+    """A signed request to a TuneForge-only route (the SDK has no sweeps client)."""
+    headers = {"accept": "application/json", "content-type": "application/json"}
+    return ai.base_client.call_api(resource_path=path, method=method, header_params=headers, body=body, response_type="object")
+
+
+def _sweep_body(cluster_id: str, dataset: dict, config_type: str = "DPO_TRAINING_CONFIG", **fields) -> dict:
+    return {
+        "compartmentId": COMPARTMENT,
+        "baseModelId": LORA_MODEL,
+        "dedicatedAiClusterId": cluster_id,
+        "trainingDataset": {"datasetType": "OBJECT_STORAGE", **{_camel(k): v for k, v in dataset.items()}},
+        "trainingConfig": {"trainingConfigType": config_type, "totalTrainingEpochs": 1, "trainingBatchSize": 8},
+        **fields,
+    }
+
+
+def test_a_dpo_sweep_searches_beta_and_the_learning_rate(server):
+    ai = server["ai"]
+    dataset = upload(server["objects"], "dpo/sweep.jsonl", _pairs())
+    space = {"beta": {"values": [0.05, 0.3]}, "learningRate": {"low": 0.0001, "high": 0.001, "log": True}}
+    body = _sweep_body(server["cluster"].id, dataset, searchSpace=space, trialCount=2, searchStrategy="RANDOM", pruner="NONE")
+    sweep = _native(ai, "POST", "/sweeps", body).data
+    assert sweep["trainingConfig"]["trainingConfigType"] == "DPO_TRAINING_CONFIG"
+    assert sweep["searchSpace"]["beta"] == {"values": [0.05, DPO_BETA, 0.3]}  # trial 0's default joins the choices
+    done = wait_for(
+        lambda: (
+            (s := _native(ai, "GET", f"/sweeps/{sweep['id']}").data)["lifecycleState"] in ("SUCCEEDED", "FAILED", "CANCELED")
+            and s
+        ),
+        300,
+        f"sweep {sweep['id']}",
+        0.5,
+    )
+    assert done["lifecycleState"] == "SUCCEEDED", done.get("lifecycleDetails")
+    trials = sorted(done["trials"], key=lambda t: t["number"])
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0]["params"]["beta"] == DPO_BETA and trials[1]["params"]["beta"] in (0.05, DPO_BETA, 0.3)
+    for trial in trials:
+        raw = _native(ai, "GET", f"/models/{trial['modelId']}").data
+        config = raw["fineTuneDetails"]["trainingConfig"]
+        assert (config["trainingConfigType"], config["beta"]) == ("DPO_TRAINING_CONFIG", trial["params"]["beta"])
+        assert config["learningRate"] == trial["params"]["learningRate"]
+        assert any("rewardAccuracy" in r for r in _native(ai, "GET", f"/models/{trial['modelId']}/metrics").data["items"])
+
+
+def test_dpo_sweeps_refuse_what_does_not_fit_naming_the_field(server):
+    ai, objects, cluster = server["ai"], server["objects"], server["cluster"]
+    pairs = upload(objects, "dpo/sweep-2.jsonl", _pairs())
+    supervised = upload(objects, "dpo/sweep-sft.jsonl", dataset_lines(40))
+    message = _refused(lambda: _native(ai, "POST", "/sweeps", _sweep_body(cluster.id, supervised, trialCount=2)))
+    assert message.startswith("trainingDataset: trainingConfig.trainingConfigType DPO_TRAINING_CONFIG trains on preference pairs")
+    lora = _sweep_body(cluster.id, supervised, "LORA_TRAINING_CONFIG", trialCount=2, searchSpace={"beta": {"values": [0.1]}})
+    message = _refused(lambda: _native(ai, "POST", "/sweeps", lora))
+    assert message.startswith("searchSpace.beta: beta applies to DPO_TRAINING_CONFIG only")
+    message = _refused(
+        lambda: _native(ai, "POST", "/sweeps", _sweep_body(cluster.id, pairs, "LORA_TRAINING_CONFIG", trialCount=2))
+    )
+    assert message.startswith(
+        "trainingDataset: a preference file trains with trainingConfig.trainingConfigType DPO_TRAINING_CONFIG"
+    )
+    bad_beta = _sweep_body(cluster.id, pairs, trialCount=2, searchSpace={"beta": {"low": 0, "high": 1}})
+    assert _refused(lambda: _native(ai, "POST", "/sweeps", bad_beta)).startswith("searchSpace.beta")
+    curve = _sweep_body(cluster.id, pairs, trialCount=2, isLearningCurveEnabled=True)
+    assert _refused(lambda: _native(ai, "POST", "/sweeps", curve)).startswith("isLearningCurveEnabled")

@@ -175,3 +175,19 @@ def test_the_cli_reports_a_bad_param_without_a_traceback(tmp_path):
     proc = run(args)
     assert proc.returncode == 2 and "learningRate: 5.0 is not allowed; allowed: a number from 0 to 1.0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_dpo_sweep_searches_beta_by_default_and_only_a_dpo_sweep_takes_it():
+    from tuneforge.sweeps.space import for_method
+
+    llama = get_model(LLAMA)
+    dpo = for_method(llama, "dpo")
+    space = default_space(dpo)
+    assert space["beta"] == Range("beta", 0.02, 0.5, log=True)  # a fifth to five times the default 0.1
+    assert {k: v for k, v in space.items() if k != "beta"} == default_space(llama)
+    assert parse_params(["beta=0.05,0.2"], dpo)["beta"] == Choices("beta", (0.05, 0.2))
+    with pytest.raises(TuneForgeError, match="beta applies to DPO_TRAINING_CONFIG only"):
+        parse_params(["beta=0.05,0.2"], llama)
+    with pytest.raises(TuneForgeError, match="beta"):
+        parse_params(["beta=0:1"], dpo)  # 0 is outside beta's range (above 0)
+    assert for_method(llama, "supervised") is llama

@@ -22,12 +22,13 @@ import itertools
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from tuneforge import catalog, data
 from tuneforge.catalog import BaseModelSpec, ParamSpec, format_number
 from tuneforge.errors import InvalidParameter, TuneForgeError
-from tuneforge.hyperparams import FIELD_TYPES, METHOD_NAMES, check_value
+from tuneforge.hyperparams import DPO_TRAINING_CONFIG, FIELD_TYPES, METHOD_NAMES, check_value
 
 Number = int | float
 SYNTAX = "NAME=LOW:HIGH, NAME=LOW:HIGH:log or NAME=V1,V2,..."
@@ -105,6 +106,8 @@ class UpTo:
 # seed's default covers the usual LoRA 1e-5..1e-3 and T-Few 1e-3..1e-1 practice); rank and alpha are
 # searched in powers of two as the LoRA and QLoRA papers do (their ratio alpha / r is the update's
 # scale); batch size over the catalog's whole range; dropout from none to twice the default.
+# DPO's beta (a DPO sweep only) log-uniform from a fifth to five times its default, 0.02..0.5 around
+# 0.1: the values the DPO paper (0.1, 0.5) and TRL's examples (0.01..0.5) use.
 # Not searched unless asked: totalTrainingEpochs (it sets each trial's compute budget and is the
 # pruner's unit of progress), early stopping (a stopping rule, not a model setting) and the metric
 # logging interval (changes nothing learned).
@@ -114,7 +117,16 @@ DEFAULT_RULES: dict[str, LogAround | PowersOfTwo | UpTo] = {
     "loraR": PowersOfTwo(below=2, above=4),
     "loraAlpha": PowersOfTwo(below=2, above=4),
     "loraDropout": UpTo(2),
+    "beta": LogAround(5),
 }
+
+
+def for_method(model: BaseModelSpec, method: str) -> BaseModelSpec:
+    """The model as a sweep of `method` (data.SUPERVISED or data.DPO) searches it: a DPO sweep's table is
+    the model's own plus DPO's fields (catalog.dpo_params: beta), as a DPO_TRAINING_CONFIG takes them."""
+    if method != data.DPO:
+        return model
+    return replace(model, params=model.params | catalog.dpo_params())
 
 
 def _clip(spec: ParamSpec, value: float) -> float:
@@ -202,6 +214,8 @@ def field_problem(name: str, model: BaseModelSpec) -> str | None:
     """Why `name` cannot be searched on `model`, or None when it can."""
     if name in model.params:
         return None
+    if name in catalog.dpo_params():
+        return f"{name} applies to {DPO_TRAINING_CONFIG} only (a preference-tuning sweep)"
     if name in FIELD_TYPES:
         return f"{name} does not apply to {METHOD_NAMES[model.method]} models ({model.id})"
     return f"{name} is not a hyperparameter of {model.id}"

@@ -28,9 +28,9 @@ from tuneforge import data
 from tuneforge.catalog import BaseModelSpec, find_base_model, get_model
 from tuneforge.data import DEFAULT_SEED
 from tuneforge.errors import TuneForgeError
-from tuneforge.hyperparams import TrainingConfig, resolve_training_config
+from tuneforge.hyperparams import DPO_TRAINING_CONFIG, TrainingConfig, resolve_training_config
 from tuneforge.run_folder import write_json_atomic
-from tuneforge.sweeps.space import SearchSpace, default_space, include_defaults, space_to_json
+from tuneforge.sweeps.space import SearchSpace, default_space, for_method, include_defaults, space_to_json
 
 Number = int | float
 SEARCHES = ("tpe", "random", "grid")
@@ -61,6 +61,9 @@ class SweepSpec:
     study_name: str = "tuneforge-sweep"
     worker_id: str = "local"  # which process owns a running trial (several servers can share one study)
     mlflow_tracking_uri: str | None = None
+    # data.SUPERVISED, or data.DPO: every run is preference tuning (DPO_TRAINING_CONFIG, `train --method
+    # dpo`) on a preference file, and beta is searchable (space.for_method)
+    method: str = data.SUPERVISED
 
     def storage(self) -> str:
         return self.storage_url or f"sqlite:///{SweepFolder(self.output).study_db.resolve()}"
@@ -151,10 +154,15 @@ class Setup:
     folder: SweepFolder
 
     def config(self, params: dict[str, Number]) -> dict[str, Number]:
-        """Every hyperparameter of a trial (camelCase), checked against the catalog."""
-        api = resolve_training_config(self.model, {**self.spec.fixed, **params}).to_api()
-        api.pop("trainingConfigType")
+        """Every hyperparameter of a trial (camelCase), checked against the catalog; a DPO sweep's keep
+        trainingConfigType DPO_TRAINING_CONFIG, which train_args turns into `--method dpo`."""
+        api = resolve_training_config(self.model, {**self.method_config(), **self.spec.fixed, **params}).to_api()
+        if api["trainingConfigType"] != DPO_TRAINING_CONFIG:
+            api.pop("trainingConfigType")
         return api
+
+    def method_config(self) -> dict[str, str]:
+        return {"trainingConfigType": DPO_TRAINING_CONFIG} if self.spec.method == data.DPO else {}
 
     def base_identity(self) -> dict[str, Any]:
         s = self.spec
@@ -166,6 +174,8 @@ class Setup:
             "weights": s.weights,
             "baseWeights": str(s.base_weights) if s.base_weights is not None else None,
             "seed": s.seed,
+            # only a DPO sweep's: the identity of a supervised sweep's folder stays what it was
+            **({"method": s.method} if s.method != data.SUPERVISED else {}),
         }
 
     def search_identity(self) -> dict[str, Any]:
@@ -190,7 +200,11 @@ def prepare(spec: SweepSpec) -> Setup:
         model = find_base_model(str(spec.base_weights), spec.base_model_id)[0]
     else:
         model = get_model(spec.base_model_id)
-    defaults = resolve_training_config(model, spec.fixed)
+    if spec.method not in (data.SUPERVISED, data.DPO):
+        raise TuneForgeError(f"--method: {spec.method!r} is not allowed; one of: {data.SUPERVISED}, {data.DPO}")
+    model = for_method(model, spec.method)
+    method_config = {"trainingConfigType": DPO_TRAINING_CONFIG} if spec.method == data.DPO else {}
+    defaults = resolve_training_config(model, {**method_config, **spec.fixed})
     space = default_space(model, spec.fixed) if spec.space is None else spec.space
     for name in space:
         if name in spec.fixed:
@@ -198,7 +212,7 @@ def prepare(spec: SweepSpec) -> Setup:
     if spec.trials and not space:
         raise TuneForgeError("nothing to search: every searchable hyperparameter is fixed by a flag; give --param NAME=...")
     space, notes = include_defaults(space, defaults.to_api())
-    n = data.scan_dataset(spec.dataset)
+    n = data.scan_dataset(spec.dataset, method=spec.method)
     # Fail before any trial on weights that cannot be found; this also converts a GGUF stand-in once,
     # so that parallel trials never race to convert it.
     if spec.base_weights is None:

@@ -25,9 +25,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tuneforge import data
 from tuneforge.data import DEFAULT_SEED
 from tuneforge.errors import DatasetError, TuneForgeError
-from tuneforge.hyperparams import FIELD_TYPES, make_plan
+from tuneforge.hyperparams import DPO_TRAINING_CONFIG, FIELD_TYPES, make_plan
 from tuneforge.jobs import lifecycle
 from tuneforge.services import idempotency
 from tuneforge.services.context import Caller, Services
@@ -48,6 +49,7 @@ from tuneforge.store import ids, workrequests
 from tuneforge.store.db import normalize_url
 from tuneforge.store.tables import ImportedModelRow, ModelRow, SweepRow, utcnow
 from tuneforge.sweeps import SweepSpec, prepare, space_from_json, space_to_json
+from tuneforge.sweeps.space import for_method
 
 STATES = ("ACCEPTED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "CANCELING", "CANCELED")
 COORDINATED = ("ACCEPTED", "IN_PROGRESS", "CANCELING")  # states a coordinator works on
@@ -97,13 +99,15 @@ def spec_of(svc: Services, row: SweepRow, worker_id: str = "local", base: base_m
         with svc.session() as session:
             base = base_models.base_for(session, caller_of(row), row.base_model_id, svc.region)
     model = base.spec
+    method = s.get("method", data.SUPERVISED)  # "dpo": a preference-tuning sweep (DPO_TRAINING_CONFIG)
     return SweepSpec(
+        method=method,
         base_model_id=model.id,
         dataset=sweep_dir(svc, row.id) / "dataset.jsonl",
         output=sweep_dir(svc, row.id),
         trials=s["trialCount"],
         search=s["searchStrategy"].lower(),
-        space=space_from_json(s["searchSpace"], model) if s.get("searchSpace") is not None else None,
+        space=space_from_json(s["searchSpace"], for_method(model, method)) if s.get("searchSpace") is not None else None,
         fixed=s.get("trainingConfig") or {},
         pruner=s["pruner"].lower(),
         weights=svc.config.weights if base.weights is None else None,
@@ -148,7 +152,7 @@ def to_api(row: SweepRow, region: str) -> Sweep:
         **_summary_fields(row, region),
         description=row.description,
         training_dataset=dataset,
-        training_config=row.spec.get("trainingConfig") or None,
+        training_config=_fixed_config(row),
         search_space=row.spec["resolvedSearchSpace"],
         search_strategy=row.spec["searchStrategy"],
         pruner=row.spec["pruner"],
@@ -163,6 +167,14 @@ def to_api(row: SweepRow, region: str) -> Sweep:
     )
 
 
+def _fixed_config(row: SweepRow) -> dict[str, Any] | None:
+    """The fixed hyperparameters as given; a DPO sweep's with its trainingConfigType, which says what it is."""
+    fixed = row.spec.get("trainingConfig") or {}
+    if row.spec.get("method") == data.DPO:
+        return {"trainingConfigType": DPO_TRAINING_CONFIG, **fixed}
+    return fixed or None
+
+
 def _answer(row: SweepRow, region: str, work_request_id: str | None = None) -> Answer[Sweep]:
     return Answer(to_api(row, region), etag(row.id, row.revision), work_request_id)
 
@@ -175,8 +187,8 @@ def _check_cluster(session, caller: Caller, cluster_id: str) -> None:
     clusters.usable(session, caller, cluster_id, "dedicatedAiClusterId", "FINE_TUNING", why)
 
 
-def _dataset(svc: Services, caller: Caller, details: CreateSweepDetails, base: base_models.Base) -> tuple[Path, str]:
-    """The stored dataset (checked line by line, as create_model checks it) and its etag."""
+def _dataset(svc: Services, caller: Caller, details: CreateSweepDetails, base: base_models.Base, method: str) -> tuple[Path, str]:
+    """The stored dataset (checked line by line, as create_model checks it, for the sweep's `method`) and its etag."""
     ds = details.training_dataset
     where = f"{ds.namespace_name}/{ds.bucket_name}/{ds.object_name}"
     path = objects.object_path(svc, caller, ds.namespace_name, ds.bucket_name, ds.object_name)
@@ -185,9 +197,11 @@ def _dataset(svc: Services, caller: Caller, details: CreateSweepDetails, base: b
     stored = objects.get_object(svc, caller, ds.namespace_name, ds.bucket_name, ds.object_name)
     try:
         # Token lengths by the tokenizer of the weights the trials train: an imported model's own, else the server's.
-        datasets.check(path, where, base.spec, str(base.weights) if base.weights is not None else svc.config.weights)
+        weights = str(base.weights) if base.weights is not None else svc.config.weights
+        datasets.check(path, where, base.spec, weights, method)
     except DatasetError as err:
-        raise invalid(f"trainingDataset: {err}") from None
+        hint = models.method_hint(path, method).replace("fineTuneDetails.trainingConfig.", "trainingConfig.")
+        raise invalid(f"trainingDataset: {hint}{err}") from None
     return path, stored.etag
 
 
@@ -212,8 +226,20 @@ def create_sweep(svc: Services, caller: Caller, details: CreateSweepDetails, ret
         model = base.spec
         fixed = details.training_config.model_dump(by_alias=True, exclude_none=True) if details.training_config else {}
         config_type = fixed.pop("trainingConfigType", model.training_config_type)
+        if config_type not in (model.training_config_type, DPO_TRAINING_CONFIG):
+            raise invalid(
+                f"trainingConfig.trainingConfigType: {config_type!r} is not allowed; {model.id} takes "
+                f"{model.training_config_type}, or {DPO_TRAINING_CONFIG} for a preference-tuning (DPO) sweep"
+            )
+        method = data.DPO if config_type == DPO_TRAINING_CONFIG else data.SUPERVISED
+        if method == data.DPO and details.is_learning_curve_enabled:
+            # The learning curve scores its runs on supervised examples (sweeps/score.py), not on pairs.
+            raise invalid(
+                "isLearningCurveEnabled: the learning curve is not offered for a DPO sweep (its scoring reads "
+                "supervised examples); set it to false"
+            )
         _check_cluster(session, caller, details.dedicated_ai_cluster_id)
-        source, object_etag = _dataset(svc, caller, details, base)
+        source, object_etag = _dataset(svc, caller, details, base, method)
         sweep_id = ids.new_ocid(SWEEP_OCID, svc.region)
         folder = sweep_dir(svc, sweep_id)
         _snapshot(source, folder)
@@ -224,6 +250,7 @@ def create_sweep(svc: Services, caller: Caller, details: CreateSweepDetails, ret
             "trialCount": details.trial_count,
             "searchStrategy": details.search_strategy,
             "pruner": details.pruner,
+            **({"method": data.DPO} if method == data.DPO else {}),
         }
         now = utcnow()
         row = SweepRow(
@@ -244,10 +271,6 @@ def create_sweep(svc: Services, caller: Caller, details: CreateSweepDetails, ret
             work_request_id="",
         )
         try:
-            if config_type != model.training_config_type:
-                raise invalid(
-                    f"trainingConfig.trainingConfigType: {config_type!r} is not allowed; {model.id} takes {model.training_config_type}"
-                )
             setup = prepare(spec_of(svc, row, base=base))
             make_plan(setup.n_examples, setup.defaults)  # trial 0's plan (each trial's own is checked when it is created)
             if base.weights is not None:
@@ -373,6 +396,10 @@ def _request_learning_curve(svc: Services, caller: Caller, sweep_id: str, if_mat
             return _answer(row, svc.region)
         if row.lifecycle_state in ("CANCELING", "CANCELED"):
             raise incorrect_state(f"sweep {row.id} is {row.lifecycle_state}")
+        if row.spec.get("method") == data.DPO:
+            raise invalid(
+                f"sweep {row.id} is a DPO sweep: the learning curve is not offered for one (its scoring reads supervised examples)"
+            )
         row.learning_curve = {"status": "ACCEPTED"}
         if row.lifecycle_state in ("SUCCEEDED", "FAILED"):
             row.lifecycle_state = "IN_PROGRESS"
