@@ -56,6 +56,13 @@ def _print_sweep_event(event: dict[str, Any]) -> None:
 )
 @click.option("--trials", type=click.IntRange(min=0), default=0, help="Trials in the search, trial 0 (the defaults) included.")
 @click.option(
+    "--method",
+    type=click.Choice(["supervised", "dpo"]),
+    default="supervised",
+    show_default=True,
+    help="dpo: every trial is preference tuning (train --method dpo) on a preference file, and beta is searchable.",
+)
+@click.option(
     "--search", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True, help="How trials are chosen."
 )
 @click.option(
@@ -122,6 +129,7 @@ def sweep(
     output: Path,
     trials: int,
     search: str,
+    method: str,
     params: tuple[str, ...],
     pruner: str,
     parallel: int,
@@ -149,10 +157,14 @@ def sweep(
     from tuneforge.catalog import get_model
     from tuneforge.run_folder import ExitCode
     from tuneforge.sweeps import SweepSpec, format_table, parse_params, run_learning_curve, run_sweep
+    from tuneforge.sweeps.space import for_method
 
     if not trials and not learning_curve:
         raise click.UsageError("give --trials N (a hyperparameter search), --learning-curve, or both")
-    model = get_model(base_model)
+    if method == data.DPO and learning_curve:
+        # Its scoring reads supervised examples (sweeps/score.py), not preference pairs.
+        raise click.UsageError("--learning-curve is not offered for --method dpo")
+    model = for_method(get_model(base_model), method)
     fixed = overrides_from_flags(flags, model)
     spec = SweepSpec(
         base_model_id=model.id,
@@ -173,6 +185,7 @@ def sweep(
         storage_url=storage_url,
         study_name=study_name,
         mlflow_tracking_uri=mlflow_tracking_uri,
+        method=method,
     )
     stand_in_notice(weights == "stand-in", "every run trains")
     stop = threading.Event()
