@@ -45,6 +45,8 @@ def test_a_dpo_model_is_created_with_its_beta_and_offered_again_as_dpo(alice, co
     with app.state.services.sessions() as db:
         config = db.get(ModelRow, model_id).fine_tune_details["trainingConfig"]
     assert (config["trainingConfigType"], config["beta"], config["totalTrainingEpochs"]) == ("DPO_TRAINING_CONFIG", 0.25, 1)
+    details = alice.client.get(f"/console/models/{model_id}").text
+    assert f"{LORA_MODEL} (LoRA, preference tuning (DPO))" in unescape(details)
     again = alice.client.get(f"/console/models/new?from={model_id}").text  # "try again" keeps the method and beta
     assert '<input type="radio" name="method" value="dpo" checked>' in again
     assert 'value="0.25"' in re.search(r'<input id="dpo\.beta"[^>]*>', again).group(0)

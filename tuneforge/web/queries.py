@@ -9,7 +9,7 @@ from typing import Any
 
 from tuneforge import catalog
 from tuneforge.catalog import BaseModelSpec
-from tuneforge.hyperparams import METHOD_NAMES
+from tuneforge.hyperparams import DPO_TRAINING_CONFIG, METHOD_NAMES
 from tuneforge.services.resources import base_models
 from tuneforge.services.schemas.resources import Model
 
@@ -32,6 +32,8 @@ def model_view(model: Model, region: str) -> dict[str, Any]:
     # A fine-tune of an imported base has no catalog entry: its training config says the method.
     config_type = view.get("fineTuneDetails", {}).get("trainingConfig", {}).get("trainingConfigType", "")
     view["method"] = method_name(spec) if spec else METHOD_NAMES.get(config_type.removesuffix("_TRAINING_CONFIG"), "?")
+    if config_type == DPO_TRAINING_CONFIG:  # preference tuning of the base model's own adapter (docs/dpo.md)
+        view["method"] = f"{method_name(spec)}, preference tuning (DPO)" if spec else "preference tuning (DPO)"
     view["standIn"] = (model.system_tags or {}).get("tuneforge", {}).get("standIn") == "true"
     return view
 
