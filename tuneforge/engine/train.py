@@ -309,10 +309,9 @@ def train_loop(run: RunSpec, dist: Distributed) -> RunResult:
         dist.fill(params[name], value)
     if run.from_adapter is not None:
         start = adapter_from(run.from_adapter, params)
-        if not run.resume:  # a resumed run's adapter comes from its checkpoint
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(start[n])
+        with torch.no_grad():  # a resumed run's checkpoint (restored below) replaces it
+            for n, p in params.items():
+                p.copy_(start[n])
         if cfg.is_dpo:  # DPO's reference is then the model it starts from, as in the DPO paper (pi_ref = pi_SFT)
             scorer.reference_adapter = start
     dist.seed_ranks(run.seed)  # each rank its own dropout masks from here on
