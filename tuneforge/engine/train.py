@@ -116,9 +116,9 @@ def evaluate_metrics(
     for group in batches_of(batches_of(ordered, batch_size), dist.world):
         mine = dist.this_ranks(group)
         stats = scorer(to_device(collate(mine or group[0], pad_id), device), common_prefix(group, pad_id))
-        if mine is not None:
-            for name, value in {"loss": float(stats.loss_sum), "count": stats.count, **stats.sums()}.items():
-                sums[name] = sums.get(name, 0.0) + value
+        # Every rank adds every name (a dropped copy adds 0): all_sum needs the same values on every rank.
+        for name, value in {"loss": float(stats.loss_sum), "count": stats.count, **stats.sums()}.items():
+            sums[name] = sums.get(name, 0.0) + (value if mine is not None else 0.0)
     totals = dict(zip(sums, dist.all_sum(*sums.values()), strict=True))
     scorer.train(was_training)
     count = max(totals.pop("count"), 1)
