@@ -46,6 +46,10 @@ def test_no_server_errors(service, alice, backend):
         def no_500(case):
             for name in set(real) & set(case.path_parameters or {}):
                 case.path_parameters[name] = real[name]
+            # Content-Length is the transport's: a generated one longer than the body sent leaves the server
+            # waiting for bytes the client never sends (the client times out; no server error to find there).
+            if case.headers:
+                case.headers = {k: v for k, v in case.headers.items() if k.lower() != "content-length"}
             case.call_and_validate(base_url=service.endpoint, session=session, checks=[not_a_server_error])
 
         no_500()
