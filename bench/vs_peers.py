@@ -395,17 +395,20 @@ def wait_for_idle(max_wait: float, threshold: float = 0.3) -> None:
             said = True
 
 
-def run_child(kind: str, spec: dict, work: Path, label: str, wait: float = 0.0, keep_going: bool = False) -> dict:
+def run_child(
+    kind: str, spec: dict, work: Path, label: str, wait: float = 0.0, keep_going: bool = False, script: str = __file__
+) -> dict:
     """Run one child; its wall time, and how many cores OTHER processes kept busy meanwhile (the
     machine may be shared: a figure above ~0.2 means that run was slowed by a neighbour). A failed
     child ends the benchmark, or with `keep_going` gives {"failed": its last output} (e.g. out of
-    GPU memory at one shape, where the other runs of a one-shot device call still count)."""
+    GPU memory at one shape, where the other runs of a one-shot device call still count). `script`: the
+    file whose `_child KIND` runs it (bench/dpo_vs_trl.py has children of its own)."""
     spec = {**spec, "result": str(work / f"{label}.json")}
     print(f"  running {label} ...", end="", flush=True)
     if wait:
         wait_for_idle(wait)
     busy0, own0, t0 = busy_cpu_seconds(), children_cpu_seconds(), time.time()
-    proc = subprocess.run([sys.executable, __file__, "_child", kind, json.dumps(spec)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, script, "_child", kind, json.dumps(spec)], cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - t0
     others = max(0.0, (busy_cpu_seconds() - busy0) - (children_cpu_seconds() - own0)) / wall
     (work / f"{label}.log").write_text(proc.stdout + proc.stderr)

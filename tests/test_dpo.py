@@ -15,7 +15,7 @@ import torch
 from tuneforge import data
 from tuneforge.engine.adapters import adapter_parameters, adapters_disabled, apply_ia3, apply_lora
 from tuneforge.engine.batches import EncodedPair, collate, encode
-from tuneforge.engine.loss import PreferenceLoss, sequence_logps
+from tuneforge.engine.loss import PreferenceLoss, pair_contexts, pair_logps, sequence_logps
 from tuneforge.errors import DatasetError
 
 BETA = 0.3
@@ -134,6 +134,36 @@ def test_loss_and_gradients_equal_trls_dpo_trainer(tiny_llama, tmp_path, share_p
         scale = float(theirs.abs().max())
         assert scale > 0, n
         assert float((g - theirs).abs().max()) <= GRAD_RTOL * scale, n
+
+
+@pytest.mark.parametrize("tiny", ["tiny_llama", "tiny_cohere"])
+def test_each_pairs_context_run_once_gives_the_whole_rows_logps_and_gradients(tiny, request):
+    """pair_logps (a pair's context once, its two replies over that cache, contexts of different lengths
+    right-padded in one batch) equals running every row whole, values and adapter gradients."""
+    base, tokenizer = load_tiny(request.getfixturevalue(tiny))
+    pairs = encoded_pairs(tokenizer)
+    batch = collate(pairs, tokenizer.pad_token_id)
+    contexts = pair_contexts(batch)
+    assert contexts.tolist() == [p.chosen.prompt_len - 1 for p in pairs]  # the whole context but its last token
+    assert len(set(contexts.tolist())) == len(pairs)  # different lengths: the contexts' padding is exercised
+    model = copy.deepcopy(base)
+    if tiny == "tiny_llama":
+        apply_lora(model, r=4, alpha=8, dropout=0.0)
+    else:
+        apply_ia3(model)
+    random_lora(model)
+    params = adapter_parameters(model)
+
+    whole = sequence_logps(model, batch, 0)
+    (whole * torch.arange(1, whole.numel() + 1)).sum().backward()  # a different weight per row
+    expected = {n: p.grad.clone() for n, p in params.items()}
+    model.zero_grad()
+    shared = pair_logps(model, batch)
+    (shared * torch.arange(1, shared.numel() + 1)).sum().backward()
+    torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-4)
+    for n, p in params.items():
+        scale = float(expected[n].abs().max())
+        assert float((p.grad - expected[n]).abs().max()) <= GRAD_RTOL * max(scale, 1e-12), n
 
 
 def test_reference_is_the_base_with_peft_adapter_disabled(tiny_llama):
