@@ -136,6 +136,12 @@ class PreferencePair:
         context = tuple({**m, "weight": 0} if m["role"] == "assistant" else m for m in self.messages)
         return Conversation(context + (self.chosen if chosen else self.rejected,), self.tools, self.line)
 
+    def token_counts(self, count: Callable[[str], int]) -> tuple[int, int]:
+        """(untrained, trained) tokens of both rows a pair trains as (the context then each reply), by `count`:
+        what a step processes, the context counted once per row."""
+        sides = [self.side(chosen).token_counts(count) for chosen in (True, False)]
+        return sides[0][0] + sides[1][0], sides[0][1] + sides[1][1]
+
 
 DatasetItem = Example | Conversation | PreferencePair  # one valid line of any format
 

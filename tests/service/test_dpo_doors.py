@@ -198,6 +198,7 @@ def test_openai_dpo_job_succeeds_with_resolved_hyperparameters_and_dpo_events(se
     )
     assert done.status == "succeeded", done.error
     assert done.method.dpo.hyperparameters.beta == DPO_BETA
+    assert done.trained_tokens > 0  # both rows of every training pair
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=1000))
     assert any(f"beta=auto -> {DPO_BETA:g}" in e.message for e in events)
     steps = [e for e in events if e.type == "metrics" and "train_loss" in (e.data or {})]

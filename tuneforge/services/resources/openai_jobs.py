@@ -704,7 +704,7 @@ def _results_csv(records: list[dict[str, Any]]) -> bytes:
 def _trained_tokens(svc: Services, row: OpenAIJobRow, session) -> int | None:
     """Tokens of the training split times the epochs run, counted by the base weights' tokenizer
     (None when it is not on this server as a tokenizer.json): the examples' own text, without the
-    chat template's role headers."""
+    chat template's role headers (a DPO pair: both its rows, the context once each)."""
     job = _latest_job(session, row.model_id)
     result = run_folder(Path(job.job_dir)).read_result() if job is not None else None
     spec = base_models.find(row.base_model, svc.region)
@@ -712,7 +712,7 @@ def _trained_tokens(svc: Services, row: OpenAIJobRow, session) -> int | None:
     if limits is None:
         return None
     try:
-        examples = data.read_examples(Path(job.job_dir) / DATASET_JSONL)
+        examples = data.read_examples(Path(job.job_dir) / DATASET_JSONL, method=None)  # supervised or DPO
         with_validation = (Path(job.job_dir) / VALIDATION_JSONL).is_file()  # then all of it trains
         train = examples if with_validation else data.split_examples(examples, result.seed)[0]
         per_epoch = sum(sum(e.token_counts(limits.count)) for e in train)
