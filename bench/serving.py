@@ -284,19 +284,17 @@ def child_tuneforge(spec: dict) -> dict:
         answers[name] = engine.generate(Request(messages=probe, adapter=ref, max_tokens=12)).text
     out = {"rssAfterLoadMiB": rss_mib(), "answers": answers}
     out["precision"] = {"float32": "fp32", "bfloat16": "bf16"}[str(pick_dtype(precision, "cpu")).removeprefix("torch.")]
-    eos = engine._eos
     for workload, levels in spec["workloads"].items():
-        # TuneForge's Request has no ignore_eos (vLLM's and llama.cpp's name for it): for the decode-heavy
-        # workload the bench empties the engine's end-of-turn set, so every row runs to its max_tokens
-        # (set between levels, while the engine is idle)
-        engine._eos = set() if workload == "decode-heavy" else eos
         out[workload] = {}
         for c, reqs in levels:
 
             def serve_one(i, timeline, reqs=reqs):
                 r = reqs[i]
                 messages = [{"role": "user", "content": r["prompt"]}]
-                stream = engine.submit(Request(messages=messages, adapter=refs[r["adapter"]], max_tokens=r["max_tokens"]))
+                request = Request(
+                    messages=messages, adapter=refs[r["adapter"]], max_tokens=r["max_tokens"], ignore_eos=bool(r.get("ignore_eos"))
+                )
+                stream = engine.submit(request)
                 for _ in stream:  # a token that shows no text yet reaches the client with the next delta
                     timeline.tokens[i] += [time.perf_counter()] * (stream.completion_tokens - len(timeline.tokens[i]))
                 timeline.tokens[i] += [time.perf_counter()] * (stream.result().completion_tokens - len(timeline.tokens[i]))

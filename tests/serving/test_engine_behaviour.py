@@ -52,6 +52,23 @@ def test_stop_sequences_cut_the_text_exactly_and_never_stream_in_part(llama_engi
     assert "".join(cut) == result.text  # the deltas streamed add up to the text: no part of the stop was shown
 
 
+def test_ignore_eos_runs_to_max_tokens_and_never_picks_an_end_of_turn_token(llama_engine, monkeypatch):
+    plain = llama_engine.submit(chat("the quick brown fox", max_tokens=6))
+    run_until_done(llama_engine, [plain])
+    ids = plain.result().token_ids
+    # The greedy answer's first token made an end-of-turn token: a plain request stops at it, an
+    # ignore_eos one runs on with the next-best tokens to its max_tokens.
+    monkeypatch.setattr(llama_engine, "_eos", {ids[0]})
+    stopped = llama_engine.submit(chat("the quick brown fox", max_tokens=6))
+    running = llama_engine.submit(chat("the quick brown fox", max_tokens=6, ignore_eos=True))
+    run_until_done(llama_engine, [stopped, running])
+    assert stopped.result().finish_reason == "stop" and stopped.result().token_ids == ids[:1]
+    assert running.result().finish_reason == "length" and len(running.result().token_ids) == 6
+    assert ids[0] not in running.result().token_ids
+    with pytest.raises(InvalidParameter, match="ignoreEos"):
+        chat("x", ignore_eos=True).validate()  # no max_tokens: it would run to the end of the context
+
+
 def test_text_assembler_holds_back_a_possible_stop_until_it_is_decided(tiny_llama):
     from transformers import AutoTokenizer
 

@@ -493,6 +493,11 @@ class Engine:
         """Sample each row's next token from its logits, stream the text, retire finished rows."""
         if not rows:
             return
+        masked = [i for i, r in enumerate(rows) if r.request.ignore_eos]
+        if masked and self._eos:  # the end-of-turn tokens can never be picked (llama.cpp's ignore_eos)
+            eos = torch.tensor(sorted(self._eos), device=logits.device)
+            rows_at = torch.tensor(masked, device=logits.device)
+            logits[rows_at[:, None], eos[None, :]] = float("-inf")
         tokens = next_tokens(logits, self._row_params(rows), self._penalty_counts(rows, logits.shape[-1]))
         finished: list[tuple[_Row, FinishReason]] = []
         for row, token in zip(rows, tokens.tolist()):

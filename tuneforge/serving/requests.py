@@ -103,7 +103,9 @@ class Request:
     (count > 0) * presence_penalty). `max_tokens` None generates until the context is full.
     `stop` strings end the completion where they first appear; they are not part of the text.
     `seed` fixes the sampling: the same request with the same seed gives the same text whatever
-    else is decoded in the same batch. `adapter` None is the plain base model."""
+    else is decoded in the same batch. `adapter` None is the plain base model. `ignore_eos` (vLLM's and
+    llama.cpp's name) never picks an end-of-turn token, so a completion runs to `max_tokens`: for
+    benchmarks that need every system to generate the same number of tokens."""
 
     messages: tuple[dict[str, str], ...] | list[dict[str, str]] | None = None
     prompt: str | None = None
@@ -116,6 +118,7 @@ class Request:
     presence_penalty: float = 0.0
     stop: tuple[str, ...] | list[str] = field(default_factory=tuple)
     seed: int | None = None
+    ignore_eos: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -145,6 +148,10 @@ class Request:
             raise InvalidParameter("stop", self.stop, "must be a list of non-empty strings")
         if self.seed is not None and not _is_int(self.seed):
             raise InvalidParameter("seed", self.seed, "must be an integer")
+        if not isinstance(self.ignore_eos, bool):
+            raise InvalidParameter("ignoreEos", self.ignore_eos, "must be true or false")
+        if self.ignore_eos and self.max_tokens is None:
+            raise InvalidParameter("ignoreEos", True, "needs maxTokens (else the completion runs to the end of the context)")
         if self.adapter is not None and not (isinstance(self.adapter.id, str) and self.adapter.id):
             raise InvalidParameter("adapter.id", self.adapter.id, "must be a non-empty string")
 
