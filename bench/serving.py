@@ -292,7 +292,10 @@ def child_tuneforge(spec: dict) -> dict:
                 r = reqs[i]
                 messages = [{"role": "user", "content": r["prompt"]}]
                 request = Request(
-                    messages=messages, adapter=refs[r["adapter"]], max_tokens=r["max_tokens"], ignore_eos=bool(r.get("ignore_eos"))
+                    messages=messages,
+                    adapter=refs[r["adapter"]],
+                    max_tokens=r["max_tokens"],
+                    ignore_eos=bool(r.get("ignore_eos")),
                 )
                 stream = engine.submit(request)
                 for _ in stream:  # a token that shows no text yet reaches the client with the next delta
