@@ -39,7 +39,8 @@ the level's wall time), time to first token p50/p99 (submit -> first token at th
 latency p50/p99 (gaps between a request's successive tokens), and the process's peak RSS (llama-cpp: the server
 process's VmHWM). The memory rows compare each RSS with a process that loaded only the base model with
 transformers. /proc/loadavg is printed before and after each system; RESULTS.md is not rewritten when the 1-minute
-load before any system was above 1.5 (--allow-load overrides).
+load before any system was above 1.5 (--allow-load overrides); before each system the bench waits up to 240 s for
+the previous one's load to leave the average.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ LLAMA_PRECISIONS = ("f32", "f16", "q8_0")
 PRECISION_CLASS = {"fp32": "32-bit float", "f32": "32-bit float", "bf16": "16-bit float", "f16": "16-bit float", "q8_0": "8-bit"}
 LLAMA_FOR = {"fp32": "f32", "bf16": "f16"}  # --llama-precision's default, from TuneForge's
 LOAD_LIMIT = 1.5  # 1-minute load average above which figures are not written (2 cores: others would be timed too)
+COOL_DOWN_S = 240  # before each system, wait up to this long for the previous one's load to leave the average
 BEGIN, END = "<!-- serving:begin -->", "<!-- serving:end -->"
 
 
@@ -585,13 +587,23 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def cool_down(max_wait: float = COOL_DOWN_S) -> list[float]:
+    """Wait (at most max_wait s) until the 1-minute load average is under LOAD_LIMIT: the previous system kept
+    both cores busy, and the average takes a minute or two to forget it (it decays by 1/e a minute). A load that
+    stays high is someone else's, and the figures say so."""
+    deadline = time.time() + max_wait
+    while (load := loadavg())[0] > LOAD_LIMIT and time.time() < deadline:
+        time.sleep(5)
+    return load
+
+
 def run_child(kind: str, label: str, spec: dict, work: Path, loads: dict) -> dict:
     """One system in its own process; /proc/loadavg before and after it, printed and kept in `loads`."""
     stem = label.replace(" ", "-")
     spec_file, result = work / f"{stem}.spec.json", work / f"{stem}.result.json"
     spec_file.write_text(json.dumps({**spec, "result": str(result)}))
     result.unlink(missing_ok=True)
-    before = loadavg()
+    before = cool_down()
     print(f"{label}: load average before {fmt_load(before)}", flush=True)
     cmd = [sys.executable, __file__, "--child", kind, str(spec_file)]
     proc = subprocess.run(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
