@@ -365,3 +365,17 @@ def test_t_few_trains_with_dpo(tiny_cohere, tmp_path):
     train = [r for r in train if r["kind"] == "train"]
     assert train[0]["loss"] == pytest.approx(0.693147, abs=1e-5)  # (IA)^3 starts at the identity: policy = reference
     assert train[-1]["rewardMargin"] != 0.0
+
+
+def test_plan_takes_the_dpo_method_and_its_beta(tmp_path):
+    pairs = pair_lines(tmp_path / "pairs.jsonl")
+    model = "meta.llama-3.3-70b-instruct"
+    done = tuneforge("plan", "--base-model", model, "--dataset", str(pairs), "--method", "dpo", "--beta", "0.2", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["trainingConfig"]["trainingConfigType"] == "DPO_TRAINING_CONFIG" and plan["trainingConfig"]["beta"] == 0.2
+    assert plan["totalTrainingSteps"] == 3 * -(-32 // 8)  # 40 pairs: 32 training, batch 8, 3 epochs
+    supervised = tuneforge("plan", "--base-model", model, "--dataset", str(pairs))
+    assert supervised.returncode != 0 and "preference pairs train with the DPO method" in supervised.stderr
+    sized = tuneforge("plan", "--base-model", model, "--dataset", str(pairs), "--method", "dpo", "--gpus", "8")
+    assert sized.returncode != 0 and "--gpus" in sized.stderr and "Traceback" not in sized.stderr

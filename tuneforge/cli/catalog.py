@@ -12,6 +12,7 @@ import click
 
 from tuneforge.cli.options import (
     hyperparameter_options,
+    method_option,
     overrides_from_flags,
     print_json,
     print_rows,
@@ -361,6 +362,7 @@ def _plan_base(base_model: str, data_dir: Path, database_url: str | None):
     help="Model folder; if it holds tokenizer.json, prompt/completion token lengths are checked.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@method_option("dpo: a preference file (docs/dpo.md), the DPO training config (--beta) and its steps.")
 @_capacity_options
 @store_options
 @hyperparameter_options
@@ -379,20 +381,25 @@ def plan(
     quantize_base: str | None,
     activation_checkpointing: bool,
     micro_batch_size: int | None,
+    method: str,
     **flags: Any,
 ) -> None:
     """Validate a fine-tuning request and show what training would do, without training.
 
     With --gpus: the memory each GPU needs, whether it fits, the training time and what to change (docs/scale-out.md)."""
     from tuneforge import data
-    from tuneforge.hyperparams import make_plan, resolve_training_config
+    from tuneforge.hyperparams import DPO_TRAINING_CONFIG, make_plan, resolve_training_config
 
     model, own_weights = _plan_base(base_model, data_dir, database_url)
     if own_weights is not None:
         if weights is not None:
             raise click.UsageError("--weights is for a catalog --base-model; this one has its own tokenizer and config.json")
         weights = own_weights  # its tokenizer counts the tokens, its config.json sizes the run
-    config = resolve_training_config(model, overrides_from_flags(flags, model))
+    if method == data.DPO and gpus is not None:
+        # The capacity model sizes a supervised step; DPO adds a reference pass and runs on one device (docs/dpo.md).
+        raise click.UsageError("--gpus sizes supervised runs; DPO (--method dpo) trains on one device and is not sized")
+    method_type = DPO_TRAINING_CONFIG if method == data.DPO else None  # None: the model's own
+    config = resolve_training_config(model, {**overrides_from_flags(flags, model), "trainingConfigType": method_type})
     seed = data.DEFAULT_SEED if seed is None else seed
     stand_in_data = dataset is None
     if stand_in_data:
@@ -403,9 +410,9 @@ def plan(
         dataset = Path(__file__).parents[1] / "examples" / "dates.jsonl"
     count_tokens = _load_token_counter(weights)
     if count_tokens is None and gpus is None:
-        n = data.scan_dataset(dataset)
+        n = data.scan_dataset(dataset, method=method)
     else:
-        examples = data.read_examples(dataset)
+        examples = data.read_examples(dataset, method=method)
         if count_tokens is not None:
             data.check_token_lengths(
                 examples,

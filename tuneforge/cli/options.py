@@ -11,6 +11,11 @@ from typing import Any
 import click
 
 
+def method_option(help: str) -> Callable:
+    """--method supervised|dpo (data.SUPERVISED, data.DPO): the training method of train, plan and sweep."""
+    return click.option("--method", type=click.Choice(["supervised", "dpo"]), default="supervised", show_default=True, help=help)
+
+
 def hyperparameter_options(f: Callable) -> Callable:
     """Add one string option per hyperparameter of the catalog, --total-training-epochs ... --lora-dropout,
     with the catalog's help text (ranges differ per model: `tuneforge models` lists them).

@@ -10,6 +10,7 @@ import click
 from tuneforge.cli.options import (
     device_options,
     hyperparameter_options,
+    method_option,
     overrides_from_flags,
     print_json,
     stand_in_notice,
@@ -55,13 +56,7 @@ def _print_sweep_event(event: dict[str, Any]) -> None:
     "--output", required=True, type=click.Path(path_type=Path), help="Folder for the trials, best/, results.json and sweep.html."
 )
 @click.option("--trials", type=click.IntRange(min=0), default=0, help="Trials in the search, trial 0 (the defaults) included.")
-@click.option(
-    "--method",
-    type=click.Choice(["supervised", "dpo"]),
-    default="supervised",
-    show_default=True,
-    help="dpo: every trial is preference tuning (train --method dpo) on a preference file, and beta is searchable.",
-)
+@method_option("dpo: every trial is preference tuning (train --method dpo) on a preference file, and beta is searchable.")
 @click.option(
     "--search", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True, help="How trials are chosen."
 )

@@ -11,6 +11,7 @@ from tuneforge.cli.options import (
     device_options,
     hyperparameter_options,
     hyperparameter_texts,
+    method_option,
     precision_notice,
     print_json,
     print_rows,
@@ -129,13 +130,9 @@ def _print_performance(result) -> None:
     help="Run the prompt prefix a batch's rows share once: same result, fewer FLOPs, one more decoder call. "
     "auto = on for CPU (FLOP-bound), off for CUDA (small steps there are bound by kernel launches).",
 )
-@click.option(
-    "--method",
-    type=click.Choice(["supervised", "dpo"]),
-    default="supervised",
-    show_default=True,
-    help="supervised: prompt/completion or chat data. dpo: preference pairs (docs/dpo.md), the same adapter trained "
-    "with DPO against the base model (--beta).",
+@method_option(
+    "supervised: prompt/completion or chat data. dpo: preference pairs (docs/dpo.md), the same adapter trained "
+    "with DPO against the base model (--beta)."
 )
 @click.option(
     "--from-adapter",
