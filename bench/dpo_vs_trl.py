@@ -119,22 +119,10 @@ def child_tuneforge(spec: dict) -> dict:
 def child_trl(spec: dict) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
-    from torch.optim.lr_scheduler import LambdaLR
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from tuneforge.engine.train import lr_at
-
-    class Trainer(DPOTrainer):
-        """TuneForge's schedule (bench/vs_peers.py's SFT trainer does the same)."""
-
-        def create_scheduler(self, num_training_steps, optimizer=None):
-            if self.lr_scheduler is None:
-                opt = optimizer if optimizer is not None else self.optimizer
-                self.lr_scheduler = LambdaLR(opt, lambda s: lr_at(s, num_training_steps, 1.0))
-                self._created_lr_scheduler = True
-            return self.lr_scheduler
-
+    Trainer = vs_peers.with_tuneforge_schedule(DPOTrainer)
     cfg = vs_peers.trl_config(spec["config"], "cpu")
     train, _ = split(Path(spec["dataset"]))
     rows = [
@@ -151,17 +139,7 @@ def child_trl(spec: dict) -> dict:
         num_train_epochs=spec["epochs"],
         per_device_train_batch_size=BATCH,
         learning_rate=LR,
-        lr_scheduler_type="linear",  # replaced by TuneForge's schedule above
-        warmup_steps=0.06,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        seed=SEED,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **vs_peers.TRL_COMMON_ARGS,
         use_cpu=True,
         bf16=cfg["bf16"],
         gradient_checkpointing=cfg["gradient_checkpointing"],

@@ -197,19 +197,31 @@ def child_tuneforge(spec: dict) -> dict:
     }
 
 
-def child_trl(spec: dict) -> dict:
-    from datasets import Dataset
-    from peft import IA3Config, LoraConfig
+# What every TRL child sets alike: TuneForge's optimizer settings (the "linear" schedule is replaced by
+# `with_tuneforge_schedule`), no evaluation, saving or logging during the timed loop.
+TRL_COMMON_ARGS = dict(
+    lr_scheduler_type="linear",
+    warmup_steps=0.06,
+    weight_decay=0.0,
+    max_grad_norm=1.0,
+    seed=SEED,
+    eval_strategy="no",
+    save_strategy="no",
+    logging_strategy="no",
+    report_to="none",
+    disable_tqdm=True,
+    dataloader_num_workers=0,
+)
+
+
+def with_tuneforge_schedule(trainer_class: type) -> type:
+    """A TRL trainer class on TuneForge's schedule: transformers' "linear" warms up from lr 0 at the first
+    step, TuneForge from peak/warmup; the decay is the same. Overriding the scheduler makes them identical."""
     from torch.optim.lr_scheduler import LambdaLR
-    from transformers import AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
     from tuneforge.engine.train import lr_at  # the schedule itself, so both runs see identical learning rates
 
-    class Trainer(SFTTrainer):
-        """TuneForge's schedule: transformers' "linear" warms up from lr 0 at the first step, TuneForge
-        from peak/warmup; the decay is the same. Overriding the scheduler makes them identical."""
-
+    class Trainer(trainer_class):
         def create_scheduler(self, num_training_steps, optimizer=None):
             if self.lr_scheduler is None:
                 opt = optimizer if optimizer is not None else self.optimizer
@@ -217,6 +229,16 @@ def child_trl(spec: dict) -> dict:
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
+    return Trainer
+
+
+def child_trl(spec: dict) -> dict:
+    from datasets import Dataset
+    from peft import IA3Config, LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    Trainer = with_tuneforge_schedule(SFTTrainer)
     cfg = trl_config(spec["config"], spec["device"])
     train_examples, val_examples = split(Path(spec["dataset"]))
     rows = [
@@ -233,17 +255,7 @@ def child_trl(spec: dict) -> dict:
         num_train_epochs=spec["epochs"],
         per_device_train_batch_size=spec["batch_size"],
         learning_rate=spec["lr"],
-        lr_scheduler_type="linear",  # replaced by TuneForge's identical-but-for-the-first-step schedule above
-        warmup_steps=0.06,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        seed=SEED,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **TRL_COMMON_ARGS,
         use_cpu=spec["device"] == "cpu",
         # On a GPU, SFTConfig's own default is bf16 autocast (it is only refused on a CPU).
         bf16=cfg["bf16"] or spec["device"] == "cuda",
