@@ -15,7 +15,7 @@ import torch
 from tuneforge import data
 from tuneforge.engine.adapters import adapter_parameters, adapters_disabled, apply_ia3, apply_lora
 from tuneforge.engine.batches import EncodedPair, collate, encode
-from tuneforge.engine.loss import PreferenceLoss, pair_contexts, pair_logps, sequence_logps
+from tuneforge.engine.loss import PreferenceLoss, decoder, pair_contexts, pair_logps, sequence_logps
 from tuneforge.errors import DatasetError
 
 BETA = 0.3
@@ -164,6 +164,30 @@ def test_each_pairs_context_run_once_gives_the_whole_rows_logps_and_gradients(ti
     for n, p in params.items():
         scale = float(expected[n].abs().max())
         assert float((p.grad - expected[n]).abs().max()) <= GRAD_RTOL * max(scale, 1e-12), n
+
+
+def test_rows_seen_before_skip_the_reference_pass(tiny_llama):
+    """The reference is fixed for a run: a batch of rows already scored (next epoch, next evaluation cycle, in
+    any batch order) reuses their reference log-probabilities; a new reference adapter forgets them."""
+    base, tokenizer = load_tiny(tiny_llama)
+    pairs = encoded_pairs(tokenizer)
+    model = copy.deepcopy(base)
+    apply_lora(model, r=4, alpha=8, dropout=0.0)
+    random_lora(model)
+    scorer = PreferenceLoss(model, BETA)
+    passes = []
+    decoder(model).register_forward_hook(lambda *_: passes.append(1))
+    with torch.no_grad():
+        first = scorer(collate(pairs, tokenizer.pad_token_id))
+        computed = len(passes)
+        passes.clear()
+        again = scorer(collate(pairs[::-1], tokenizer.pad_token_id))
+    assert len(passes) == computed // 2  # the policy's passes only
+    assert float(again.loss_sum) == pytest.approx(float(first.loss_sum), rel=1e-5)
+    assert (again.correct, again.chosen_rewards) == (first.correct, pytest.approx(first.chosen_rewards, rel=1e-5, abs=1e-6))
+    assert len(scorer.reference_logps) == 2 * len(pairs)
+    scorer.reference_adapter = {n: torch.zeros_like(p) for n, p in adapter_parameters(model).items()}
+    assert not scorer.reference_logps
 
 
 def test_reference_is_the_base_with_peft_adapter_disabled(tiny_llama):

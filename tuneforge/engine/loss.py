@@ -27,6 +27,7 @@ sigmoid loss of the paper, TRL's default); its reward accuracy is 1 when r_chose
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 from dataclasses import dataclass
 
@@ -257,6 +258,12 @@ def _row_logps(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return token_logps.new_zeros(where.shape[0]).index_add(0, row_of, token_logps)
 
 
+def row_digests(batch: dict[str, torch.Tensor]) -> list[bytes]:
+    """Per row of a batch, a 16-byte digest of its tokens (padding left out): what identifies a row across batches."""
+    ids, lengths = batch["input_ids"].cpu(), batch["attention_mask"].sum(dim=1).tolist()
+    return [hashlib.blake2b(ids[r, :n].numpy().tobytes(), digest_size=16).digest() for r, n in enumerate(lengths)]
+
+
 def pair_stats(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> PairStats:
     """DPO's sigmoid loss and rewards of n pairs from 2n rows' log-probabilities (n chosen rows, then n rejected)."""
     n = policy.shape[0] // 2
@@ -305,22 +312,41 @@ class PreferenceLoss(CompletionLoss):
     policy pass keeps the graph; the reference pass (adapters off) runs without gradients, so DPO costs
     one more forward pass per step and no second model. `reference_adapter` (adapter tensors by parameter
     name): the reference is the model with that adapter instead, e.g. the supervised adapter a run starts
-    from (TRL does the same for a PEFT model that already holds an adapter: its "ref" copy)."""
+    from (TRL does the same for a PEFT model that already holds an adapter: its "ref" copy).
+
+    The reference never changes during a run, so each row's reference log-probability is kept (by a digest
+    of the row's tokens, ~100 bytes a row) the first time it is computed: a batch whose rows were all seen
+    (every epoch after the first, every evaluation cycle after the first) skips the reference pass. Equal to
+    recomputing it up to the rounding of a different batch's padding."""
 
     def __init__(self, model: nn.Module, beta: float):
         super().__init__(model)
         self.beta = beta
-        self.reference_adapter: dict[str, torch.Tensor] | None = None
+        self._reference_adapter: dict[str, torch.Tensor] | None = None
+        self.reference_logps: dict[bytes, float] = {}
+
+    @property
+    def reference_adapter(self) -> dict[str, torch.Tensor] | None:
+        return self._reference_adapter
+
+    @reference_adapter.setter
+    def reference_adapter(self, adapter: dict[str, torch.Tensor] | None) -> None:
+        self._reference_adapter = adapter
+        self.reference_logps.clear()  # they were another reference's
 
     def reference(self):
-        if self.reference_adapter is None:
+        if self._reference_adapter is None:
             return adapters_disabled(self.model)
-        return adapter_swapped(adapter_parameters(self.model), self.reference_adapter)
+        return adapter_swapped(adapter_parameters(self.model), self._reference_adapter)
 
     def forward(self, batch: dict[str, torch.Tensor], prefix: int | None = None) -> PairStats:
         """`prefix` is not used: a pair's two rows share their whole context, which `pair_logps` runs once
         per pair wherever the batch-wide shared prefix would be allowed (`prefix_for`)."""
         policy = self.row_logps(batch)
+        keys = row_digests(batch)
+        known = [self.reference_logps.get(k) for k in keys]
+        if None not in known:
+            return pair_stats(policy, torch.tensor(known, dtype=policy.dtype, device=policy.device), self.beta)
         training = self.training
         self.train(False)  # the reference is one fixed model: no LoRA dropout in its pass
         try:
@@ -328,6 +354,7 @@ class PreferenceLoss(CompletionLoss):
                 reference = self.row_logps(batch)
         finally:
             self.train(training)
+        self.reference_logps.update(zip(keys, reference.tolist(), strict=True))
         return pair_stats(policy, reference, self.beta)
 
     def row_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
