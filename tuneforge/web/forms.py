@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from tuneforge import catalog, data
-from tuneforge.catalog import BaseModelSpec
+from tuneforge.catalog import BaseModelSpec, ParamSpec
 from tuneforge.errors import DatasetError, InvalidParameter, TuneForgeError
 from tuneforge.hyperparams import (
     DPO_TRAINING_CONFIG,
@@ -82,23 +82,18 @@ def parse_field(name: str, text: str, spec) -> tuple[int | float | None, str]:
 
 def training_values(spec: BaseModelSpec, raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Hyperparameters from form text (blank = default): (camelCase values, field -> error)."""
-    values, errors = {}, {}
-    for name, param in spec.params.items():
-        text = (raw.get(name) or "").strip()[:64]
-        if not text:
-            continue
-        value, message = parse_field(name, text, param)
-        if message:
-            errors[name] = message
-        else:
-            values[name] = value
-    return values, errors
+    return _parsed(spec.params, raw)
 
 
 def dpo_values(raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """DPO's own fields (catalog.dpo_params: beta) from form text, as training_values reads the model's."""
+    return _parsed(catalog.dpo_params(), raw)
+
+
+def _parsed(params: dict[str, ParamSpec], raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The fields of `params` typed in `raw` (blank = left out), each parsed by parse_field: (values, field -> error)."""
     values, errors = {}, {}
-    for name, param in catalog.dpo_params().items():
+    for name, param in params.items():
         text = (raw.get(name) or "").strip()[:64]
         if not text:
             continue
