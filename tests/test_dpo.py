@@ -72,6 +72,14 @@ def random_lora(model, seed: int = 1) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
+def with_random_lora(base):
+    """A copy of `base` with a LoRA adapter (r 4, alpha 8, no dropout) of random values (`random_lora`)."""
+    model = copy.deepcopy(base)
+    apply_lora(model, r=4, alpha=8, dropout=0.0)
+    random_lora(model)
+    return model
+
+
 def peft_name(ours: str) -> str:
     # model.layers.0.self_attn.q_proj.lora_A -> base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight
     return f"base_model.model.{ours}.default.weight"
@@ -87,9 +95,7 @@ def test_loss_and_gradients_equal_trls_dpo_trainer(tiny_llama, tmp_path, share_p
     base, tokenizer = load_tiny(tiny_llama)
     pairs = encoded_pairs(tokenizer)
 
-    ours = copy.deepcopy(base)
-    apply_lora(ours, r=4, alpha=8, dropout=0.0)
-    random_lora(ours)
+    ours = with_random_lora(base)
     scorer = PreferenceLoss(ours, BETA)
     scorer.share_prefix = share_prefix
     batch = collate(pairs, tokenizer.pad_token_id)
@@ -171,9 +177,7 @@ def test_rows_seen_before_skip_the_reference_pass(tiny_llama):
     any batch order) reuses their reference log-probabilities; a new reference adapter forgets them."""
     base, tokenizer = load_tiny(tiny_llama)
     pairs = encoded_pairs(tokenizer)
-    model = copy.deepcopy(base)
-    apply_lora(model, r=4, alpha=8, dropout=0.0)
-    random_lora(model)
+    model = with_random_lora(base)
     scorer = PreferenceLoss(model, BETA)
     passes = []
     decoder(model).register_forward_hook(lambda *_: passes.append(1))
@@ -195,9 +199,7 @@ def test_reference_is_the_base_with_peft_adapter_disabled(tiny_llama):
 
     base, tokenizer = load_tiny(tiny_llama)
     batch = collate(encoded_pairs(tokenizer), tokenizer.pad_token_id)
-    ours = copy.deepcopy(base)
-    apply_lora(ours, r=4, alpha=8, dropout=0.0)
-    random_lora(ours)
+    ours = with_random_lora(base)
     peft_model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
         adapted = sequence_logps(ours, batch)
