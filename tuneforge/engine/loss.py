@@ -220,14 +220,15 @@ def pair_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if width < MIN_SHARED_PREFIX or (window is not None and width + rest > window):
         return sequence_logps(model, batch, 0)
     body = decoder(model)
-    context_mask = (torch.arange(width)[None, :] < context[:, None]).long()
+    device = ids.device  # index tensors beside the batch (a GPU run's batch is on the GPU)
+    context_mask = (torch.arange(width, device=device)[None, :] < context[:, None]).long()
     out = body(input_ids=ids[:n, :width], attention_mask=context_mask, use_cache=True)
     cache = out.cache if hasattr(out, "cache") else out.past_key_values
     # Rows in the order [chosen 0, rejected 0, chosen 1, ...], as the cache repeated row by row.
-    order = torch.stack([torch.arange(n), torch.arange(n) + n], dim=1).reshape(-1)
+    order = torch.stack([torch.arange(n, device=device), torch.arange(n, device=device) + n], dim=1).reshape(-1)
     cache.batch_repeat_interleave(2)  # differentiable: both rows' gradients flow into their context
     start = context.repeat_interleave(2)
-    at = start[:, None] + torch.arange(rest)[None, :]
+    at = start[:, None] + torch.arange(rest, device=device)[None, :]
     inside = at < lengths[order][:, None]
     at = at.clamp(max=ids.shape[1] - 1)
     rows_ids = ids[order].gather(1, at)
