@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tuneforge import catalog
+from tuneforge import catalog, data
 from tuneforge.catalog import BaseModelSpec, ParamSpec
 from tuneforge.engine.eval_plan import EvalPlan
 from tuneforge.errors import InvalidParameter
@@ -27,6 +27,12 @@ INT32_MAX = 2**31 - 1
 MAX_TOTAL_TRAINING_STEPS = 1_000_000
 METHOD_NAMES = {"LORA": "LoRA", "TFEW": "T-Few"}
 DPO_TRAINING_CONFIG = catalog.DPO_TRAINING_CONFIG
+
+
+def config_type_of(method: str) -> str | None:
+    """The trainingConfigType a training method asks for: DPO_TRAINING_CONFIG for data.DPO, None (the base
+    model's own) for data.SUPERVISED; as `trainingConfigType` of resolve_training_config's overrides."""
+    return DPO_TRAINING_CONFIG if method == data.DPO else None
 
 
 @dataclass(frozen=True)

@@ -388,7 +388,7 @@ def plan(
 
     With --gpus: the memory each GPU needs, whether it fits, the training time and what to change (docs/scale-out.md)."""
     from tuneforge import data
-    from tuneforge.hyperparams import DPO_TRAINING_CONFIG, make_plan, resolve_training_config
+    from tuneforge.hyperparams import config_type_of, make_plan, resolve_training_config
 
     model, own_weights = _plan_base(base_model, data_dir, database_url)
     if own_weights is not None:
@@ -398,8 +398,7 @@ def plan(
     if method == data.DPO and gpus is not None:
         # The capacity model sizes a supervised step; DPO adds a reference pass and runs on one device (docs/dpo.md).
         raise click.UsageError("--gpus sizes supervised runs; DPO (--method dpo) trains on one device and is not sized")
-    method_type = DPO_TRAINING_CONFIG if method == data.DPO else None  # None: the model's own
-    config = resolve_training_config(model, {**overrides_from_flags(flags, model), "trainingConfigType": method_type})
+    config = resolve_training_config(model, {**overrides_from_flags(flags, model), "trainingConfigType": config_type_of(method)})
     seed = data.DEFAULT_SEED if seed is None else seed
     stand_in_data = dataset is None
     if stand_in_data:

@@ -133,7 +133,7 @@ def check_input(options: TrainerOptions, notices: bool = True):
     from tuneforge.catalog import find_base_model
     from tuneforge.engine.weights import Weights, resolve_weights
     from tuneforge.errors import InvalidParameter
-    from tuneforge.hyperparams import DPO_TRAINING_CONFIG, resolve_training_config
+    from tuneforge.hyperparams import config_type_of, resolve_training_config
     from tuneforge.train_command import parse_hyperparameters
 
     if options.method not in (data.SUPERVISED, data.DPO):
@@ -155,9 +155,8 @@ def check_input(options: TrainerOptions, notices: bool = True):
         raise InvalidParameter(
             "--weights", options.weights, "only a catalog --base-model takes --weights; this base trains its own"
         )
-    method_type = DPO_TRAINING_CONFIG if options.method == data.DPO else None  # None: the model's own
     config = resolve_training_config(
-        model, {**parse_hyperparameters(options.hyperparameters, model), "trainingConfigType": method_type}
+        model, {**parse_hyperparameters(options.hyperparameters, model), "trainingConfigType": config_type_of(options.method)}
     )
     data.scan_dataset(options.dataset, method=options.method)  # fail on bad data before loading any weights
     if options.validation_dataset is not None:  # the validation split: the same checks, at least one example
