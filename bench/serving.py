@@ -29,6 +29,9 @@ own), one after the other:
                  mixed-adapter batch. Requests arriving meanwhile wait for the next batch.
   peft-switch    the same PeftModel, one request at a time in arrival order, `set_adapter` when the
                  adapter changes: what a user without batching support does.
+  tuneforge-replicas  (only when named) the same engine as a 2-unit hosting cluster runs it: --replicas replica
+                 processes (tuneforge/hosting, threads divided among them) behind the API server's router, which
+                 places each request on the least loaded one and relays its text across the process boundary.
   llama-cpp      llama.cpp's `llama-server` (built by bench/build_llama_server.sh) with the base GGUF and the 4
                  GGUF adapters (--lora ... --lora-init-without-apply), --parallel C slots (continuous batching),
                  --threads; each request POSTs the token ids to /completion with "lora": [{"id": i, "scale": 1}],
@@ -70,7 +73,8 @@ BASE_MODEL = "meta.llama-3.3-70b-instruct"
 # lines (7 optimizer steps: a few minutes each on 2 cores; what they answer matters less than that they are real)
 ADAPTERS = {"dates-a": (1, "0.001"), "dates-b": (2, "0.0015"), "dates-c": (3, "0.002"), "dates-d": (4, "0.003")}
 TRAIN_EXAMPLES = 64
-SYSTEMS = ("tuneforge", "peft-mixed", "peft-switch", "llama-cpp")
+SYSTEMS = ("tuneforge", "peft-mixed", "peft-switch", "llama-cpp", "tuneforge-replicas")
+DEFAULT_SYSTEMS = SYSTEMS[:4]  # tuneforge-replicas: the hosting layout, asked for by name
 WORKLOADS = ("prompt-heavy", "decode-heavy")
 DECODE_PROMPT = "{}\nGive the ISO 8601 date, then explain at length, step by step, how you read each part of it."
 LLAMA_PRECISIONS = ("f32", "f16", "q8_0")
@@ -278,13 +282,18 @@ def child_tuneforge(spec: dict) -> dict:
 
     weights = resolve_weights("stand-in", model_id=BASE_MODEL, weights_repo="")
     precision = spec["precision"]
-    engine = Engine(weights, EngineConfig(device="cpu", precision=precision, max_batch=64, max_queue=1024))
     refs = {name: AdapterRef(name, Path(path)) for name, path in spec["adapters"].items()}
+    if spec.get("replicas"):  # a hosting cluster's layout: N replica processes behind the API server's router
+        engine = Replicas(weights, spec["replicas"], dict(device="cpu", precision=precision, max_batch=64, max_queue=1024), spec)
+        for ref in refs.values():
+            engine.replicas.warm(weights, ref)
+    else:
+        engine = Engine(weights, EngineConfig(device="cpu", precision=precision, max_batch=64, max_queue=1024))
     probe = [{"role": "user", "content": spec["probe"]}]
     answers = {"base": engine.generate(Request(messages=probe, max_tokens=12)).text}
     for name, ref in refs.items():  # attach the adapters before measuring (an LRU miss reads them from disk)
         answers[name] = engine.generate(Request(messages=probe, adapter=ref, max_tokens=12)).text
-    out = {"rssAfterLoadMiB": rss_mib(), "answers": answers}
+    out = {"rssAfterLoadMiB": rss_mib() + (engine.rss_mib() if spec.get("replicas") else 0), "answers": answers}
     out["precision"] = {"float32": "fp32", "bfloat16": "bf16"}[str(pick_dtype(precision, "cpu")).removeprefix("torch.")]
     for workload, levels in spec["workloads"].items():
         out[workload] = {}
@@ -306,9 +315,45 @@ def child_tuneforge(spec: dict) -> dict:
 
             out[workload][str(c)] = closed_loop(reqs, c, serve_one)
             report(f"tuneforge {out['precision']}", workload, c, out[workload][str(c)])
-    out["peakRssMiB"] = peak_rss_mib()
+    out["peakRssMiB"] = peak_rss_mib() + (engine.peak_rss_mib() if spec.get("replicas") else 0)
     engine.shutdown()
     return out
+
+
+class Replicas:
+    """tuneforge/hosting's ReplicaSet of `units` local replica processes (each `threads / units` torch
+    threads) with the Engine calls child_tuneforge makes; their memory counts with this process's."""
+
+    def __init__(self, weights, units: int, config: dict, spec: dict):
+        from tuneforge.hosting.launchers import ProcessLauncher
+        from tuneforge.hosting.router import ReplicaSet
+
+        self.weights = weights
+        config = {**config, "threads": max(1, spec["threads"] // units)}
+        self.replicas = ReplicaSet("bench", units, ProcessLauncher(), config, max_adapters=8)
+
+    def submit(self, request):
+        return self.replicas.submit(self.weights, request)
+
+    def generate(self, request):
+        return self.replicas.generate(self.weights, request)
+
+    def peak_rss_mib(self) -> float:
+        pids = [r["pid"] for r in self.replicas.describe()]
+        return sum(_status_kib(pid, "VmHWM") for pid in pids) / 1024
+
+    def rss_mib(self) -> float:
+        return sum(_status_kib(r["pid"], "VmRSS") for r in self.replicas.describe()) / 1024
+
+    def shutdown(self) -> None:
+        self.replicas.shutdown()
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def load_peft(spec: dict):
@@ -571,7 +616,7 @@ def child_main(kind: str, arg: str) -> None:
         import torch
 
         torch.set_num_threads(spec["threads"])
-        if kind == "tuneforge":
+        if kind in ("tuneforge", "tuneforge-replicas"):
             result = child_tuneforge(spec)
         elif kind == "base":
             result = child_base(spec)
@@ -745,7 +790,8 @@ def main() -> None:
     p.add_argument("--decode-tokens", default="64,256", help="decode-heavy: max_tokens drawn from MIN,MAX (seeded)")
     p.add_argument("--seed", type=int, default=0, help="decode-heavy: seed of the max_tokens draws")
     p.add_argument("--requests", type=int, default=None, help="requests per level (default max(2 C, 16))")
-    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
+    p.add_argument("--replicas", type=int, default=2, help="tuneforge-replicas: replica processes (threads divided among them)")
     p.add_argument("--tuneforge-precision", default="fp32", help="fp32, bf16 or auto; comma-separated: one run each")
     p.add_argument("--llama-precision", default=None, help="f32, f16 or q8_0, comma-separated (default: TuneForge's class)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -794,6 +840,10 @@ def main() -> None:
         if system == "tuneforge":
             for given, label in zip(tf_precisions, resolved):
                 results[f"tuneforge {label}"] = run_child(system, f"tuneforge {label}", {**spec, "precision": given}, work, loads)
+        elif system == "tuneforge-replicas":
+            for given, label in zip(tf_precisions, resolved):
+                name = f"{system} {label}"
+                results[name] = run_child(system, name, {**spec, "precision": given, "replicas": args.replicas}, work, loads)
         elif system == "llama-cpp":
             for x in llama_precisions:
                 results[f"llama-cpp {x}"] = run_child(system, f"llama-cpp {x}", {**spec, "llama": llama[x]}, work, loads)

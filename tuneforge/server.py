@@ -64,6 +64,8 @@ def serve(config: ServiceConfig, host: str, port: int, log_level: str = "info") 
         pool.stop()
         if services.serving is not None:
             services.serving.shutdown()
+        if services.hosting is not None:  # the hosting clusters' replicas: their requests end, they stop
+            services.hosting.shutdown()
 
     try:
         # h11 (not httptools): it bounds the header block it buffers (64 KiB), so no client can make it hold more.

@@ -7,11 +7,6 @@ is killed and restarted the server re-attaches to the Ray job instead of startin
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import psutil
@@ -19,71 +14,21 @@ import pytest
 from helpers.clients import clients
 from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
 from helpers.identities import new_identity
-from helpers.servers import Service, free_port
+from helpers.ray_cluster import ray_head
+from helpers.servers import Service
 from helpers.waiting import wait_for
 
 pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install -e '.[ray]' (it is in the dev extra)")
 from ray.job_submission import JobSubmissionClient
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaaray"
-RAY = Path(sys.executable).with_name("ray")
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A one-node Ray cluster with 2 CPUs on 127.0.0.1; the address of its job API (the dashboard)."""
-    root = Path(tempfile.mkdtemp(prefix="tfray", dir="/tmp"))  # short: Ray's socket paths live under it
-    dashboard = free_port()
-    env = os.environ | {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # `python` in the Ray job is this one
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # a one-machine cluster: Ray stays on the loopback address
-        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # `ray stop` at once, not after a 30 s drain
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    ports = {
-        "--port": free_port(),
-        "--ray-client-server-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-port": dashboard,
-    }
-    cmd = [
-        str(RAY),
-        "start",
-        "--head",
-        "--block",
-        "--num-cpus",
-        "2",
-        "--num-gpus",
-        "0",
-        "--dashboard-host",
-        "127.0.0.1",
-        "--temp-dir",
-        str(root),
-        "--disable-usage-stats",
-        *[str(x) for kv in ports.items() for x in kv],
-    ]
-    with open(root / "head.log", "wb") as log:
-        # --block: the head's processes live as long as this one, which stops them all when it is terminated
-        # (`ray stop` would stop every Ray process of the machine).
-        head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        wait_for(lambda: _answers(head, address, root), 180, f"the Ray head (log: {root / 'head.log'})", 1.0)
-        yield address
-    finally:
-        head.terminate()
-        head.wait(120)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _answers(head: subprocess.Popen, address: str, root: Path) -> bool:
-    if head.poll() is not None:
-        raise AssertionError(f"ray start exited with {head.returncode}:\n{(root / 'head.log').read_text()[-3000:]}")
-    try:
-        JobSubmissionClient(address)
-        return True
-    except ConnectionError:
-        return False
+    with ray_head(cpus=2) as head:
+        yield head.dashboard
 
 
 def _ray_jobs(address: str, wr_id: str) -> list:

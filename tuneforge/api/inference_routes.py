@@ -62,6 +62,9 @@ async def completions(request: Request, generation: inference.Generation) -> lis
     except serving.QueueFull as err:  # it waited past the start deadline without getting a row
         generation.cancel()
         raise inference.Busy(err) from None
+    except serving.Interrupted as err:  # its hosting replica stopped mid-answer
+        generation.cancel()
+        raise ServiceError(503, "ServiceUnavailable", str(err)) from None
     except serving.ServingError:
         generation.cancel()
         raise ServiceError(
@@ -107,7 +110,7 @@ def event_stream(
                 yield b"data: " + json.dumps(event).encode() + b"\n\n"
             if done_marker:
                 yield b"data: [DONE]\n\n"
-        except serving.QueueFull as err:  # it waited past the start deadline without getting a row
+        except (serving.QueueFull, serving.Interrupted) as err:  # no row in time; its replica stopped mid-answer
             yield b"data: " + json.dumps({"error": str(err)}).encode() + b"\n\n"
         except serving.ServingError:
             yield b"data: " + json.dumps({"error": "the model failed while generating"}).encode() + b"\n\n"

@@ -50,7 +50,8 @@ from tuneforge.cli.options import store_options
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="Where trainers run: subprocesses of this server, or Ray jobs on a Ray cluster (docs/scale-out.md).",
+    help="Where trainers and hosting clusters' replicas run: processes of this machine, or Ray jobs and actors on a "
+    "Ray cluster (docs/scale-out.md).",
 )
 @click.option(
     "--ray-address", default=None, metavar="URL", help="--executor ray: the Ray cluster's dashboard, e.g. http://HEAD:8265."
@@ -68,6 +69,20 @@ from tuneforge.cli.options import store_options
     default=1.0,
     show_default=True,
     help="--executor ray: CPUs (and torch threads) of each Ray Train worker.",
+)
+@click.option(
+    "--ray-hosting-address",
+    default=None,
+    metavar="ADDRESS",
+    help="--executor ray: where hosting replicas run as Ray actors: the cluster's HEAD:6379 when this machine is a Ray "
+    "node (default: the node it runs, 'auto'), or ray://HEAD:10001 (Ray Client).",
+)
+@click.option(
+    "--ray-cpus-per-replica",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="--executor ray: CPUs (and torch threads) each hosting replica (one per unit of a HOSTING cluster) reserves.",
 )
 @click.option(
     "--serving-max-batch",
@@ -108,6 +123,8 @@ def serve(
     ray_address: str | None,
     ray_gpus_per_unit: int,
     ray_cpus_per_worker: float,
+    ray_hosting_address: str | None,
+    ray_cpus_per_replica: float,
     serving_max_batch: int,
     serving_max_wait: float,
     models_dirs: tuple[Path, ...],
@@ -128,6 +145,8 @@ def serve(
         ray_address=ray_address,
         ray_gpus_per_unit=ray_gpus_per_unit,
         ray_cpus_per_worker=ray_cpus_per_worker,
+        ray_hosting_address=ray_hosting_address,
+        ray_cpus_per_replica=ray_cpus_per_replica,
         serving_max_batch=serving_max_batch,
         serving_max_wait_s=serving_max_wait,
         models_dirs=tuple(d.expanduser().resolve() for d in models_dirs),

@@ -21,6 +21,10 @@ class ServiceConfig:
     ray_address: str | None = None  # the Ray cluster's job API (its dashboard), e.g. http://head:8265
     ray_gpus_per_unit: int = 1  # GPUs a cluster unit stands for when its shape names no count (H100_X8 names 8)
     ray_cpus_per_worker: float = 1.0  # CPUs (and torch threads) of each Ray Train worker
+    # Hosting clusters' replicas as Ray actors: the cluster's GCS (HEAD:6379, this machine a Ray node) or
+    # Ray Client's ray://HEAD:10001; None: "auto", the Ray node this machine runs (tuneforge/hosting)
+    ray_hosting_address: str | None = None
+    ray_cpus_per_replica: float = 1.0  # CPUs (and torch threads) each hosting replica actor reserves
     max_pending_jobs_per_tenancy: int = 100  # more queued/running jobs than this: 429
     serving_max_batch: int = 32  # rows one decode step of the serving engine carries
     serving_max_queue: int = 256  # inference requests waiting for a row; more: 429

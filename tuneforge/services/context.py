@@ -29,6 +29,7 @@ class Services:
     # engine here, so endpoints go ACTIVE at once and load on their first request).
     warm_endpoint: Callable[[str], None] | None = None
     serving: Any = None  # the process's tuneforge.serving.EnginePool, created on first use (services/inference.py)
+    hosting: Any = None  # the hosting clusters' replicas, a tuneforge.hosting.Hosting created on first use (same)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

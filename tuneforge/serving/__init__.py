@@ -42,6 +42,7 @@ Errors (all TuneForgeError: str(err) is a sentence for the user, without paths o
     WaitTooLong(QueueFull)  the expected wait for a row exceeds max_wait_s                 -> 429
     StartTimeout(QueueFull) still no row at START_DEADLINE x max_wait_s (from the stream)  -> 429
   EngineClosed        the engine or pool was shut down                                     -> 503
+  Interrupted         a hosting replica stopped mid-answer (from the stream)               -> 503
   ServingError        base class; also raised from a stream whose step failed              -> 500
   All but the last and StartTimeout come from submit(), before anything is queued.
 
@@ -72,6 +73,7 @@ from tuneforge.serving.requests import (
     Completion,
     EngineClosed,
     FinishReason,
+    Interrupted,
     PromptTooLong,
     QueueFull,
     Request,
@@ -96,6 +98,7 @@ __all__ = [
     "Completion",
     "EngineClosed",
     "FinishReason",
+    "Interrupted",
     "InvalidParameter",
     "PromptTooLong",
     "QueueFull",

@@ -53,16 +53,8 @@ class EnginePool:
         """The engine of a finished `tuneforge train` run's base model, and the run's adapter
         (its id defaults to the folder's name), or `adapter_dir`, another adapter of the same run (an
         evaluation cycle's: RunFolder.cycle_adapter_dir)."""
-        run = RunFolder(run_dir)
-        result = run.read_result()
-        name = adapter_id or run.path.name
-        if result is None or not run.is_finished():
-            raise AdapterUnavailable(f"adapter {name}: its training has not finished")
-        w = result.weights
-        weights = Weights(w["source"], Path(w["path"]), result.stand_in, w["description"])
-        if not (weights.path / "config.json").is_file():
-            raise AdapterUnavailable(f"adapter {name}: the base weights it was trained on are no longer on this server")
-        return self.get(weights), AdapterRef(name, adapter_dir or run.adapter_dir)
+        weights, adapter = run_model(run_dir, adapter_id, adapter_dir)
+        return self.get(weights), adapter
 
     def engines(self) -> list[Engine]:
         with self._lock:
@@ -88,3 +80,20 @@ def default_pool(config: EngineConfig | None = None) -> EnginePool:
         if _default is None:
             _default = EnginePool(config or EngineConfig())
         return _default
+
+
+def run_model(
+    run_dir: str | os.PathLike, adapter_id: str | None = None, adapter_dir: Path | None = None
+) -> tuple[Weights, AdapterRef]:
+    """A finished run's base weights and adapter, checked but not loaded (what `for_run` loads, and what
+    a hosting replica in another process is asked to load)."""
+    run = RunFolder(run_dir)
+    result = run.read_result()
+    name = adapter_id or run.path.name
+    if result is None or not run.is_finished():
+        raise AdapterUnavailable(f"adapter {name}: its training has not finished")
+    w = result.weights
+    weights = Weights(w["source"], Path(w["path"]), result.stand_in, w["description"])
+    if not (weights.path / "config.json").is_file():
+        raise AdapterUnavailable(f"adapter {name}: the base weights it was trained on are no longer on this server")
+    return weights, AdapterRef(name, adapter_dir or run.adapter_dir)

@@ -75,6 +75,12 @@ class AdapterInvalid(ServingError):
     """The folder holds something that cannot be served on this base model (HTTP 400/422)."""
 
 
+class Interrupted(ServingError):
+    """The process decoding a request stopped after part of its answer was sent (a hosting replica
+    killed mid-answer): the text cannot be taken back, so the request ends; sending it again works
+    (HTTP 503 before any text, an error event in a stream)."""
+
+
 class EngineClosed(ServingError):
     """The engine was shut down, or failed; the message says which (HTTP 503)."""
 

@@ -113,6 +113,14 @@ class Stream:
         self._raise_if_failed()
         return self._completion
 
+    def read(self, seen: int, timeout: float) -> tuple[list[str], bool]:
+        """The deltas after the first `seen`, waiting up to `timeout` s for one, and whether the request
+        has ended (then result() does not block). For a reader in another process that polls
+        (tuneforge/hosting: a replica's streams read by the API server)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._deltas) > seen or self.done, timeout)
+            return self._deltas[seen:], self.done
+
     def _waker_for(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
         def wake():
             with contextlib.suppress(RuntimeError):  # the reader's loop is closed: nobody is listening any more

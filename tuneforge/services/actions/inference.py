@@ -3,9 +3,11 @@
 
 What answers: an endpoint's model (DEDICATED), or a model by id or name (ON_DEMAND, and OpenAI's
 `model`): a catalog base model or an imported model is served by its own weights, a custom model by
-its base plus its adapter. Every base is loaded once per process by the serving engine (`tuneforge.serving`), which
-decodes the rows of many adapters together; this module turns the APIs' requests into engine
-requests and the engine's completions back into the APIs' shapes.
+its base plus its adapter. An endpoint (and the console's "Try it" on one) is answered by its HOSTING
+cluster's replicas, one serving engine per unit in its own process or Ray actor (`tuneforge.hosting`);
+anything else by this process's own engines, one per base (`tuneforge.serving`). Either decodes the rows
+of many adapters together; this module turns the APIs' requests into engine requests and the engine's
+completions back into the APIs' shapes.
 
 Decisions where the APIs are silent: `maxTokens` defaults to DEFAULT_MAX_TOKENS (a bound on what one
 forgotten field can cost); temperature defaults to 1 (GENERIC, OpenAI) and 0.3 (COHERE), as those
@@ -56,58 +58,101 @@ _pool_lock = threading.Lock()
 # ---- the engines --------------------------------------------------------------------------------
 
 
+def _engine_config(svc: Services, **overrides) -> dict:
+    cfg = svc.config
+    return dict(
+        max_batch=cfg.serving_max_batch,
+        max_queue=cfg.serving_max_queue,
+        max_adapters=cfg.serving_max_adapters,
+        max_wait_s=cfg.serving_max_wait_s,
+        **overrides,
+    )
+
+
 def pool(svc: Services):
     """The serving engines of this process (created on first use: importing them imports torch)."""
     with _pool_lock:
         if svc.serving is None:
             from tuneforge.serving import EngineConfig, EnginePool
 
-            cfg = svc.config
-            svc.serving = EnginePool(
-                EngineConfig(
-                    max_batch=cfg.serving_max_batch,
-                    max_queue=cfg.serving_max_queue,
-                    max_adapters=cfg.serving_max_adapters,
-                    max_wait_s=cfg.serving_max_wait_s,
-                )
-            )
+            svc.serving = EnginePool(EngineConfig(**_engine_config(svc)))
         return svc.serving
 
 
-def _engine(svc: Services, target: Target):
-    """(engine, adapter or None) for a target; loads the base on first use."""
+def hosting(svc: Services):
+    """The hosting clusters' replicas (tuneforge/hosting): processes of this machine, or Ray actors with
+    `--executor ray`. A local replica's engine gets its share of the cores (a cluster's replicas on one
+    machine would otherwise each spread over every core and wait at each other's barriers)."""
+    with _pool_lock:
+        if svc.hosting is None:
+            from tuneforge.hosting.launchers import ProcessLauncher, RayLauncher
+            from tuneforge.hosting.router import Hosting
+
+            cfg = svc.config
+            if cfg.executor == "ray":
+                launcher = RayLauncher(cfg.ray_hosting_address or "auto", cfg.ray_cpus_per_replica, cfg.ray_gpus_per_unit)
+                engine = _engine_config(svc, threads=max(1, int(cfg.ray_cpus_per_replica)))
+            else:
+                launcher, engine = ProcessLauncher(), _engine_config(svc)
+            svc.hosting = Hosting(launcher, engine, cfg.serving_max_adapters)
+        return svc.hosting
+
+
+def _model(svc: Services, target: Target):
+    """(base weights, adapter or None) of a target, checked but not loaded."""
+    from tuneforge.engine.weights import Weights, resolve_weights
+    from tuneforge.serving.pool import run_model
+
     if target.run_dir is not None:  # model.json names the weights it trained: a catalog base's or an imported model's
         if target.adapter is not None:  # a checkpoint: one id per adapter in the engine
-            return pool(svc).for_run(target.run_dir, f"{target.model_id}:{target.adapter.name}", target.adapter)
-        return pool(svc).for_run(target.run_dir, adapter_id=target.model_id)
-    from tuneforge.engine.weights import Weights, resolve_weights
-
+            return run_model(target.run_dir, f"{target.model_id}:{target.adapter.name}", target.adapter)
+        return run_model(target.run_dir, adapter_id=target.model_id)
     if target.weights is not None:  # an imported model serves its own weights, never `serve --weights`
-        return pool(svc).get(Weights(str(target.weights), target.weights, False, target.spec.display_name)), None
-
+        return Weights(str(target.weights), target.weights, False, target.spec.display_name), None
     try:
         weights = resolve_weights(svc.config.weights, model_id=target.spec.id, weights_repo=target.spec.weights_repo)
     except WeightsError:
         raise invalid(
             f"modelId: this server has no weights for {target.spec.id}; its operator configures them (tuneforge serve --weights)"
         ) from None
-    return pool(svc).get(weights), None
+    return weights, None
+
+
+def _engine(svc: Services, target: Target):
+    """What answers a target (an Engine, or its hosting cluster's replicas: both `submit(request)`), and
+    the adapter or None; loads the base on first use."""
+    weights, adapter = _model(svc, target)
+    if target.cluster_id is None:
+        return pool(svc).get(weights), adapter
+    return _Replicas(hosting(svc).cluster(target.cluster_id, target.units), weights), adapter
+
+
+@dataclass
+class _Replicas:
+    """A hosting cluster's replicas for one base, with an engine's `submit`."""
+
+    replicas: Any  # tuneforge.hosting.router.ReplicaSet
+    weights: Any
+
+    def submit(self, request: serving.Request):
+        return self.replicas.submit(self.weights, request)
 
 
 def warm_endpoint(svc: Services, endpoint_id: str) -> None:
-    """Load an endpoint's base and adapter in the background, then make it ACTIVE (or FAILED)."""
+    """Load an endpoint's base and adapter in the background (on each replica of its cluster), then make
+    it ACTIVE (or FAILED)."""
 
     def load() -> None:
         try:
             with svc.session() as session:
                 row = session.get(endpoints.EndpointRow, endpoint_id)
-                caller = Caller(row.tenancy_id, "tuneforge-hosting") if row is not None else None
-                model_id = row.model_id if row is not None else None
-            if caller is None:
-                return
-            engine, adapter = _engine(svc, endpoints.model_target(svc, caller, model_id))
-            if adapter is not None:
-                engine.generate(serving.Request(messages=[{"role": "user", "content": "."}], adapter=adapter, max_tokens=1))
+                if row is None:
+                    return
+                caller = Caller(row.tenancy_id, "tuneforge-hosting")
+                model_id, cluster_id = row.model_id, row.cluster_id
+            target = endpoints.hosted_target(svc, caller, endpoint_id, model_id, cluster_id)
+            weights, adapter = _model(svc, target)
+            hosting(svc).cluster(target.cluster_id, target.units).warm(weights, adapter)
             endpoints.finish_creation(svc, endpoint_id)
         except (ServiceError, serving.ServingError, InvalidParameter) as err:
             endpoints.finish_creation(svc, endpoint_id, error=getattr(err, "message", None) or str(err))

@@ -152,6 +152,8 @@ async def events(chat: Chat) -> AsyncIterator[dict[str, Any]]:
             async for text in stream:
                 await queue.put({"side": side, "delta": text})
             await queue.put(_end(side, await stream.aresult()))
+        except serving.Interrupted as err:  # its hosting replica stopped mid-answer: say so
+            await queue.put({"side": side, "error": str(err)})
         except serving.ServingError:
             await queue.put({"side": side, "error": FAILED})
 

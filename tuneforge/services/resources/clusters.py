@@ -1,5 +1,6 @@
 """Dedicated AI clusters. Here a FINE_TUNING cluster names a worker pool: it runs at most
-`unitCount` of its training jobs at once; a HOSTING cluster hosts endpoints (at most 50, as in OCI).
+`unitCount` of its training jobs at once; a HOSTING cluster hosts endpoints (at most 50, as in OCI) on
+`unitCount` replicas, serving processes or Ray actors (tuneforge/hosting), which an update scales.
 Clusters need no provisioning, so every operation completes at once (its work request SUCCEEDED)."""
 
 from __future__ import annotations
@@ -194,6 +195,8 @@ def _update(
         row.time_updated = utcnow()
         wr_id = _work_request(svc, session, row, "UPDATE_DEDICATED_AI_CLUSTER")
         commit_versioned(session)
+        if row.type == "HOSTING" and svc.hosting is not None:  # its units are replicas: as many as it now has
+            svc.hosting.scale(row.id, row.unit_count)
         return _answer(session, row, wr_id)
 
 
@@ -242,4 +245,6 @@ def _delete(svc: Services, caller: Caller, cluster_id: str, if_match: str | None
             raise incorrect_state(f"dedicated AI cluster {row.id} has {endpoints} endpoint(s); delete them first")
         wr_id = _work_request(svc, session, row, "DELETE_DEDICATED_AI_CLUSTER")
         commit_versioned(session)
-        return wr_id
+    if svc.hosting is not None:
+        svc.hosting.remove(cluster_id)  # its replicas stop
+    return wr_id

@@ -344,6 +344,8 @@ class Target:
     model_id: str  # the model as the API names it (custom model OCID, or the base model's OCID)
     run_dir: Path | None  # the custom model's finished run folder (adapter/, model.json); None: the base itself
     endpoint_id: str | None = None
+    cluster_id: str | None = None  # the endpoint's HOSTING cluster, whose `units` replicas answer it
+    units: int = 0
     weights: Path | None = None  # the base itself when it is an imported model: its own folder
     adapter: Path | None = None  # another adapter of run_dir than its final one: an evaluation cycle's (a checkpoint)
 
@@ -352,9 +354,17 @@ def endpoint_target(svc: Services, caller: Caller, endpoint_id: str) -> Target:
     """The ACTIVE endpoint's model, for DEDICATED serving mode."""
     with svc.session() as session:
         row = tenancy.owned_active(session, caller, EndpointRow, endpoint_id, "endpoint", "it answers once it is ACTIVE")
-        model_id = row.model_id
+        model_id, cluster_id = row.model_id, row.cluster_id
+    return hosted_target(svc, caller, endpoint_id, model_id, cluster_id)
+
+
+def hosted_target(svc: Services, caller: Caller, endpoint_id: str, model_id: str, cluster_id: str) -> Target:
+    """An endpoint's model on its cluster's replicas (as many as the cluster's unitCount is now)."""
+    with svc.session() as session:
+        cluster = session.get(ClusterRow, cluster_id)
+        units = cluster.unit_count if cluster is not None else 1
     target = model_target(svc, caller, model_id)
-    return replace(target, endpoint_id=endpoint_id)
+    return replace(target, endpoint_id=endpoint_id, cluster_id=cluster_id, units=units)
 
 
 def model_target(svc: Services, caller: Caller, model_id: str) -> Target:
