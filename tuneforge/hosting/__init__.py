@@ -8,7 +8,7 @@ process and machine.
     launchers.py  where a replica runs: `ProcessLauncher` (`python -m tuneforge.hosting`, served by
                   multiprocessing.managers on the loopback) or `RayLauncher` (an actor); `ReplicaDied`
     replica.py    the replica itself: `ReplicaCore`, an EnginePool behind plain-data calls
-                  (submit, events as a long poll, cancel, load)
+                  (submit, events as a long poll, cancel, shutdown)
     wire.py       the contract between the two sides: the serving errors as data, the poll interval
 
 The service layer (services/actions/inference.py) routes an endpoint's requests here and everything

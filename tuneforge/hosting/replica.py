@@ -80,15 +80,6 @@ class ReplicaCore:
         if stream is not None:
             stream.cancel()
 
-    def load(self) -> dict:
-        """What the engines hold: requests running and waiting, adapters resident."""
-        stats = [engine.stats() for engine in self.pool.engines()]
-        return {
-            "running": sum(s.running for s in stats),
-            "waiting": sum(s.waiting for s in stats),
-            "adapters": sorted({a for s in stats for a in s.adapters}),
-        }
-
     def shutdown(self) -> None:
         self.pool.shutdown()
 

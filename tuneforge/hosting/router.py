@@ -404,11 +404,6 @@ class Hosting:
         if replicas is not None:
             replicas.shutdown()
 
-    def describe(self, cluster_id: str) -> list[dict]:
-        with self._lock:
-            replicas = self._sets.get(cluster_id)
-        return replicas.describe() if replicas is not None else []
-
     def shutdown(self) -> None:
         with self._lock:
             self._closed = True
