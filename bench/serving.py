@@ -24,7 +24,7 @@ is answered (the level's list: max(2 C, 16) requests). The systems, each in its 
 own), one after the other:
 
   tuneforge      Engine.submit from the C client threads; continuous batching of mixed adapters (--tuneforge-precision).
-  peft-mixed     a PeftModel with the 4 adapters loaded (fp32); a server loop takes every request waiting (up
+  peft-mixed     a PeftModel with the 4 adapters loaded (--peft-precision, fp32 or bf16); a server loop takes every request waiting (up
                  to C), left-pads them and runs one `generate(..., adapter_names=[...])`: PEFT's
                  mixed-adapter batch. Requests arriving meanwhile wait for the next batch.
   peft-switch    the same PeftModel, one request at a time in arrival order, `set_adapter` when the
@@ -364,7 +364,8 @@ def load_peft(spec: dict):
     from tuneforge.engine.weights import resolve_weights
 
     weights = resolve_weights("stand-in", model_id=BASE_MODEL, weights_repo="")
-    base = AutoModelForCausalLM.from_pretrained(weights.path, dtype=torch.float32)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["peftPrecision"]]
+    base = AutoModelForCausalLM.from_pretrained(weights.path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(weights.path)
     tokenizer.padding_side = "left"
     first, *others = spec["adapters"].items()
@@ -457,14 +458,14 @@ class PeftServer:
 
 def child_peft(spec: dict, mixed: bool) -> dict:
     model, tokenizer = load_peft(spec)
-    out = {"rssAfterLoadMiB": rss_mib(), "precision": "fp32"}
+    out = {"rssAfterLoadMiB": rss_mib(), "precision": spec["peftPrecision"]}
     name = "peft-mixed" if mixed else "peft-switch"
     for workload, levels in spec["workloads"].items():
         out[workload] = {}
         for c, reqs in levels:
             server = PeftServer(model, tokenizer, reqs, c if mixed else 1, mixed)
             out[workload][str(c)] = closed_loop(reqs, c, server.serve_one)
-            report(f"{name} fp32", workload, c, out[workload][str(c)])
+            report(f"{name} {spec['peftPrecision']}", workload, c, out[workload][str(c)])
     out["peakRssMiB"] = peak_rss_mib()
     return out
 
@@ -793,6 +794,7 @@ def main() -> None:
     p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     p.add_argument("--replicas", type=int, default=2, help="tuneforge-replicas: replica processes (threads divided among them)")
     p.add_argument("--tuneforge-precision", default="fp32", help="fp32, bf16 or auto; comma-separated: one run each")
+    p.add_argument("--peft-precision", default="fp32", choices=("fp32", "bf16"), help="PEFT's weights and compute")
     p.add_argument("--llama-precision", default=None, help="f32, f16 or q8_0, comma-separated (default: TuneForge's class)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--work", type=Path, default=None, help="adapters and logs; default ~/.cache/tuneforge/bench-serving")
@@ -848,7 +850,8 @@ def main() -> None:
             for x in llama_precisions:
                 results[f"llama-cpp {x}"] = run_child(system, f"llama-cpp {x}", {**spec, "llama": llama[x]}, work, loads)
         else:
-            results[f"{system} fp32"] = run_child(system, f"{system} fp32", spec, work, loads)
+            name = f"{system} {args.peft_precision}"
+            results[name] = run_child(system, name, {**spec, "peftPrecision": args.peft_precision}, work, loads)
     minutes = (time.time() - started) / 60
 
     command = "`.venv/bin/python bench/serving.py " + " ".join(sys.argv[1:]) + "`"

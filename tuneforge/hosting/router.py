@@ -102,6 +102,9 @@ class ReplicaSet:
                 self._died(replica, died.handle)
                 avoid = replica
                 continue
+            except BaseException:  # it could not be started: the request goes nowhere
+                self._done(replica)
+                raise
             if answer[0] == "error":
                 self._done(replica)
                 raise from_wire(answer[1])
@@ -214,7 +217,7 @@ class ReplicaSet:
             if replica.handle is not None:  # found dead before any call noticed
                 self._count_death(replica)
             if replica.failed or self._closed:
-                raise ReplicaDied(replica.handle)
+                raise ReplicaDied(None)
             replica.adapters.clear()
             try:
                 replica.handle = self.launcher.launch(self._config_for_launch())
@@ -229,10 +232,10 @@ class ReplicaSet:
                 raise serving.EngineClosed(
                     f"a replica of hosting cluster {self.name} could not be started; the server's log says why"
                 ) from None
-            if replica.retiring or self._closed:  # scaled away or shut down while it started
+            if replica.retiring or self._closed:  # scaled away or shut down while it started: not to be used
                 replica.handle.stop()
                 replica.handle = None
-                raise serving.EngineClosed(f"hosting cluster {self.name} has fewer units now; send the request again")
+                raise ReplicaDied(None)
             log.info("hosting cluster %s: replica %d started (pid %s)", self.name, replica.index, replica.handle.pid)
             return replica.handle
 
@@ -289,7 +292,8 @@ class ReplicaSet:
             try:
                 self._warm_one(replica, [(weights, adapter)])
             except (ReplicaDied, serving.ServingError, serving.InvalidParameter) as err:
-                errors.append(err)
+                if not replica.retiring:  # one scaled away meanwhile needs nothing
+                    errors.append(err)
 
         threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in replicas]
         for t in threads:
