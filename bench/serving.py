@@ -24,9 +24,10 @@ is answered (the level's list: max(2 C, 16) requests). The systems, each in its 
 own), one after the other:
 
   tuneforge      Engine.submit from the C client threads; continuous batching of mixed adapters (--tuneforge-precision).
-  peft-mixed     a PeftModel with the 4 adapters loaded (--peft-precision, fp32 or bf16); a server loop takes every request waiting (up
+  peft-mixed     a PeftModel with the 4 adapters loaded (--peft-precision); a server loop takes every request waiting (up
                  to C), left-pads them and runs one `generate(..., adapter_names=[...])`: PEFT's
-                 mixed-adapter batch. Requests arriving meanwhile wait for the next batch.
+                 mixed-adapter batch. Requests arriving meanwhile wait for the next batch. Its loading and
+                 every generate run in one thread, as the engine's do (TorchThread says why).
   peft-switch    the same PeftModel, one request at a time in arrival order, `set_adapter` when the
                  adapter changes: what a user without batching support does.
   tuneforge-replicas  (only when named) the same engine as a 2-unit hosting cluster runs it: --replicas replica
@@ -391,18 +392,52 @@ class StepClock:
         pass
 
 
+class TorchThread:
+    """One thread for all of a system's torch work, its model's loading included, as TuneForge's engine
+    does (tuneforge/serving/engine.py): OpenMP's pool belongs to the thread that opens a parallel region,
+    and a second one (the loading thread's) makes GNU OpenMP's workers sleep between regions instead of
+    spinning, which costs a generate() in another thread than the loader's about a third of its speed."""
+
+    def __init__(self, threads: int):
+        import queue
+
+        self.tasks: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, args=(threads,), daemon=True).start()
+
+    def _run(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        while True:
+            fn, done, out = self.tasks.get()
+            out.append(fn())
+            done.set()
+
+    def start_task(self, fn) -> threading.Event:
+        done = threading.Event()
+        self.tasks.put((fn, done, []))
+        return done
+
+    def call(self, fn):
+        out: list = []
+        done = threading.Event()
+        self.tasks.put((fn, done, out))
+        done.wait()
+        return out[0]
+
+
 class PeftServer:
     """A server thread in front of one PeftModel. mixed: each `generate` takes every request waiting
     (up to `batch`), with `adapter_names`; otherwise one request per `generate`, after `set_adapter`."""
 
-    def __init__(self, model, tokenizer, reqs: list[dict], batch: int, mixed: bool):
+    def __init__(self, model, tokenizer, reqs: list[dict], batch: int, mixed: bool, worker: TorchThread):
         import queue
 
         self.model, self.tokenizer, self.reqs, self.batch, self.mixed = model, tokenizer, reqs, batch, mixed
         ids = model.generation_config.eos_token_id
         self.eos = {tokenizer.eos_token_id, *(ids if isinstance(ids, list) else [ids])} - {None}
         self.pending = queue.Queue()
-        threading.Thread(target=self._serve, daemon=True).start()
+        worker.start_task(self._serve)
 
     def serve_one(self, i: int, timeline: Timeline) -> None:
         done = threading.Event()
@@ -457,13 +492,14 @@ class PeftServer:
 
 
 def child_peft(spec: dict, mixed: bool) -> dict:
-    model, tokenizer = load_peft(spec)
+    worker = TorchThread(spec["threads"])
+    model, tokenizer = worker.call(lambda: load_peft(spec))
     out = {"rssAfterLoadMiB": rss_mib(), "precision": spec["peftPrecision"]}
     name = "peft-mixed" if mixed else "peft-switch"
     for workload, levels in spec["workloads"].items():
         out[workload] = {}
         for c, reqs in levels:
-            server = PeftServer(model, tokenizer, reqs, c if mixed else 1, mixed)
+            server = PeftServer(model, tokenizer, reqs, c if mixed else 1, mixed, worker)
             out[workload][str(c)] = closed_loop(reqs, c, server.serve_one)
             report(f"{name} {spec['peftPrecision']}", workload, c, out[workload][str(c)])
     out["peakRssMiB"] = peak_rss_mib()
@@ -683,14 +719,14 @@ def same_class(results: dict, label: str, kind: str) -> str | None:
 
 def table(results: dict, workload: str, levels: list[int]) -> str:
     lines = [
-        "| streams | system | precision | tokens | output tok/s | vs peft-mixed | vs llama-cpp (same class) | TTFT p50 / p99 (s) | ITL p50 / p99 (ms) |",
+        "| streams | system | precision | tokens | output tok/s | vs peft-mixed (same class) | vs llama-cpp (same class) | TTFT p50 / p99 (s) | ITL p50 / p99 (ms) |",
         "|---" * 9 + "|",
     ]
     for c in levels:
-        peft = next((r for k, r in results.items() if k.split()[0] == "peft-mixed"), {})
-        ref = peft.get(workload, {}).get(str(c), {}).get("tokensPerSecond")
         for label, res in results.items():
             r = res[workload][str(c)]
+            peft = same_class(results, label, "peft-mixed")
+            ref = results[peft][workload][str(c)]["tokensPerSecond"] if peft else None
             llama = same_class(results, label, "llama-cpp")
             lref = results[llama][workload][str(c)]["tokensPerSecond"] if llama else None
             ratio = f"{r['tokensPerSecond'] / ref:.2f}x" if ref else "-"
@@ -728,7 +764,7 @@ def goals(results: dict, workload: str) -> list[str]:
     for label in [k for k in results if k.startswith("tuneforge ")]:
         at = lambda k, c: results[k][workload].get(str(c)) if k else None
         mine, mine1 = at(label, 16), at(label, 1)
-        peft = at(next((k for k in results if k.startswith("peft-mixed ")), None), 16)
+        peft = at(same_class(results, label, "peft-mixed"), 16)
         llama_label = same_class(results, label, "llama-cpp")
         llama, llama1 = at(llama_label, 16), at(llama_label, 1)
         verdict = lambda ok: "met" if ok else "MISSED"
@@ -794,7 +830,9 @@ def main() -> None:
     p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     p.add_argument("--replicas", type=int, default=2, help="tuneforge-replicas: replica processes (threads divided among them)")
     p.add_argument("--tuneforge-precision", default="fp32", help="fp32, bf16 or auto; comma-separated: one run each")
-    p.add_argument("--peft-precision", default="fp32", choices=("fp32", "bf16"), help="PEFT's weights and compute")
+    p.add_argument(
+        "--peft-precision", default="fp32", help="fp32 or bf16 (PEFT's weights and compute); comma-separated: one run each"
+    )
     p.add_argument("--llama-precision", default=None, help="f32, f16 or q8_0, comma-separated (default: TuneForge's class)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--work", type=Path, default=None, help="adapters and logs; default ~/.cache/tuneforge/bench-serving")
@@ -818,6 +856,9 @@ def main() -> None:
     llama_precisions = (args.llama_precision or LLAMA_FOR[resolved[0]]).split(",")
     if not set(llama_precisions) <= set(LLAMA_PRECISIONS):
         p.error(f"--llama-precision: allowed: {', '.join(LLAMA_PRECISIONS)}")
+    peft_precisions = args.peft_precision.split(",")
+    if not set(peft_precisions) <= {"fp32", "bf16"}:
+        p.error("--peft-precision: allowed: fp32, bf16")
     lo, hi = (int(x) for x in args.decode_tokens.split(","))
 
     work = args.work or cache_dir() / "bench-serving"
@@ -850,8 +891,8 @@ def main() -> None:
             for x in llama_precisions:
                 results[f"llama-cpp {x}"] = run_child(system, f"llama-cpp {x}", {**spec, "llama": llama[x]}, work, loads)
         else:
-            name = f"{system} {args.peft_precision}"
-            results[name] = run_child(system, name, {**spec, "peftPrecision": args.peft_precision}, work, loads)
+            for x in peft_precisions:
+                results[f"{system} {x}"] = run_child(system, f"{system} {x}", {**spec, "peftPrecision": x}, work, loads)
     minutes = (time.time() - started) / 60
 
     command = "`.venv/bin/python bench/serving.py " + " ".join(sys.argv[1:]) + "`"

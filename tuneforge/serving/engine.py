@@ -148,21 +148,15 @@ class _Row:
 class Engine:
     def __init__(self, weights: Weights, config: EngineConfig = EngineConfig(), *, start: bool = True):
         """Load the base and start the decode thread (`start=False`: no thread; the caller drives
-        `step()` itself, which tests use to decide exactly when each request joins)."""
+        `step()` itself, which tests use to decide exactly when each request joins).
+
+        The decode thread loads the model itself: torch's CPU kernels run on OpenMP, whose thread pool
+        belongs to the thread that opens a parallel region, and a second pool (the loading thread's) makes
+        GNU OpenMP's workers sleep between regions instead of spinning once its threads outnumber the cores:
+        a decode step here is hundreds of short regions, and waking workers for each cost a third of a
+        token's time on 2 cores (measured: 38 against 27 ms a token, bf16, 2 threads)."""
         self.weights, self.config = weights, config
         self.device = pick_device(config.device)
-        model, tokenizer = load_model_and_tokenizer(weights, pick_dtype(config.precision, self.device), self.device)
-        model.requires_grad_(False)
-        model.eval()
-        model.set_attn_implementation(ATTENTION)  # kv_cache.attention: every row's tokens in one flattened forward
-        self.model, self.tokenizer = model, tokenizer
-        self._rows_ctx, self._layers = adapter_layers.attach(model)
-        self._slots = AdapterSlots(self._layers, config.max_adapters)
-        self._cache = SlotCache(model.config.num_hidden_layers)
-        self._prefixes = PrefixCache(config.prefix_cache_mb * 2**20)
-        self.max_context = min(model.config.max_position_embeddings, config.max_context or 1 << 62)
-        self.prefill_tokens = config.prefill_tokens or DEFAULT_PREFILL_TOKENS[torch.device(self.device).type]
-        self._eos = _eos_ids(model, tokenizer)
         # Rows by KV-cache slot: the `_decoding` decoding ones first, then the prefilling ones (any order).
         self._rows: list[_Row] = []
         self._decoding = 0
@@ -178,8 +172,30 @@ class Engine:
         self._tokens_per_request = 0.0
         self._running_left: list[int] = []
         self._thread = threading.Thread(target=self._loop, name=f"tuneforge-serving-{weights.description}", daemon=True)
-        if start:
-            self._thread.start()
+        if not start:
+            self._load()
+            return
+        self._loaded = threading.Event()
+        self._load_error: BaseException | None = None
+        self._thread.start()
+        self._loaded.wait()
+        if self._load_error is not None:
+            raise self._load_error
+
+    def _load(self) -> None:
+        config = self.config
+        model, tokenizer = load_model_and_tokenizer(self.weights, pick_dtype(config.precision, self.device), self.device)
+        model.requires_grad_(False)
+        model.eval()
+        model.set_attn_implementation(ATTENTION)  # kv_cache.attention: every row's tokens in one flattened forward
+        self.model, self.tokenizer = model, tokenizer
+        self._rows_ctx, self._layers = adapter_layers.attach(model)
+        self._slots = AdapterSlots(self._layers, config.max_adapters)
+        self._cache = SlotCache(model.config.num_hidden_layers)
+        self._prefixes = PrefixCache(config.prefix_cache_mb * 2**20)
+        self.max_context = min(model.config.max_position_embeddings, config.max_context or 1 << 62)
+        self.prefill_tokens = config.prefill_tokens or DEFAULT_PREFILL_TOKENS[torch.device(self.device).type]
+        self._eos = _eos_ids(model, tokenizer)
 
     # -- the caller's side ---------------------------------------------------------------------------
 
@@ -294,6 +310,13 @@ class Engine:
     def _loop(self) -> None:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
+        try:
+            self._load()
+        except BaseException as err:  # raised in the thread that created the engine
+            self._load_error = err
+            return
+        finally:
+            self._loaded.set()
         with torch.inference_mode():
             while True:
                 with self._cond:
