@@ -270,9 +270,12 @@ def journey(server, training_file):
     seen: dict[str, str] = {}
 
     def follow():  # what a script does: print new events until the job ends
+        # The status first: a job found ended has all its events in the listing that follows (the final
+        # ones are listed once its status is final); read the other way round, the end could fall between.
+        ended = jobs.retrieve(job.id).status in FINAL
         for event in jobs.list_events(job.id, limit=1000):
             seen.setdefault(event.id, event.message)
-        return jobs.retrieve(job.id).status in FINAL
+        return ended
 
     wait_for(follow, 1800, "the job to end", 2.0)
     return {"job": jobs.retrieve(job.id), "second": jobs.retrieve(second.id), "resumed": resumed, "seen": seen, "created": job}
