@@ -81,9 +81,9 @@ def test_command_r_tfew_and_text_output():
 
 
 def test_the_weights_own_config_and_tokenizer_are_used(tmp_path):
-    from test_cli_plan import _word_tokenizer_dir
+    from helpers.tiny_models import word_tokenizer_dir
 
-    weights = _word_tokenizer_dir(tmp_path)
+    weights = word_tokenizer_dir(tmp_path)
     config = {
         "num_hidden_layers": 2,
         "hidden_size": 64,

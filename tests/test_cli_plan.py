@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 # The seed defaults, hard-coded once (tests/ is on sys.path: pyproject's pytest pythonpath).
-from test_hyperparams import LORA_DEFAULTS as LORA_CONFIG
-from test_hyperparams import TFEW_DEFAULTS as TFEW_CONFIG
+from helpers.catalog_defaults import LORA_DEFAULTS as LORA_CONFIG
+from helpers.catalog_defaults import TFEW_DEFAULTS as TFEW_CONFIG
+from helpers.tiny_models import word_tokenizer_dir
 
 from tuneforge.cli import main
 from tuneforge.cli.catalog import plan
@@ -182,26 +183,14 @@ def test_plan_text_summary(dataset):
 # --- token lengths with --weights -----------------------------------------------------------------
 
 
-def _word_tokenizer_dir(tmp_path):
-    """A folder with a word-level tokenizer.json (one token per space-separated word)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    tok.save(str(folder / "tokenizer.json"))
-    return folder
-
-
 def test_plan_checks_token_lengths_with_a_tokenizer(tmp_path, dataset):
-    weights = _word_tokenizer_dir(tmp_path)
+    weights = word_tokenizer_dir(tmp_path)
     got = plan_json("cohere.command-r-08-2024", dataset, "--weights", weights)
     assert got["tokenLengthsChecked"] is True
 
 
 def test_plan_reports_over_long_prompts(tmp_path, dataset):
-    weights = _word_tokenizer_dir(tmp_path)
+    weights = word_tokenizer_dir(tmp_path)
     lines = dataset.read_text().splitlines()
     lines[4] = json.dumps({"prompt": "a " * 16001, "completion": "b"})
     dataset.write_text("\n".join(lines) + "\n")
@@ -323,7 +312,7 @@ def test_importing_the_cli_loads_nothing_heavy():
 
 def test_running_plan_loads_nothing_heavy(tmp_path, dataset):
     # In a fresh interpreter: other test files in this session may have imported torch already.
-    weights = _word_tokenizer_dir(tmp_path)
+    weights = word_tokenizer_dir(tmp_path)
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"

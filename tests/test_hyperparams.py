@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from helpers.catalog_defaults import LORA_DEFAULTS, TFEW_DEFAULTS
 
 from tuneforge.catalog import get_model, list_models
 from tuneforge.errors import InvalidParameter
@@ -14,28 +15,6 @@ from tuneforge.hyperparams import (
     total_training_steps,
 )
 
-# Hard-coded from spec/hyperparameters.md, in OCI's wire order.
-LORA_DEFAULTS = {
-    "trainingConfigType": "LORA_TRAINING_CONFIG",
-    "totalTrainingEpochs": 3,
-    "learningRate": 0.0002,
-    "trainingBatchSize": 8,
-    "earlyStoppingPatience": 15,
-    "earlyStoppingThreshold": 0.0001,
-    "logModelMetricsIntervalInSteps": 10,
-    "loraR": 8,
-    "loraAlpha": 8,
-    "loraDropout": 0.1,
-}
-TFEW_DEFAULTS = {
-    "trainingConfigType": "TFEW_TRAINING_CONFIG",
-    "totalTrainingEpochs": 1,
-    "learningRate": 0.01,
-    "trainingBatchSize": 16,
-    "earlyStoppingPatience": 10,
-    "earlyStoppingThreshold": 0.001,
-    "logModelMetricsIntervalInSteps": 1,
-}
 EXPECTED_DEFAULTS = {
     "meta.llama-3.3-70b-instruct": LORA_DEFAULTS,
     "meta.llama-3.1-70b-instruct": LORA_DEFAULTS,

@@ -124,6 +124,21 @@ def test_tests_import_helpers_as_modules_never_from_a_conftest():
     assert not offences, "tests reaching into a conftest.py (import from tests/helpers/ instead):\n" + "\n".join(offences)
 
 
+def test_tests_import_helpers_never_another_test_module():
+    """A test module importing another (`from test_protocol import ...`) resolves only through the
+    folder pytest puts on sys.path for each test file, and runs that module's fixtures twice: what
+    tests share lives in tests/helpers/."""
+    tests = Path(__file__).resolve().parent
+    names = {path.stem for path in tests.rglob("test_*.py")}
+    offences = [
+        f"{path.relative_to(tests)}: imports {module}"
+        for path in sorted(tests.rglob("*.py"))
+        for module, _ in _imports(ast.parse(path.read_text(), filename=str(path)))
+        if module.split(".")[0] in names
+    ]
+    assert not offences, "tests importing another test module (move what they share to tests/helpers/):\n" + "\n".join(offences)
+
+
 def test_one_polling_loop_for_the_tests():
     """tests/helpers/waiting.py's wait_for is the tests' only polling loop: no file writes its own copy."""
     tests = Path(__file__).resolve().parent

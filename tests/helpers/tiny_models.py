@@ -159,3 +159,15 @@ def write_parity_dataset(path: Path, n: int = 48, seed: int = 0) -> Path:
             a = rng.randint(0, 99)
             f.write(json.dumps({"prompt": f"Is {a} odd?", "completion": "yes" if a % 2 else "no"}) + "\n")
     return path
+
+
+def word_tokenizer_dir(tmp_path):
+    """A folder with a word-level tokenizer.json (one token per space-separated word)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    tok.save(str(folder / "tokenizer.json"))
+    return folder

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import oci
 import pytest
-from helpers.clients import clients
+from helpers.clients import clients, service_error
 from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
-from test_protocol import service_error
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaahosting"
 m = oci.generative_ai.models

@@ -15,15 +15,13 @@ from pathlib import Path
 import httpx
 import oci
 import pytest
-from helpers.clients import clients
+from helpers.clients import clients, native, service_error
 from helpers.console import PASSWORD, Console
 from helpers.fine_tuning import create_cluster, dataset_lines, upload, wait_work_request
 from helpers.identities import new_identity
 from helpers.servers import running_service
 from helpers.tiny_models import save_tiny_checkpoint
 from helpers.waiting import wait_for
-from test_protocol import service_error
-from test_sweeps_service import native
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaaimportedsweep"
 m = oci.generative_ai.models

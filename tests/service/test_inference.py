@@ -13,9 +13,8 @@ import sys
 import oci
 import openai
 import pytest
-from helpers.clients import clients
+from helpers.clients import clients, service_error
 from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload, wait_work_request
-from test_protocol import service_error
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaainference"
 m = oci.generative_ai.models

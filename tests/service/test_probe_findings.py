@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import oci
 import pytest
-from helpers.clients import clients
+from helpers.clients import clients, service_error, signed_session
 from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload
-from test_protocol import service_error, signed_session
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaaprobe"
 

@@ -8,7 +8,7 @@ import re
 import oci
 import pytest
 import requests
-from helpers.clients import clients
+from helpers.clients import clients, service_error, signed_session
 from helpers.fine_tuning import create_cluster, dataset_lines, lora_model_details, upload
 from helpers.identities import new_identity
 from helpers.waiting import wait_for
@@ -30,20 +30,6 @@ def cluster(sdk):
 @pytest.fixture(scope="module")
 def dataset(sdk):
     return upload(sdk[1], "protocol/train.jsonl", dataset_lines(32))
-
-
-def signed_session(identity) -> requests.Session:
-    session = requests.Session()
-    session.auth = oci.signer.Signer(
-        identity.tenancy, identity.user, identity.fingerprint, None, private_key_content=identity.private_pem
-    )
-    return session
-
-
-def service_error(call) -> oci.exceptions.ServiceError:
-    with pytest.raises(oci.exceptions.ServiceError) as info:
-        call()
-    return info.value
 
 
 def test_list_pages_with_opc_next_page(sdk):

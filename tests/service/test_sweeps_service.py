@@ -10,26 +10,16 @@ from __future__ import annotations
 
 import psutil
 import pytest
-from helpers.clients import clients
+from helpers.clients import clients, native, service_error
 from helpers.databases import database
 from helpers.fine_tuning import LORA_MODEL, create_cluster, dataset_lines, upload, wait_work_request
 from helpers.identities import new_identity
 from helpers.servers import Service, servers_on_one_database
 from helpers.waiting import wait_for
-from test_protocol import service_error
 
 COMPARTMENT = "ocid1.compartment.oc1..aaaasweeps"
 FINAL = ("SUCCEEDED", "FAILED", "CANCELED")
 LEASE_S = 5
-
-
-def native(ai, method: str, path: str, body: dict | None = None, **headers: str):
-    """A signed request to a TuneForge-only route (the SDK has no sweeps client)."""
-    header_params = {"accept": "application/json", "content-type": "application/json"}
-    header_params.update({name.replace("_", "-"): value for name, value in headers.items()})
-    return ai.base_client.call_api(
-        resource_path=path, method=method, header_params=header_params, body=body, response_type="object"
-    )
 
 
 def sweep_body(cluster_id: str, dataset: dict, **fields) -> dict:

@@ -18,15 +18,15 @@ import re
 
 import httpx
 import pytest
+from helpers.browser import CHROMIUM, WIDTHS, at_every_width, expect, wait_active
+from helpers.browser import artifacts as artifacts
+from helpers.browser import browser as browser
+from helpers.browser import create_model as create_in_browser
+from helpers.browser import page as page
+from helpers.browser import server as server
 from helpers.console import PASSWORD, create_model, csrf_of, dataset_bytes
-from test_browser import CHROMIUM, WIDTHS, at_every_width, expect, wait_active
-from test_browser import artifacts as artifacts
-from test_browser import browser as browser
-from test_browser import create_model as create_in_browser
-from test_browser import page as page
-from test_browser import server as server
 
-# artifacts, browser, page and server are test_browser's module-scoped fixtures, imported by
+# artifacts, browser, page and server are helpers.browser's module-scoped fixtures, imported by
 # name: this module gets a live server (and a trained model) of its own.
 API = "/console/api/models/{}/try-it"
 HELLO = {"messages": [{"role": "user", "content": "Is 7 odd?"}], "maxTokens": 8, "temperature": 0.0}
