@@ -285,7 +285,8 @@ def child_tuneforge(spec: dict) -> dict:
     precision = spec["precision"]
     refs = {name: AdapterRef(name, Path(path)) for name, path in spec["adapters"].items()}
     if spec.get("replicas"):  # a hosting cluster's layout: N replica processes behind the API server's router
-        engine = Replicas(weights, spec["replicas"], dict(device="cpu", precision=precision, max_batch=64, max_queue=1024), spec)
+        config = dict(device="cpu", precision=precision, max_batch=64, max_queue=1024, max_adapters=8)
+        engine = Replicas(weights, spec["replicas"], config, spec)
         for ref in refs.values():
             engine.replicas.warm(weights, ref)
     else:
@@ -331,7 +332,7 @@ class Replicas:
 
         self.weights = weights
         config = {**config, "threads": max(1, spec["threads"] // units)}
-        self.replicas = ReplicaSet("bench", units, ProcessLauncher(), config, max_adapters=8)
+        self.replicas = ReplicaSet("bench", units, ProcessLauncher(), config)
 
     def submit(self, request):
         return self.replicas.submit(self.weights, request)

@@ -69,8 +69,10 @@ class _Call:
 
 
 class ReplicaSet:
-    def __init__(self, name: str, units: int, launcher: ReplicaLauncher, engine_config: dict, max_adapters: int):
-        self.name, self.launcher, self.engine_config, self.max_adapters = name, launcher, engine_config, max_adapters
+    def __init__(self, name: str, units: int, launcher: ReplicaLauncher, engine_config: dict):
+        """`engine_config`: each replica's EngineConfig fields (its max_adapters is the residency the
+        router keeps track of)."""
+        self.name, self.launcher, self.engine_config = name, launcher, engine_config
         self.replicas: list[Replica] = []
         self._warm: dict[tuple[str, str | None], tuple[object, serving.AdapterRef | None]] = {}
         self._lock = threading.Lock()
@@ -193,7 +195,7 @@ class ReplicaSet:
             if key is not None:
                 chosen.adapters[key] = None
                 chosen.adapters.move_to_end(key)
-                while len(chosen.adapters) > self.max_adapters:
+                while len(chosen.adapters) > self.engine_config["max_adapters"]:
                     chosen.adapters.popitem(last=False)
             return chosen
 
@@ -375,8 +377,8 @@ class ReplicaSet:
 class Hosting:
     """The hosting clusters' replica sets of this server, by cluster id."""
 
-    def __init__(self, launcher: ReplicaLauncher, engine_config: dict, max_adapters: int):
-        self.launcher, self.engine_config, self.max_adapters = launcher, engine_config, max_adapters
+    def __init__(self, launcher: ReplicaLauncher, engine_config: dict):
+        self.launcher, self.engine_config = launcher, engine_config
         self._sets: dict[str, ReplicaSet] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -388,9 +390,7 @@ class Hosting:
                 raise serving.EngineClosed("the model server is shutting down")
             replicas = self._sets.get(cluster_id)
             if replicas is None:
-                replicas = self._sets[cluster_id] = ReplicaSet(
-                    cluster_id, units, self.launcher, self.engine_config, self.max_adapters
-                )
+                replicas = self._sets[cluster_id] = ReplicaSet(cluster_id, units, self.launcher, self.engine_config)
                 return replicas
         if replicas.units() != units:
             replicas.scale(units)

@@ -94,7 +94,7 @@ def hosting(svc: Services):
                 engine = _engine_config(svc, threads=max(1, int(cfg.ray_cpus_per_replica)))
             else:
                 launcher, engine = ProcessLauncher(), _engine_config(svc)
-            svc.hosting = Hosting(launcher, engine, cfg.serving_max_adapters)
+            svc.hosting = Hosting(launcher, engine)
         return svc.hosting
 
 
