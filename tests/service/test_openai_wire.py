@@ -6,6 +6,8 @@ the server's log one line, no traceback."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import oci
 import openai
@@ -172,17 +174,19 @@ def test_a_reply_cut_inside_a_character_is_a_prefix_of_the_longer_one(client):
 
 
 def test_a_client_that_goes_away_costs_one_log_line(service, bearer, client):
-    log_start = service.log.stat().st_size
-    # a long greedy generation (the tiny model's reply to it runs to max_tokens, hundreds of steps) whose
-    # client gives up after a second without an answer, as a client with a short read timeout does
+    # a long greedy generation (the tiny model's reply to it runs to max_tokens, hundreds of steps), timed
+    # whole first, then asked again by a client that gives up after a quarter of that time without an
+    # answer, as a client with a short read timeout does: the server must notice while it still generates
     body = {"model": BASE, "messages": [{"role": "user", "content": "the quick brown fox"}], "max_tokens": 480, "temperature": 0}
+    url, headers = f"{service.endpoint}/openai/v1/chat/completions", {"authorization": f"Bearer {bearer}"}
+    _chat(client)  # the model is loaded before the timed generation
+    started = time.monotonic()
+    whole = httpx.post(url, json=body, headers=headers, timeout=120)
+    generation_s = time.monotonic() - started
+    assert whole.json()["choices"][0]["finish_reason"] == "length", whole.text
+    log_start = service.log.stat().st_size
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(
-            f"{service.endpoint}/openai/v1/chat/completions",
-            json=body,
-            headers={"authorization": f"Bearer {bearer}"},
-            timeout=httpx.Timeout(60, read=1.0),
-        )
+        httpx.post(url, json=body, headers=headers, timeout=httpx.Timeout(60, read=generation_s / 4))
 
     def new_log() -> str:
         with open(service.log, "rb") as f:

@@ -30,7 +30,6 @@ from tuneforge.services.schemas.inference import ChatDetails, GenerateTextDetail
 
 router = APIRouter(prefix="/20231130", tags=["inference"])
 log = logging.getLogger("tuneforge.inference")
-DISCONNECT_POLL_S = 0.5
 KEEPALIVE_S = 10.0  # an SSE comment this often while a stream has nothing else to send
 QUEUED = b": queued\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -42,23 +41,29 @@ async def _all_results(generation: inference.Generation) -> list:
     return [await stream.aresult() for stream in generation.streams]
 
 
+async def _client_gone(request: Request) -> None:
+    """Returns when the client closes its connection. The body has been read by then, so the server's
+    next message for this request is `http.disconnect` (or none until the response is sent)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def completions(request: Request, generation: inference.Generation) -> list:
-    """Every stream's Completion; cancels them all when the client disconnects first."""
+    """Every stream's Completion; cancels them all the moment the client disconnects first."""
     waiting = asyncio.create_task(_all_results(generation))
+    gone = asyncio.create_task(_client_gone(request))
     try:
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return waiting.result()
-            if await request.is_disconnected():
-                generation.cancel()
-                waiting.cancel()
-                log.info(
-                    "%s %s: the client went away before the answer; its generation was cancelled",
-                    request.method,
-                    request.url.path,
-                )
-                raise ServiceError(499, "ClientClosedRequest", "the client went away")
+        done, _ = await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting in done:
+            return waiting.result()
+        generation.cancel()
+        waiting.cancel()
+        log.info(
+            "%s %s: the client went away before the answer; its generation was cancelled",
+            request.method,
+            request.url.path,
+        )
+        raise ServiceError(499, "ClientClosedRequest", "the client went away")
     except serving.QueueFull as err:  # it waited past the start deadline without getting a row
         generation.cancel()
         raise inference.Busy(err) from None
@@ -71,8 +76,9 @@ async def completions(request: Request, generation: inference.Generation) -> lis
             500, "InternalServerError", "the model failed while generating; the server's log has the details"
         ) from None
     finally:
-        if not waiting.done():
-            waiting.cancel()
+        for task in (waiting, gone):
+            if not task.done():
+                task.cancel()
 
 
 def event_stream(
