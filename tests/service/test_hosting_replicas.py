@@ -63,7 +63,7 @@ def hosted(executor, tmp_path_factory, tiny_weights):
     HOSTING cluster and an endpoint of the base model on it."""
     kind, args = executor
     with running_service("sqlite", tmp_path_factory.mktemp("replicas"), tiny_weights, start=False) as server:
-        server.args = ["--serving-max-batch", "1", *args]
+        server.args = ["--serving-max-batch", "1", "--replica-timeout", "5", *args]
         server.start()
         me = new_identity("replicas")
         server.register(me)
@@ -130,7 +130,12 @@ def test_both_replicas_of_a_cluster_answer(hosted):
     assert all(after[pid] > before[pid] for pid in pids), (before, after)  # each decoded some of them
 
 
-def test_a_killed_replica_restarts_and_loses_no_request_that_had_not_streamed(hosted):
+@pytest.mark.parametrize(
+    "lost",
+    [signal.SIGKILL, signal.SIGSTOP],  # killed, or alive but answering nothing (found by the heartbeat)
+    ids=["killed", "stopped"],
+)
+def test_a_lost_replica_restarts_and_loses_no_request_that_had_not_streamed(hosted, lost):
     pids = _replicas(hosted, 2, "two replica processes")
     # One row per replica: of 6 long answers, each replica runs one and queues two.
     chats = [StreamedChat(hosted["infer"], hosted["endpoint"], 400) for _ in range(6)]
@@ -138,10 +143,10 @@ def test_a_killed_replica_restarts_and_loses_no_request_that_had_not_streamed(ho
         chat.start()
     assert any(chat.started.wait(60) for chat in chats)
     victim = min(pids)
-    psutil.Process(victim).send_signal(signal.SIGKILL)
+    psutil.Process(victim).send_signal(lost)
     for chat in chats:
         chat.join(180)
-        assert not chat.is_alive(), "a request hangs after its replica was killed"
+        assert not chat.is_alive(), "a request hangs after its replica was lost"
     failed = [chat for chat in chats if "error" in chat.end]
     # Only a request the killed replica was already streaming can fail (one row: at most one), and it
     # says why after the text it had sent; every other one is answered in full.

@@ -85,6 +85,15 @@ from tuneforge.cli.options import store_options
     help="--executor ray: CPUs (and torch threads) each hosting replica (one per unit of a HOSTING cluster) reserves.",
 )
 @click.option(
+    "--replica-timeout",
+    type=click.FloatRange(min=1.0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A hosting replica (a unit of a HOSTING cluster) that answers no heartbeat for this long is killed and "
+    "started again; its requests end with an error or move to another replica.",
+)
+@click.option(
     "--serving-max-batch",
     type=click.IntRange(min=1),
     default=32,
@@ -125,6 +134,7 @@ def serve(
     ray_cpus_per_worker: float,
     ray_hosting_address: str | None,
     ray_cpus_per_replica: float,
+    replica_timeout: float,
     serving_max_batch: int,
     serving_max_wait: float,
     models_dirs: tuple[Path, ...],
@@ -147,6 +157,7 @@ def serve(
         ray_cpus_per_worker=ray_cpus_per_worker,
         ray_hosting_address=ray_hosting_address,
         ray_cpus_per_replica=ray_cpus_per_replica,
+        replica_timeout_s=replica_timeout,
         serving_max_batch=serving_max_batch,
         serving_max_wait_s=serving_max_wait,
         models_dirs=tuple(d.expanduser().resolve() for d in models_dirs),

@@ -8,6 +8,10 @@ copy of them is unsafe, and multiprocessing's "spawn" would import the caller's 
 served by the standard library's `multiprocessing.managers` (one connection per calling thread, so a
 long poll of one stream never holds up another). It leaves when this process does: it blocks reading
 its stdin, which ends when we end, SIGKILL included.
+
+A replica that is alive but does not answer (stopped, deadlocked, its machine cut off) would leave its
+requests waiting: each launch has a `Heartbeat` that pings it every HEARTBEAT_S and kills it after
+`hung_s` without an answer, which ends the calls waiting on it with `ReplicaDied`, as any death does.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import select
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing.managers import BaseManager
 from typing import Protocol
 
@@ -29,6 +35,8 @@ from tuneforge.serving.requests import EngineClosed
 log = logging.getLogger("tuneforge.hosting")
 START_TIMEOUT_S = 120.0  # a replica process that has not started serving by then is counted as dead
 EXIT_GRACE_S = 2.0  # after a broken connection, how long a replica process has to be seen gone
+HEARTBEAT_S = 2.0  # how often each replica is asked whether it still answers
+HUNG_S = 30.0  # a replica that has not answered a ping for this long is killed (and so started again)
 
 
 class ReplicaDied(Exception):
@@ -37,6 +45,38 @@ class ReplicaDied(Exception):
     def __init__(self, handle: ReplicaHandle):
         super().__init__("the replica stopped")
         self.handle = handle
+
+
+class Heartbeat:
+    """Pings a replica every HEARTBEAT_S from a thread of its own; another thread kills the replica once no
+    ping has been answered for `hung_s`. The pinging thread blocks on a replica that does not answer
+    (neither transport bounds a call), so the watching one is apart."""
+
+    def __init__(self, pid, ping: Callable[[], object], kill: Callable[[], None], hung_s: float):
+        self.pid, self._ping, self._kill, self.hung_s = pid, ping, kill, hung_s
+        self._answered = time.monotonic()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._pings, name=f"replica-ping-{pid}", daemon=True).start()
+        threading.Thread(target=self._watch, name=f"replica-watch-{pid}", daemon=True).start()
+
+    def _pings(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_S):
+            try:
+                self._ping()
+            except Exception:  # gone: the calls waiting on it notice, and the watch ends with the handle
+                return
+            self._answered = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(min(HEARTBEAT_S, self.hung_s / 2)):
+            silent = time.monotonic() - self._answered
+            if silent > self.hung_s:
+                log.warning("replica %s has not answered for %.0f s; it is killed and started again", self.pid, silent)
+                self._stopped.set()
+                self._kill()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 class ReplicaHandle(Protocol):
@@ -65,7 +105,7 @@ class ProcessHandle:
     """`python -m tuneforge.hosting` as a child: it reads its settings and a key from its stdin, answers
     with the loopback address it serves on, and exits when its stdin ends (this process ended)."""
 
-    def __init__(self, engine_config: dict):
+    def __init__(self, engine_config: dict, hung_s: float = HUNG_S):
         authkey = secrets.token_bytes(32)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tuneforge.hosting"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=False
@@ -83,6 +123,7 @@ class ProcessHandle:
         manager = ReplicaManager(address=(host, port), authkey=authkey)
         manager.connect()
         self._core = manager.replica()
+        self.heartbeat = Heartbeat(self.pid, self._core.ping, self.process.kill, hung_s)
 
     def call(self, method: str, *args):
         try:
@@ -101,6 +142,7 @@ class ProcessHandle:
 
     def stop(self) -> None:
         """Its requests end "cancelled", then the process ends."""
+        self.heartbeat.stop()
         if self.alive():
             with contextlib.suppress(EOFError, OSError):  # it went meanwhile
                 self._core.shutdown()
@@ -115,15 +157,18 @@ class ProcessHandle:
 class ProcessLauncher:
     shares_cores = True  # its replicas run on this machine: a cluster's replicas divide its cores
 
+    def __init__(self, hung_s: float = HUNG_S):
+        self.hung_s = hung_s
+
     def launch(self, engine_config: dict) -> ReplicaHandle:
-        return ProcessHandle(engine_config)
+        return ProcessHandle(engine_config, self.hung_s)
 
 
 # ---- Ray actors ---------------------------------------------------------------------------------
 
 
 class RayHandle:
-    def __init__(self, actor):
+    def __init__(self, actor, hung_s: float = HUNG_S):
         self.actor = actor
         self._dead = False
         import ray
@@ -135,6 +180,13 @@ class RayHandle:
             ray.kill(actor)
             self._dead = True
             raise ReplicaDied(self) from None
+        self.heartbeat = Heartbeat(self.pid, lambda: ray.get(actor.ping.remote()), self._kill, hung_s)
+
+    def _kill(self) -> None:
+        import ray
+
+        self._dead = True
+        ray.kill(self.actor)  # the calls waiting on it end with RayActorError
 
     def call(self, method: str, *args):
         import ray
@@ -154,6 +206,7 @@ class RayHandle:
     def stop(self) -> None:
         import ray
 
+        self.heartbeat.stop()
         if not self._dead:
             with contextlib.suppress(Exception):  # stopping: whatever it says, it goes
                 ray.get(self.actor.shutdown.remote(), timeout=30)
@@ -167,8 +220,8 @@ class RayLauncher:
 
     MAX_CONCURRENCY = 1024  # calls one actor runs at once: every in-flight request long-polls one
 
-    def __init__(self, address: str, cpus: float, gpus: float):
-        self.address, self.cpus, self.gpus = address, cpus, gpus
+    def __init__(self, address: str, cpus: float, gpus: float, hung_s: float = HUNG_S):
+        self.address, self.cpus, self.gpus, self.hung_s = address, cpus, gpus, hung_s
         self._lock = threading.Lock()
         self._actor_class = None
         self._connecting: threading.Thread | None = None
@@ -180,7 +233,7 @@ class RayLauncher:
         actor = self._actor_class.options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_concurrency=self.MAX_CONCURRENCY, max_restarts=0
         ).remote(engine_config)
-        return RayHandle(actor)
+        return RayHandle(actor, self.hung_s)
 
     def _connect(self):
         """ray.init, bounded: Ray retries an unreachable cluster for minutes, so it runs in a thread that

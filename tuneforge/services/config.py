@@ -25,6 +25,7 @@ class ServiceConfig:
     # Ray Client's ray://HEAD:10001; None: "auto", the Ray node this machine runs (tuneforge/hosting)
     ray_hosting_address: str | None = None
     ray_cpus_per_replica: float = 1.0  # CPUs (and torch threads) each hosting replica actor reserves
+    replica_timeout_s: float = 30.0  # a hosting replica that answers no ping for this long is killed and restarted
     max_pending_jobs_per_tenancy: int = 100  # more queued/running jobs than this: 429
     serving_max_batch: int = 32  # rows one decode step of the serving engine carries
     serving_max_queue: int = 256  # inference requests waiting for a row; more: 429

@@ -90,10 +90,12 @@ def hosting(svc: Services):
 
             cfg = svc.config
             if cfg.executor == "ray":
-                launcher = RayLauncher(cfg.ray_hosting_address or "auto", cfg.ray_cpus_per_replica, cfg.ray_gpus_per_unit)
+                launcher = RayLauncher(
+                    cfg.ray_hosting_address or "auto", cfg.ray_cpus_per_replica, cfg.ray_gpus_per_unit, cfg.replica_timeout_s
+                )
                 engine = _engine_config(svc, threads=max(1, int(cfg.ray_cpus_per_replica)))
             else:
-                launcher, engine = ProcessLauncher(), _engine_config(svc)
+                launcher, engine = ProcessLauncher(cfg.replica_timeout_s), _engine_config(svc)
             svc.hosting = Hosting(launcher, engine)
         return svc.hosting
 
