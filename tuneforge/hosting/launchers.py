@@ -63,7 +63,8 @@ class Heartbeat:
         while not self._stopped.wait(HEARTBEAT_S):
             try:
                 self._ping()
-            except Exception:  # gone: the calls waiting on it notice, and the watch ends with the handle
+            except Exception:  # gone (the calls waiting on it notice): nothing left to watch
+                self._stopped.set()
                 return
             self._answered = time.monotonic()
 
