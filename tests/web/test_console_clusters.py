@@ -1,13 +1,17 @@
 """The console's cluster pages through FastAPI's TestClient: list, create (errors next to their
-fields), read (the models trained on a fine-tuning cluster, the endpoints on a hosting one) and
-delete, all through tuneforge.services.resources.clusters; another tenancy sees none of them."""
+fields), read (the models trained on a fine-tuning cluster, the endpoints on a hosting one and its
+replicas, real replica processes) and delete, all through tuneforge.services.resources.clusters;
+another tenancy sees none of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
+import psutil
 from helpers.console import TENANCY_A, create_model, field_errors
 from helpers.fine_tuning import LORA_MODEL
+from helpers.waiting import wait_for
 
 
 def new_cluster(console, **fields):
@@ -89,3 +93,38 @@ def test_cluster_form_errors_are_tied_to_their_fields(alice):
     assert "There are 3 problems with this form" in refused.text and '<a href="#unitCount">' in refused.text
     assert "clusters-fine_tuning" in alice.client.get("/console/clusters").text
     assert 'class="empty">No fine-tuning clusters' in alice.client.get("/console/clusters").text  # nothing was created
+
+
+def test_a_hosting_cluster_page_shows_its_replicas(alice, bob, console_app, tiny_llama):
+    from tuneforge.services.actions import inference
+    from tuneforge.services.context import Caller
+    from tuneforge.services.resources import clusters, endpoints
+    from tuneforge.services.schemas.resources import UpdateDedicatedAiClusterDetails
+
+    app, _ = console_app
+    svc = app.state.services
+    svc.config = dataclasses.replace(svc.config, weights=str(tiny_llama))
+    svc.warm_endpoint = lambda endpoint_id: inference.warm_endpoint(svc, endpoint_id)  # as `tuneforge serve` sets it
+    owner = Caller(TENANCY_A, "alice")
+    cluster_id = new_cluster(alice, type="HOSTING", unitCount="2", displayName="host-r").headers["location"].rsplit("/", 1)[-1]
+    try:
+        assert "No replicas running" in alice.client.get(f"/console/clusters/{cluster_id}").text
+        endpoint_id = host_a_base_model(console_app, cluster_id)
+        wait_for(lambda: endpoints.get_endpoint(svc, owner, endpoint_id).value.lifecycle_state == "ACTIVE", 180, "the endpoint")
+
+        page = alice.client.get(f"/console/clusters/{cluster_id}").text
+        rows = re.findall(r'data-replica="(\d+)" data-state="(\w+)">.*?<td data-label="Process">(\d+) on ', page, re.S)
+        assert [(index, state) for index, state, _ in rows] == [("0", "running"), ("1", "running")], page
+        for _, _, pid in rows:  # each a replica process of this server
+            assert "tuneforge.hosting" in " ".join(psutil.Process(int(pid)).cmdline())
+        assert bob.client.get(f"/console/clusters/{cluster_id}").status_code == 404
+
+        clusters.update_cluster(svc, owner, cluster_id, UpdateDedicatedAiClusterDetails(unit_count=1))
+        wait_for(
+            lambda: re.findall(r'data-replica="(\d+)"', alice.client.get(f"/console/clusters/{cluster_id}").text) == ["0"],
+            60,
+            "the page to show one replica",
+        )
+    finally:
+        if svc.hosting is not None:
+            svc.hosting.shutdown()

@@ -21,6 +21,7 @@ import json
 import logging
 import secrets
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -81,6 +82,9 @@ class Heartbeat:
 
 
 class ReplicaHandle(Protocol):
+    pid: int  # the replica's process, and the machine it runs on
+    host: str
+
     def call(self, method: str, *args): ...
 
     def alive(self) -> bool: ...
@@ -111,7 +115,7 @@ class ProcessHandle:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tuneforge.hosting"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=False
         )
-        self.pid = self.process.pid
+        self.pid, self.host = self.process.pid, socket.gethostname()
         self.process.stdin.write(json.dumps({"engine": engine_config, "authkey": authkey.hex()}).encode() + b"\n")
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], START_TIMEOUT_S)
@@ -176,7 +180,8 @@ class RayHandle:
         from ray.exceptions import GetTimeoutError, RayActorError
 
         try:  # the actor is placed and started (the cluster may have no room for it: then it never is)
-            self.pid = ray.get(actor.ping.remote(), timeout=START_TIMEOUT_S)["pid"]
+            where = ray.get(actor.ping.remote(), timeout=START_TIMEOUT_S)
+            self.pid, self.host = where["pid"], where["host"]
         except (GetTimeoutError, RayActorError):
             ray.kill(actor)
             self._dead = True

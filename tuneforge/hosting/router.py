@@ -54,6 +54,21 @@ class Replica:
         self.lock = threading.Lock()  # one launch at a time
 
 
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """One replica of a cluster as its router sees it: `state` is running, starting (not yet or again),
+    retiring (scaled away, ending its requests) or down (died more than MAX_RESTARTS times in
+    RESTART_WINDOW_S); `restarts` counts its deaths in that window; `adapters`, the ids resident there."""
+
+    index: int
+    state: str
+    pid: int | None
+    host: str | None
+    inflight: int
+    adapters: list[str]
+    restarts: int
+
+
 @dataclass
 class _Call:
     """One request in flight: where it runs now, and whether its client has had text (then it cannot move)."""
@@ -349,18 +364,21 @@ class ReplicaSet:
         with self._lock:
             return len([r for r in self.replicas if not r.retiring])
 
-    def describe(self) -> list[dict]:
-        """Each replica: index, pid, in flight, resident adapters as far as the router knows, state."""
+    def describe(self) -> list[ReplicaStatus]:
+        """Each replica as the router knows it (the console's cluster page shows them)."""
+        recent = time.monotonic() - RESTART_WINDOW_S
         with self._lock:
             return [
-                {
-                    "index": r.index,
-                    "pid": getattr(r.handle, "pid", None),
-                    "inflight": r.inflight,
-                    "adapters": list(r.adapters),
-                    "state": "failed" if r.failed else "retiring" if r.retiring else "running" if r.handle else "starting",
-                }
-                for r in self.replicas
+                ReplicaStatus(
+                    index=r.index,
+                    state="down" if r.failed else "retiring" if r.retiring else "running" if r.handle else "starting",
+                    pid=getattr(r.handle, "pid", None),
+                    host=getattr(r.handle, "host", None),
+                    inflight=r.inflight,
+                    adapters=list(r.adapters),
+                    restarts=sum(1 for t in r.deaths if t >= recent),
+                )
+                for r in sorted(self.replicas, key=lambda r: r.index)
             ]
 
     def shutdown(self) -> None:
@@ -401,6 +419,12 @@ class Hosting:
             replicas = self._sets.get(cluster_id)
         if replicas is not None:
             replicas.scale(units)
+
+    def describe(self, cluster_id: str) -> list[ReplicaStatus]:
+        """The cluster's replicas on this server ([] before its first endpoint starts them)."""
+        with self._lock:
+            replicas = self._sets.get(cluster_id)
+        return replicas.describe() if replicas is not None else []
 
     def remove(self, cluster_id: str) -> None:
         with self._lock:

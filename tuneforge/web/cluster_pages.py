@@ -1,6 +1,6 @@
 """Console pages for dedicated AI clusters: list the tenancy's fine-tuning and hosting clusters,
-create one, read one (the models trained on a fine-tuning cluster, the endpoints on a hosting
-cluster) and delete one, all through `tuneforge.services.resources.clusters` (a busy cluster's 409 is shown
+create one, read one (the models trained on a fine-tuning cluster, the endpoints and replicas of a
+hosting cluster) and delete one, all through `tuneforge.services.resources.clusters` (a busy cluster's 409 is shown
 as the API words it)."""
 
 from __future__ import annotations
@@ -111,14 +111,22 @@ def cluster_page(request: Request, cluster_id: str, caller: ConsoleCaller, svc: 
     cluster = _cluster(svc, caller, cluster_id)
     if cluster is None:
         return not_found(request, "cluster")
-    trained = hosted = []
+    trained = hosted = replicas = []
     if cluster.type == "FINE_TUNING":
         trained = [queries.model_view(m, svc.region) for m in models.models_on_cluster(svc, caller, cluster.id)]
     else:
         hosted = _hosted(svc, caller, cluster.id)
+        replicas = clusters.replicas(svc, caller, cluster.id)
     capacity = clusters.ENDPOINTS_PER_HOSTING_CLUSTER
     return page(
-        request, "cluster.html", cluster=cluster, types=forms.CLUSTER_TYPES, trained=trained, hosted=hosted, capacity=capacity
+        request,
+        "cluster.html",
+        cluster=cluster,
+        types=forms.CLUSTER_TYPES,
+        trained=trained,
+        hosted=hosted,
+        replicas=replicas,
+        capacity=capacity,
     )
 
 

@@ -144,6 +144,14 @@ def get_cluster(svc: Services, caller: Caller, cluster_id: str) -> Answer[Dedica
         return _answer(session, owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster"))
 
 
+def replicas(svc: Services, caller: Caller, cluster_id: str) -> list:
+    """A HOSTING cluster's replicas on this server (`tuneforge.hosting.router.ReplicaStatus`, by index);
+    [] for a fine-tuning cluster, or before the cluster's first endpoint starts them."""
+    with svc.session() as session:
+        owned(session, caller, ClusterRow, cluster_id, "dedicated AI cluster")
+    return svc.hosting.describe(cluster_id) if svc.hosting is not None else []
+
+
 def list_clusters(
     svc: Services,
     caller: Caller,
